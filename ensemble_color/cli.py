@@ -1,0 +1,218 @@
+"""Command line: ``python -m ensemble_color photo.jpg`` plus ``train``, ``evaluate`` and ``serve``.
+
+Argument parsing and file handling only; the work is done by :class:`ensemble_color.pipeline.Pipeline`
+and the train/evaluate modules. Bad inputs produce one ``error: <file>: <reason>`` line each, the
+good ones are still written, and the exit code is 1 if anything failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from .io import ImageLoadError, load_image, save_image, to_pil
+from .train.data import IMAGE_SUFFIXES
+
+SUBCOMMANDS = ("train", "evaluate", "serve")
+OUTPUT_TAGS = ("_colorized", "_routing")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ensemble_color",
+        description="Colourise grayscale photos with a routed ensemble of expert models. "
+                    "Other commands: 'ensemble_color train|evaluate|serve --help'.")
+    p.add_argument("inputs", nargs="*", help="image files, folders or glob patterns")
+    p.add_argument("-o", "--output", help="output folder (default: next to each input)")
+    p.add_argument("--format", choices=["png", "jpg", "webp", "tif"], help="output format (default: the input's)")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier outputs (inputs are never replaced)")
+    p.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 …")
+    p.add_argument("--size", type=int, default=None, help="working resolution: long side in pixels")
+    p.add_argument("--saturation", type=float, default=None, help="chroma multiplier (1 = as predicted)")
+    p.add_argument("--router", default="embedded", help="embedded | background | generalist | lraspp | "
+                   "deeplabv3 (online weights) | path to an smp checkpoint folder")
+    p.add_argument("--temperature", type=float, default=None, help="router softmax temperature (>1 softer)")
+    p.add_argument("--experts", action="append", default=[], metavar="DIR",
+                   help="extra plugin folder (repeatable; after $ENSEMBLE_COLOR_EXPERTS, later wins)")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="use only these experts")
+    p.add_argument("--save-masks", action="store_true", help="also write {stem}_routing.png (routing overlay)")
+    p.add_argument("--per-expert", action="store_true", help="also write each expert's own colourisation")
+    p.add_argument("--batch-size", type=int, default=4, help="images colourised together")
+    p.add_argument("--list-experts", action="store_true", help="list plugins found / skipped and exit")
+    return p
+
+
+def expand_inputs(items: Iterable[str], recursive: bool) -> tuple[list[Path], list[str]]:
+    """Files from files/folders/globs (sorted, de-duplicated) and errors for arguments matching nothing."""
+    files: list[Path] = []
+    errors: list[str] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in (path.rglob("*") if recursive else path.iterdir())
+                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                           and not p.stem.endswith(OUTPUT_TAGS) and not p.name.startswith("."))
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        elif any(ch in item for ch in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=True) if Path(m).is_file())
+            if not matches:
+                errors.append(f"{item}: pattern matches no file")
+            files.extend(matches)
+        else:
+            errors.append(f"{item}: no such file or folder")
+    seen: set[Path] = set()
+    unique = [f for f in files if not (f.resolve() in seen or seen.add(f.resolve()))]
+    return unique, errors
+
+
+def output_path(src: Path, out_dir: Path | None, tag: str, fmt: str | None, overwrite: bool,
+                protected: set[Path]) -> Path:
+    """``{stem}{tag}.{ext}``; never an input file, and never an existing file unless ``overwrite``."""
+    ext = f".{fmt}" if fmt else (src.suffix.lower() if src.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp",
+                                                                               ".tif", ".tiff") else ".png")
+    folder = out_dir or src.parent
+    candidate = folder / f"{src.stem}{tag}{ext}"
+    n = 1
+    while candidate.resolve() in protected or (candidate.exists() and not overwrite):
+        candidate = folder / f"{src.stem}{tag}_{n}{ext}"
+        n += 1
+    return candidate
+
+
+def list_experts(args: argparse.Namespace) -> int:
+    from .composite import ExpertRoute, served_by
+    from .plugins import discover, expert_search_path
+    from .routing import RoutingTable, load_router
+
+    table = RoutingTable.load()
+    scan = discover(expert_search_path(args.experts), table.known_classes())
+    router = load_router(args.router, table, generalist=None) if args.router != "generalist" else None
+    predicted = set(router.route_classes) if router is not None else set(table.classes_of("ensemble"))
+    print(f"router: {args.router}  (predicts: {', '.join(sorted(predicted))})")
+    print("experts:")
+    for name, spec in scan.experts.items():
+        routes = ", ".join(spec.routes) or "-"
+        note = "  [fallback: colours every unclaimed class]" if spec.fallback else ""
+        missing = [r for r in spec.routes if r not in predicted]
+        if missing:
+            note += f"  [no router predicts this class: {', '.join(missing)}]"
+        print(f"  {name:<12} routes: {routes:<20} {spec.architecture:<16} {spec.folder}{note}")
+    for name, old, new in scan.overridden:
+        print(f"  overridden: {name} from {old} by {new}")
+    for folder, reason in scan.skipped:
+        print(f"  skipped: {folder}: {reason}")
+    if scan.experts:
+        routes = [ExpertRoute(s.name, s.routes, s.fallback) for s in scan.experts.values()]
+        served = served_by(sorted(predicted), routes)
+        print("routing: " + "; ".join(f"{c} → {e}" for c, e in served.items()))
+    return 0
+
+
+def colorize_files(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .pipeline import Pipeline
+    from .visualize import routing_overlay
+
+    files, errors = expand_inputs(args.inputs, args.recursive)
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    if not files:
+        print("error: no input images", file=sys.stderr)
+        return 1
+    out_dir = Path(args.output) if args.output else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    overrides = {k: v for k, v in {"work_size": args.size, "saturation": args.saturation}.items() if v is not None}
+    router_options = {"temperature": args.temperature} if args.temperature is not None else {}
+    try:
+        pipe = Pipeline.load(args.experts, router=args.router, device=args.device, enabled=args.only,
+                             router_options=router_options)
+    except (ValueError, KeyError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if overrides:
+        pipe = pipe.with_options(**overrides)
+    protected = {f.resolve() for f in files}
+    failed = len(errors)
+    bar = tqdm(total=len(files), unit="img", disable=len(files) < 2, file=sys.stderr)
+    for start in range(0, len(files), max(1, args.batch_size)):
+        batch = []
+        for f in files[start:start + args.batch_size]:
+            try:
+                im = load_image(f)
+            except ImageLoadError as err:
+                print(f"error: {err}", file=sys.stderr)
+                failed += 1
+                bar.update(1)
+                continue
+            if im.was_color:
+                bar.write(f"note: {f} is a colour image; only its lightness (L) is used", file=sys.stderr)
+            batch.append((f, im))
+        if not batch:
+            continue
+        results = pipe.colorize_batch([im for _, im in batch], per_expert=args.per_expert)
+        for (f, im), res in zip(batch, results, strict=True):
+            try:
+                dst = output_path(f, out_dir, "_colorized", args.format, args.overwrite, protected)
+                save_image(to_pil(res.rgb, im.alpha), dst)
+                written = [dst]
+                if args.save_masks:
+                    ov = routing_overlay(res.L_work, res.probs, res.route_classes)
+                    written.append(output_path(f, out_dir, "_routing", "png", args.overwrite, protected))
+                    save_image(to_pil(ov), written[-1])
+                for name, rgb in res.per_expert.items():
+                    written.append(output_path(f, out_dir, f"_colorized_{name}", "png", args.overwrite, protected))
+                    save_image(to_pil(rgb), written[-1])
+                bar.write(f"{f} -> {', '.join(map(str, written))}", file=sys.stderr)
+            except (OSError, ValueError) as err:
+                print(f"error: {f}: cannot write output ({err})", file=sys.stderr)
+                failed += 1
+            bar.update(1)
+    bar.close()
+    if failed:
+        print(f"{failed} of {len(files) + len(errors)} input(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _train_main(argv: list[str]) -> int:
+    from .train import expert
+
+    parser = argparse.ArgumentParser(prog="ensemble_color train", description="Train a model and export it.")
+    sub = parser.add_subparsers(dest="what", required=True)
+    expert.add_arguments(sub.add_parser("expert", help="a resnet18-deconv specialist"))
+    args = parser.parse_args(argv)
+    if args.what == "expert":
+        expert.run(args, argv[1:])
+    return 0
+
+
+def _evaluate_main(argv: list[str]) -> int:
+    from . import evaluate
+
+    parser = argparse.ArgumentParser(prog="ensemble_color evaluate",
+                                     description="Measure colourisation quality (or the router).")
+    evaluate.add_arguments(parser)
+    return evaluate.run(parser.parse_args(argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train":
+        return _train_main(argv[1:])
+    if argv and argv[0] == "evaluate":
+        return _evaluate_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    if args.list_experts:
+        return list_experts(args)
+    if not args.inputs:
+        build_parser().print_usage(sys.stderr)
+        print("error: give at least one image, folder or pattern (or --list-experts)", file=sys.stderr)
+        return 2
+    return colorize_files(args)

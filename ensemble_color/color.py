@@ -1,0 +1,44 @@
+"""Colour maths: sRGB <-> CIE Lab (D65), batched torch, any device.
+
+Everything in the package speaks *Lab units*: L in [0, 100], a/b roughly in [-110, 110].
+The conversions are kornia's (maintained, differentiable); this module only pins the
+conventions (channel-first, float32 maths even under autocast, gamut clipping on the way back).
+"""
+
+from __future__ import annotations
+
+import kornia.color
+import torch
+
+#: Largest |a|, |b| an sRGB colour reaches in Lab (about 98 for a, 108 for b); used to scale heads.
+AB_RANGE = 110.0
+
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB in [0, 1], shape (..., 3, H, W) -> Lab (..., 3, H, W) in Lab units."""
+    return kornia.color.rgb_to_lab(rgb.float().clamp(0.0, 1.0))
+
+
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """Lab (..., 3, H, W) -> sRGB in [0, 1]; out-of-gamut colours are clipped per channel."""
+    return kornia.color.lab_to_rgb(lab.float(), clip=True)
+
+
+def rgb_to_l(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB (..., 3, H, W) -> L (..., 1, H, W); the only part of a photo the colourizer sees."""
+    return rgb_to_lab(rgb)[..., :1, :, :]
+
+
+def gray_to_l(gray: torch.Tensor) -> torch.Tensor:
+    """Gray sRGB values in [0, 1], shape (..., 1, H, W) -> L; identical to rgb_to_l of R=G=B."""
+    return rgb_to_l(gray.expand(*gray.shape[:-3], 3, *gray.shape[-2:]))
+
+
+def join_l_ab(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    """Join L (..., 1, H, W) and ab (..., 2, H, W) into sRGB in [0, 1] (gamut clipped)."""
+    return lab_to_rgb(torch.cat([L.float(), ab.float()], dim=-3))
+
+
+def saturate_ab(ab: torch.Tensor, factor: float) -> torch.Tensor:
+    """Scale chroma by ``factor`` (1 = unchanged); regression models under-saturate, users like a knob."""
+    return ab * factor if factor != 1.0 else ab

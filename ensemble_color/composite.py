@@ -1,0 +1,173 @@
+"""The compositor: route probabilities -> per-expert weights -> crops -> blended ab -> full-res RGB.
+
+Design choices (and why):
+* Weights are the router's soft probabilities summed over each expert's route classes, so two
+  experts cross-fade where the router is unsure: no seams by construction.
+* A class with no expert, and anything left outside the specialists' crops, goes to the fallback
+  expert (the generalist if installed, else the background expert): weights always sum to 1.
+* Experts only run on the bounding box (+ margin) of their region, and only when it has mass.
+* ab is computed at the working resolution and upsampled bilinearly (never nearest) to full size;
+  L is always the original full-resolution L, so detail and tone are untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .color import join_l_ab
+
+
+@dataclass(frozen=True)
+class ExpertRoute:
+    """Which route classes an expert serves; ``fallback`` takes all unclaimed mass."""
+
+    name: str
+    routes: tuple[str, ...]
+    fallback: bool = False
+
+
+@dataclass(frozen=True)
+class Box:
+    """A crop, half-open pixel ranges at working resolution."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.y0, self.y1), slice(self.x0, self.x1)
+
+    @property
+    def area(self) -> int:
+        return (self.y1 - self.y0) * (self.x1 - self.x0)
+
+
+def choose_fallback(experts: Sequence[ExpertRoute]) -> str:
+    """The expert for unclaimed classes: a declared fallback, else whoever serves ``background``."""
+    for e in experts:
+        if e.fallback:
+            return e.name
+    for e in experts:
+        if "background" in e.routes:
+            return e.name
+    if not experts:
+        raise ValueError("no experts installed")
+    return experts[0].name
+
+
+def served_by(route_classes: Sequence[str], experts: Sequence[ExpertRoute]) -> dict[str, str]:
+    """Route class -> the expert(s) that colour it ('a + b' when shared; the fallback when unclaimed)."""
+    fallback = choose_fallback(experts)
+    return {c: " + ".join(e.name for e in experts if c in e.routes) or fallback for c in route_classes}
+
+
+def expert_weights(probs: torch.Tensor, route_classes: Sequence[str], experts: Sequence[ExpertRoute]
+                   ) -> dict[str, torch.Tensor]:
+    """(R, H, W) route probabilities -> {expert: (H, W) weight}; weights sum to 1 at every pixel.
+
+    A class served by several experts is shared equally between them; a class served by none goes
+    to the fallback expert.
+    """
+    fallback = choose_fallback(experts)
+    weights = {e.name: torch.zeros_like(probs[0]) for e in experts}
+    for i, cls in enumerate(route_classes):
+        owners = [e.name for e in experts if cls in e.routes] or [fallback]
+        for name in owners:
+            weights[name] = weights[name] + probs[i] / len(owners)
+    return weights
+
+
+def region_box(weight: torch.Tensor, threshold: float, margin: int, multiple: int) -> Box | None:
+    """Bounding box of ``weight > threshold`` grown by ``margin`` and to a multiple of ``multiple``.
+
+    Returns None when no pixel passes (the expert is not needed for this image).
+    """
+    h, w = weight.shape
+    ys = torch.nonzero(weight.amax(1) > threshold).flatten()
+    xs = torch.nonzero(weight.amax(0) > threshold).flatten()
+    if ys.numel() == 0:
+        return None
+    y0, y1 = max(0, int(ys[0]) - margin), min(h, int(ys[-1]) + 1 + margin)
+    x0, x1 = max(0, int(xs[0]) - margin), min(w, int(xs[-1]) + 1 + margin)
+    return Box(*_grow_to_multiple(y0, y1, h, multiple), *_grow_to_multiple(x0, x1, w, multiple))
+
+
+def _grow_to_multiple(a: int, b: int, limit: int, multiple: int) -> tuple[int, int]:
+    """Widen [a, b) to a multiple of ``multiple`` when the image allows (fewer padded pixels)."""
+    need = (-(b - a)) % multiple
+    b2 = min(limit, b + need)
+    a2 = max(0, a - (need - (b2 - b)))
+    return a2, b2
+
+
+def plan_regions(weights: dict[str, torch.Tensor], fallback: str, threshold: float, margin: int,
+                 multiple: int, min_fraction: float) -> tuple[dict[str, Box], dict[str, torch.Tensor]]:
+    """Decide which experts run on which crop and the final blend weights.
+
+    Specialists whose region covers less than ``min_fraction`` of the image are dropped; a
+    specialist's weight outside its crop is zero. The fallback takes everything left over, so the
+    final weights still sum to one.
+    """
+    boxes: dict[str, Box] = {}
+    final: dict[str, torch.Tensor] = {}
+    claimed = torch.zeros_like(next(iter(weights.values())))
+    for name, w in weights.items():
+        if name == fallback or float(w.mean()) < min_fraction:
+            continue
+        box = region_box(w, threshold, margin, multiple)
+        if box is None:
+            continue
+        masked = torch.zeros_like(w)
+        masked[box.slices] = w[box.slices]
+        boxes[name], final[name] = box, masked
+        claimed = claimed + masked
+    rest = (1.0 - claimed).clamp_min(0.0)
+    box = region_box(rest, threshold, margin, multiple)
+    if box is not None:
+        masked = torch.zeros_like(rest)
+        masked[box.slices] = rest[box.slices]
+        boxes[fallback], final[fallback] = box, masked
+    total = sum(final.values())
+    return boxes, {k: v / total.clamp_min(1e-6) for k, v in final.items()}
+
+
+def blend(ab_layers: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Σ_e w_e · ab_e over experts; (2, H, W)."""
+    out = None
+    for name, w in weights.items():
+        term = ab_layers[name] * w
+        out = term if out is None else out + term
+    if out is None:
+        raise ValueError("nothing to blend")
+    return out
+
+
+def upsample_ab(ab: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear (antialiased when shrinking) resize of ab (..., 2, h, w) to ``size`` = (H, W)."""
+    if tuple(ab.shape[-2:]) == tuple(size):
+        return ab
+    x = ab if ab.dim() == 4 else ab[None]
+    out = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False,
+                        antialias=size[0] < x.shape[-2])
+    return out if ab.dim() == 4 else out[0]
+
+
+def compose_lab(L_full: torch.Tensor, ab_work: torch.Tensor, saturation: float = 1.0) -> torch.Tensor:
+    """Upsample working ab to the full-res L's size and stack: (1, H, W) + (2, h, w) -> Lab (3, H, W).
+
+    Channel 0 *is* the input L tensor's values: the compositor never touches lightness.
+    """
+    ab = upsample_ab(ab_work, tuple(L_full.shape[-2:])) * saturation
+    return torch.cat([L_full.float(), ab.to(L_full.device).float()], dim=0)
+
+
+def compose(L_full: torch.Tensor, ab_work: torch.Tensor, saturation: float = 1.0) -> torch.Tensor:
+    """Full-resolution RGB (3, H, W) in [0, 1] from full-res L and working-res ab."""
+    lab = compose_lab(L_full, ab_work, saturation)
+    return join_l_ab(lab[:1], lab[1:])

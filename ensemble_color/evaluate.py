@@ -1,0 +1,197 @@
+"""``python -m ensemble_color evaluate``: colourisation quality of the pipeline, single experts and baselines.
+
+Every method sees only the L channel of each ground-truth image (colour is discarded before any
+model runs) and is scored against the original colours. Methods:
+
+* ``gray``: ab = 0 (the baseline every model must beat);
+* ``pipeline``: the routed ensemble as configured (router, crops, soft blend, fallback);
+* ``expert:NAME``: one expert alone on the whole image.
+
+Data sets: image folders (``--data``), and/or the seeded val composites (``--composites N``).
+Results: a Markdown table per data set and a JSON file with per-method means and mean
+cumulative ab-error curves (for plots).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import metrics
+from .color import join_l_ab, rgb_to_lab
+from .io import atomic_write_bytes, load_image
+from .pipeline import Pipeline
+from .train.data import list_images
+
+METRIC_KEYS = ("psnr", "ssim", "l2ab", "auc", "cf", "cf_gt", "cf_gap")
+
+#: A method maps ground-truth-free input L (1, H, W) to predicted ab (2, H, W).
+Method = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Scores:
+    """Per-image metric values of one method on one data set, plus the summed error curve."""
+
+    values: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in METRIC_KEYS})
+    curve_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(len(metrics.AUC_THRESHOLDS)))
+
+    def add(self, ab_pred: torch.Tensor, lab_true: torch.Tensor) -> None:
+        L, ab_true = lab_true[:1], lab_true[1:]
+        rgb_pred = join_l_ab(L[None], ab_pred[None].float())
+        rgb_true = join_l_ab(L[None], ab_true[None])
+        err = metrics.ab_error(ab_pred[None], ab_true[None])
+        cf, cf_gt = metrics.colorfulness(rgb_pred).item(), metrics.colorfulness(rgb_true).item()
+        row = {"psnr": metrics.psnr(rgb_pred, rgb_true).item(), "ssim": metrics.ssim(rgb_pred, rgb_true).item(),
+               "l2ab": err.mean().item(), "auc": metrics.auc(err).item(), "cf": cf, "cf_gt": cf_gt,
+               "cf_gap": cf - cf_gt}
+        for k, v in row.items():
+            self.values[k].append(v)
+        self.curve_sum += metrics.cumulative_curve(err)[0].cpu()
+
+    def summary(self) -> dict[str, float]:
+        n = len(self.values["l2ab"])
+        out = {k: float(np.mean(v)) for k, v in self.values.items()}
+        out["n"] = n
+        out["curve"] = (self.curve_sum / max(n, 1)).tolist()
+        return out
+
+
+def pipeline_method(pipe: Pipeline) -> Method:
+    """The routed ensemble as a method (its ab before upsampling equals its ab at full size here)."""
+    def run(L: torch.Tensor) -> torch.Tensor:
+        res = pipe.colorize(_gray_rgb(L))
+        return torch.nn.functional.interpolate(res.ab_work[None], size=L.shape[-2:], mode="bilinear",
+                                               align_corners=False)[0]
+    return run
+
+
+def expert_method(pipe: Pipeline, name: str) -> Method:
+    """One expert on the whole image at full resolution."""
+    expert = pipe.experts[name]
+
+    def run(L: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return expert.run(L[None].to(pipe.device))[0].cpu()
+    return run
+
+
+def gray_method(L: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(2, *L.shape[-2:])
+
+
+def _gray_rgb(L: torch.Tensor) -> torch.Tensor:
+    return join_l_ab(L[None], torch.zeros(1, 2, *L.shape[-2:]))[0]
+
+
+def load_datasets(folders: Sequence[str], composites: int, data_root: str | None, limit: int | None
+                  ) -> dict[str, list[torch.Tensor]]:
+    """Named lists of ground-truth Lab images (3, H, W)."""
+    sets: dict[str, list[torch.Tensor]] = {}
+    for folder in folders:
+        path = Path(folder)
+        name = f"{path.parent.name}/{path.name}" if path.name in ("val", "train", "test") else path.name
+        files = list_images(path)[:limit] if limit else list_images(path)
+        sets[name] = [rgb_to_lab(load_image(f).rgb[None])[0] for f in files]
+    if composites:
+        from .train.composites import val_composites
+
+        if data_root is None:
+            raise ValueError("--composites needs --data-root (the shared data folder)")
+        comps = val_composites(data_root, n=composites)
+        sets[f"composites/val (n={composites}, seed 0)"] = [
+            rgb_to_lab(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255)[0] for rgb, _ in comps]
+    return sets
+
+
+def evaluate(methods: dict[str, Method], datasets: dict[str, list[torch.Tensor]]) -> dict[str, dict[str, dict]]:
+    """{dataset: {method: summary}}; every method sees exactly the same L images."""
+    out: dict[str, dict[str, dict]] = {}
+    for ds_name, images in datasets.items():
+        scores = {m: Scores() for m in methods}
+        for lab in tqdm(images, desc=ds_name, leave=False, mininterval=5):
+            for m, fn in methods.items():
+                scores[m].add(fn(lab[:1].clone()), lab)
+        out[ds_name] = {m: s.summary() for m, s in scores.items()}
+    return out
+
+
+def markdown(results: dict[str, dict[str, dict]], bold_best: bool = True) -> str:
+    """One table per data set; best value per column in bold (higher is better except l2ab, cf_gap)."""
+    lines = []
+    for ds_name, by_method in results.items():
+        n = next(iter(by_method.values()))["n"]
+        lines += [f"### {ds_name} ({n} images)", "",
+                  "| method | PSNR ↑ | SSIM ↑ | L2ab ↓ | AuC ↑ | colourfulness | GT colourfulness | gap |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        best = {
+            "psnr": max(v["psnr"] for v in by_method.values()), "ssim": max(v["ssim"] for v in by_method.values()),
+            "l2ab": min(v["l2ab"] for v in by_method.values()), "auc": max(v["auc"] for v in by_method.values())}
+        for m, v in by_method.items():
+            def cell(k: str, fmt: str, v=v, best=best) -> str:
+                s = format(v[k], fmt)
+                return f"**{s}**" if bold_best and k in best and v[k] == best[k] else s
+            lines.append(f"| {m} | {cell('psnr', '.2f')} | {cell('ssim', '.4f')} | {cell('l2ab', '.2f')} | "
+                         f"{cell('auc', '.4f')} | {v['cf']:.1f} | {v['cf_gt']:.1f} | {v['cf_gap']:+.1f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", nargs="*", default=[], help="ground-truth colour image folder(s), one data set each")
+    p.add_argument("--composites", type=int, default=0, help="also N seeded val composites (needs --data-root)")
+    p.add_argument("--data-root", default=None, help="the shared data folder (for composites)")
+    p.add_argument("--methods", nargs="+", default=["gray", "pipeline"],
+                   help="gray, pipeline, expert:NAME, or experts (= every installed expert alone)")
+    p.add_argument("--experts", action="append", default=[], metavar="DIR", help="extra plugin folder")
+    p.add_argument("--router", default="embedded")
+    p.add_argument("--size", type=int, default=None, help="pipeline working size")
+    p.add_argument("--limit", type=int, default=None, help="at most N images per folder")
+    p.add_argument("--out", default=None, help="write OUT.md and OUT.json")
+    p.add_argument("--device", default="auto")
+
+
+def build_methods(names: Sequence[str], pipe: Pipeline) -> dict[str, Method]:
+    """Method names -> callables; 'experts' expands to every installed expert."""
+    out: dict[str, Method] = {}
+    for name in names:
+        if name == "gray":
+            out["gray"] = gray_method
+        elif name == "pipeline":
+            out["pipeline"] = pipeline_method(pipe)
+        elif name == "experts":
+            out.update({f"expert:{n}": expert_method(pipe, n) for n in pipe.experts})
+        elif name.startswith("expert:") and name[7:] in pipe.experts:
+            out[name] = expert_method(pipe, name[7:])
+        else:
+            raise ValueError(f"unknown method {name!r} (installed experts: {', '.join(pipe.experts)})")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.data and not args.composites:
+        raise SystemExit("error: give --data FOLDER(s) and/or --composites N")
+    pipe = Pipeline.load(args.experts, router=args.router, device=args.device)
+    if args.size:
+        pipe = pipe.with_options(work_size=args.size)
+    methods = build_methods(args.methods, pipe)
+    datasets = load_datasets(args.data, args.composites, args.data_root, args.limit)
+    results = evaluate(methods, datasets)
+    table = markdown(results)
+    print(table)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out.with_suffix(".md"), table.encode())
+        payload = {"results": results, "options": dataclasses.asdict(pipe.options), "router": pipe.router.name}
+        atomic_write_bytes(out.with_suffix(".json"), json.dumps(payload, indent=1).encode())
+    return 0
+

@@ -1,0 +1,140 @@
+"""Image I/O: decode anything Pillow reads into a float RGB tensor, save atomically, fail clearly.
+
+Why here and not in the pipeline: every front end (CLI, app, evaluation) must treat EXIF rotation,
+16-bit, palette, RGBA and CMYK files the same way, and must never leave a half-written output.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: Refuse larger images (decompression bombs, accidental 400 MP scans); override with max_pixels.
+DEFAULT_MAX_PIXELS = 80_000_000
+
+
+class ImageLoadError(ValueError):
+    """A file that cannot be used as input; ``str(err)`` is a one-line message naming the file."""
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """An input photo as float sRGB (3, H, W) in [0, 1], plus what the user should be told about it."""
+
+    rgb: torch.Tensor
+    source: str
+    was_color: bool
+    bit_depth: int
+    alpha: np.ndarray | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the full-resolution image."""
+        return int(self.rgb.shape[-1]), int(self.rgb.shape[-2])
+
+
+def _to_float_rgb(im: Image.Image) -> tuple[np.ndarray, int, np.ndarray | None]:
+    """Any Pillow mode -> (H, W, 3) float32 in [0, 1], bit depth, optional alpha (uint8)."""
+    alpha = None
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float32)
+        depth = 16
+        arr = arr / (65535.0 if arr.max(initial=0) > 255 or im.mode.startswith("I;16") else 255.0)
+        return np.repeat(np.clip(arr, 0, 1)[..., None], 3, axis=2), depth, None
+    if im.mode == "F":
+        arr = np.asarray(im, dtype=np.float32)
+        return np.repeat(np.clip(arr, 0, 1)[..., None], 3, axis=2), 32, None
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        alpha = np.asarray(im)[..., 3].copy()
+    if im.mode == "1":
+        im = im.convert("L")
+    rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return rgb, 8, alpha
+
+
+def decode_image(data: Image.Image, source: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Normalise an opened Pillow image (EXIF rotation, mode, depth) into a :class:`LoadedImage`."""
+    w, h = data.size
+    if w * h > max_pixels:
+        raise ImageLoadError(f"{source}: image is {w}x{h} = {w * h / 1e6:.0f} MP, over the "
+                             f"{max_pixels / 1e6:.0f} MP limit")
+    if w < 8 or h < 8:
+        raise ImageLoadError(f"{source}: image is {w}x{h}, too small to colourise (min 8x8)")
+    try:
+        im = ImageOps.exif_transpose(data)
+        rgb, depth, alpha = _to_float_rgb(im)
+    except (OSError, ValueError, SyntaxError) as err:
+        raise ImageLoadError(f"{source}: cannot decode image ({err})") from None
+    spread = float(np.abs(rgb - rgb.mean(axis=2, keepdims=True)).max()) if rgb.size else 0.0
+    tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+    return LoadedImage(rgb=tensor, source=source, was_color=spread > 2.5 / 255, bit_depth=depth, alpha=alpha)
+
+
+def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Read an image file; raise :class:`ImageLoadError` with a one-line reason on any problem."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageLoadError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageLoadError(f"{path}: is a directory")
+    Image.MAX_IMAGE_PIXELS = None  # we apply our own limit with a clearer message
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return decode_image(im, str(path), max_pixels)
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"{path}: not an image file (or a format Pillow cannot read)") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        if isinstance(err, ImageLoadError):
+            raise
+        raise ImageLoadError(f"{path}: corrupt or truncated image ({err})") from None
+
+
+def to_pil(rgb: torch.Tensor | np.ndarray, alpha: np.ndarray | None = None) -> Image.Image:
+    """(3, H, W) float tensor in [0, 1] or (H, W, 3) uint8 array -> Pillow RGB(A) image."""
+    if isinstance(rgb, torch.Tensor):
+        arr = (rgb.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    else:
+        arr = rgb
+    im = Image.fromarray(np.ascontiguousarray(arr, dtype=np.uint8))
+    if alpha is not None and alpha.shape == arr.shape[:2]:
+        im.putalpha(Image.fromarray(np.ascontiguousarray(alpha, dtype=np.uint8)))
+    return im
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",
+            ".bmp": "BMP"}
+
+
+def save_image(im: Image.Image, path: str | Path, quality: int = 95) -> None:
+    """Encode by extension and write atomically (a crash never leaves a truncated output)."""
+    path = Path(path)
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unsupported output extension {path.suffix!r} (use {', '.join(_FORMATS)})")
+    if fmt in ("JPEG", "BMP") and im.mode == "RGBA":
+        im = im.convert("RGB")
+    buf = _io.BytesIO()
+    im.save(buf, format=fmt, **({"quality": quality} if fmt in ("JPEG", "WEBP") else {}))
+    atomic_write_bytes(path, buf.getvalue())

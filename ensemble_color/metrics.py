@@ -1,0 +1,67 @@
+"""Colourisation metrics, all on tensors: PSNR/SSIM on RGB, ab error, AuC, colourfulness.
+
+Conventions (so numbers are comparable across the project):
+* ``l2ab``: mean over pixels of the Euclidean ab distance, in Lab units.
+* ``auc``: area under the cumulative ab-error curve for thresholds 0..150 (Zhang et al. 2016),
+  normalised to [0, 1]; 1 means every pixel within 0 of ground truth.
+* PSNR on 8-bit-quantised RGB, capped at :data:`PSNR_CAP` dB (identical images would be +inf).
+* colourfulness: Hasler & Süsstrunk (2003) on RGB in 0..255.
+"""
+
+from __future__ import annotations
+
+import kornia.metrics
+import torch
+
+PSNR_CAP = 100.0
+AUC_THRESHOLDS = torch.arange(0, 151, dtype=torch.float32)
+
+
+def ab_error(ab_pred: torch.Tensor, ab_true: torch.Tensor) -> torch.Tensor:
+    """Per-pixel Euclidean ab distance, (B, H, W)."""
+    return torch.linalg.vector_norm(ab_pred.float() - ab_true.float(), dim=-3)
+
+
+def l2ab(ab_pred: torch.Tensor, ab_true: torch.Tensor) -> torch.Tensor:
+    """Mean Euclidean ab error per image, (B,)."""
+    return ab_error(ab_pred, ab_true).flatten(1).mean(1)
+
+
+def cumulative_curve(err: torch.Tensor) -> torch.Tensor:
+    """Fraction of pixels with error <= t for each t in AUC_THRESHOLDS, per image: (B, 151)."""
+    flat = err.flatten(1)
+    return (flat[:, None, :] <= AUC_THRESHOLDS.to(err.device)[None, :, None]).float().mean(-1)
+
+
+def auc(err: torch.Tensor) -> torch.Tensor:
+    """Normalised area under the cumulative error curve (trapezoid rule), per image, (B,)."""
+    curve = cumulative_curve(err)
+    return torch.trapezoid(curve, dx=1.0, dim=1) / (AUC_THRESHOLDS[-1] - AUC_THRESHOLDS[0])
+
+
+def quantize(rgb: torch.Tensor) -> torch.Tensor:
+    """Round to 8-bit levels (what is saved), back in [0, 1]."""
+    return torch.round(rgb.clamp(0, 1) * 255) / 255
+
+
+def psnr(rgb_pred: torch.Tensor, rgb_true: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB per image on 8-bit RGB, capped at PSNR_CAP."""
+    mse = (quantize(rgb_pred) - quantize(rgb_true)).pow(2).flatten(1).mean(1)
+    out = 10 * torch.log10(1.0 / mse.clamp_min(1e-20))
+    return out.clamp(max=PSNR_CAP)
+
+
+def ssim(rgb_pred: torch.Tensor, rgb_true: torch.Tensor) -> torch.Tensor:
+    """Mean SSIM per image (11x11 Gaussian window, sigma 1.5, on 8-bit-quantised RGB in [0, 1])."""
+    smap = kornia.metrics.ssim(quantize(rgb_pred), quantize(rgb_true), window_size=11)
+    return smap.flatten(1).mean(1)
+
+
+def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
+    """Hasler & Süsstrunk colourfulness per image, RGB (B, 3, H, W) in [0, 1]."""
+    r, g, b = (rgb.float() * 255).unbind(-3)
+    rg = (r - g).flatten(1)
+    yb = (0.5 * (r + g) - b).flatten(1)
+    std = torch.sqrt(rg.var(1, unbiased=False) + yb.var(1, unbiased=False))
+    mean = torch.sqrt(rg.mean(1) ** 2 + yb.mean(1) ** 2)
+    return std + 0.3 * mean

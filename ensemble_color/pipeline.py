@@ -1,0 +1,244 @@
+"""The one colourisation pipeline object shared by the CLI, the web app, the benchmarks and the tests.
+
+    pipe = Pipeline.load()                      # shipped experts + embedded router, auto device
+    result = pipe.colorize(load_image("photo.jpg"))
+    to_pil(result.rgb).save("photo_colorized.png")
+
+Flow: full-res L -> working-size L -> router probabilities -> expert weights and crops ->
+each needed expert runs once per batch on its crops -> blend -> upsample ab -> join with full-res L.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .color import join_l_ab, rgb_to_l
+from .composite import (
+    Box,
+    ExpertRoute,
+    blend,
+    choose_fallback,
+    compose,
+    expert_weights,
+    plan_regions,
+    served_by,
+)
+from .io import LoadedImage
+from .plugins import ExpertSpec, PluginScan, discover, expert_search_path
+from .routing import Router, RoutingTable, load_router
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Knobs a user may turn; defaults are the measured best on the val composites (docs/results.md)."""
+
+    work_size: int = 512          #: long side of the working image (router + experts), pixels
+    saturation: float = 1.0       #: chroma multiplier applied to the blended ab
+    threshold: float = 0.02       #: weight above which a pixel belongs to an expert's crop
+    margin: int = 16              #: crop margin around a region, working pixels
+    min_fraction: float = 0.002   #: specialists with less mean weight than this are not run
+    max_batch: int = 8            #: crops per expert forward pass
+
+
+@dataclass
+class ColorizeResult:
+    """Everything one image produced. Tensors on CPU; ``rgb`` is full resolution in [0, 1]."""
+
+    rgb: torch.Tensor
+    L_work: torch.Tensor
+    ab_work: torch.Tensor
+    probs: torch.Tensor
+    route_classes: tuple[str, ...]
+    weights: dict[str, torch.Tensor]
+    boxes: dict[str, Box]
+    per_expert: dict[str, torch.Tensor] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' -> CUDA when present, else CPU; anything else as given (error if CUDA asked but absent)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but CUDA is not available")
+    return dev
+
+
+def working_size(h: int, w: int, long_side: int) -> tuple[int, int]:
+    """(h, w) scaled so the long side is ``long_side`` (never upscaled beyond the original)."""
+    s = min(1.0, long_side / max(h, w))
+    return max(8, round(h * s)), max(8, round(w * s))
+
+
+class LoadedExpert:
+    """A plugin expert with its model built lazily on first use (nothing loads at import or scan)."""
+
+    def __init__(self, spec: ExpertSpec, device: torch.device) -> None:
+        self.spec, self.device = spec, device
+        self._model: nn.Module | None = None
+
+    @property
+    def model(self) -> nn.Module:
+        if self._model is None:
+            self._model = self.spec.build().to(self.device)
+        return self._model
+
+    @property
+    def route(self) -> ExpertRoute:
+        return ExpertRoute(self.spec.name, self.spec.routes, self.spec.fallback)
+
+    def run(self, L: torch.Tensor) -> torch.Tensor:
+        """ab for a batch of L crops (B, 1, h, w); pads to the model's size multiple (replicate)."""
+        model = self.model
+        d = model.descriptor
+        h, w = L.shape[-2:]
+        ph, pw = (-h) % d.size_multiple, (-w) % d.size_multiple
+        x = F.pad(L, (0, pw, 0, ph), mode="replicate") if ph or pw else L
+        use_half = self.device.type == "cuda" and d.supports_half
+        ctx = torch.autocast("cuda", dtype=torch.float16) if use_half else nullcontext()
+        with ctx:
+            ab = model(x.to(self.device))
+        return ab.float()[..., :h, :w]
+
+
+class Pipeline:
+    """Router + experts + compositor. Build with :meth:`load`; call :meth:`colorize` / :meth:`colorize_batch`."""
+
+    def __init__(self, experts: dict[str, LoadedExpert], router: Router, device: torch.device,
+                 options: PipelineOptions | None = None, scan: PluginScan | None = None) -> None:
+        if not experts:
+            raise ValueError("no usable experts: add plugin folders under experts/ or pass --experts DIR")
+        self.experts, self.router, self.device = experts, router.to(device).eval(), device
+        self.options = options or PipelineOptions()
+        self.scan = scan
+
+    @classmethod
+    def load(cls, experts_dirs: Sequence[str | Path] = (), router: str = "embedded", device: str = "auto",
+             options: PipelineOptions | None = None, enabled: Sequence[str] | None = None,
+             use_shipped: bool = True, router_options: dict | None = None) -> Pipeline:
+        """Discover plugins (shipped + ``$ENSEMBLE_COLOR_EXPERTS`` + ``experts_dirs``), load the router."""
+        table = RoutingTable.load()
+        path = expert_search_path(experts_dirs)
+        if not use_shipped:
+            path = path[1:]
+        scan = discover(path, table.known_classes())
+        scan.warn_skipped()
+        dev = resolve_device(device)
+        experts = {n: LoadedExpert(s, dev) for n, s in scan.experts.items() if enabled is None or n in enabled}
+        if enabled is not None and (unknown := set(enabled) - set(scan.experts)):
+            raise ValueError(f"unknown expert(s) {sorted(unknown)}; installed: {sorted(scan.experts)}")
+        generalist = experts.get("generalist")
+        r = load_router(router, table, generalist=(lambda: generalist.model) if generalist else None,
+                        **(router_options or {}))
+        unserved = [c for c in r.route_classes if not any(c in e.spec.routes for e in experts.values())]
+        if unserved and not any(e.spec.fallback for e in experts.values()):
+            warnings.warn(f"route classes {unserved} have no expert; the fallback expert colours them", stacklevel=2)
+        return cls(experts, r, dev, options, scan)
+
+    def with_options(self, **changes) -> Pipeline:
+        """Same loaded models, other options (cheap: used by the app per request)."""
+        return Pipeline(self.experts, self.router, self.device, replace(self.options, **changes), self.scan)
+
+    def subset(self, names: Sequence[str]) -> Pipeline:
+        """Same models restricted to ``names`` (e.g. the app's expert checkboxes)."""
+        return Pipeline({n: self.experts[n] for n in names}, self.router, self.device, self.options, self.scan)
+
+    @property
+    def routes(self) -> list[ExpertRoute]:
+        return [e.route for e in self.experts.values()]
+
+    def served_by(self) -> dict[str, str]:
+        """Route class -> expert name(s) that colour it (the fallback for unclaimed classes)."""
+        return served_by(self.router.route_classes, self.routes)
+
+    def colorize(self, image: LoadedImage | torch.Tensor, per_expert: bool = False) -> ColorizeResult:
+        """Colourise one image (a :class:`LoadedImage` or an RGB/gray tensor (3|1, H, W) in [0, 1])."""
+        return self.colorize_batch([image], per_expert=per_expert)[0]
+
+    @torch.inference_mode()
+    def colorize_batch(self, images: Sequence[LoadedImage | torch.Tensor], per_expert: bool = False
+                       ) -> list[ColorizeResult]:
+        """Colourise several images; each expert runs once per ``max_batch`` crops across all of them."""
+        opt = self.options
+        t0 = time.perf_counter()
+        L_fulls = [_to_l(im) for im in images]
+        L_works = [F.interpolate(L[None], size=working_size(*L.shape[-2:], opt.work_size), mode="bilinear",
+                                 align_corners=False, antialias=True)[0] if max(L.shape[-2:]) > opt.work_size
+                   else L for L in L_fulls]
+        t1 = time.perf_counter()
+        probs = [self.router(L.to(self.device)[None])[0].float().cpu() for L in L_works]
+        t2 = time.perf_counter()
+        fallback = choose_fallback(self.routes)
+        multiple = max(e.spec.build_descriptor().size_multiple for e in self.experts.values())
+        plans = [plan_regions(expert_weights(p, self.router.route_classes, self.routes), fallback,
+                              opt.threshold, opt.margin, multiple, opt.min_fraction) for p in probs]
+        ab_layers = self._run_experts(L_works, [boxes for boxes, _ in plans])
+        t3 = time.perf_counter()
+        results = []
+        for i, (L_full, L_work) in enumerate(zip(L_fulls, L_works, strict=True)):
+            boxes, weights = plans[i]
+            ab_work = blend(ab_layers[i], weights)
+            rgb = compose(L_full, ab_work, opt.saturation)
+            results.append(ColorizeResult(rgb=rgb.cpu(), L_work=L_work, ab_work=ab_work, probs=probs[i],
+                                          route_classes=self.router.route_classes, weights=weights, boxes=boxes))
+        t4 = time.perf_counter()
+        if per_expert:
+            for res in results:
+                res.per_expert = self.full_frame_experts(res.L_work)
+        n = len(images)
+        for res in results:
+            res.seconds = {"load_resize": (t1 - t0) / n, "router": (t2 - t1) / n, "experts": (t3 - t2) / n,
+                           "compose": (t4 - t3) / n}
+        return results
+
+    def _run_experts(self, L_works: list[torch.Tensor], boxes: list[dict[str, Box]]
+                     ) -> list[dict[str, torch.Tensor]]:
+        """For each expert, batch its same-sized crops over all images; paste results into ab layers.
+
+        Only crops of identical size share a forward pass, so a batch gives bit-for-bit the same
+        colours as one image at a time (padding to a common size would shift the border context).
+        """
+        layers: list[dict[str, torch.Tensor]] = [{} for _ in L_works]
+        for name, expert in self.experts.items():
+            groups: dict[tuple[int, int], list[tuple[int, Box]]] = {}
+            for i, b in enumerate(boxes):
+                if name in b:
+                    groups.setdefault((b[name].y1 - b[name].y0, b[name].x1 - b[name].x0), []).append((i, b[name]))
+            for jobs in groups.values():
+                for start in range(0, len(jobs), self.options.max_batch):
+                    chunk = jobs[start:start + self.options.max_batch]
+                    crops = torch.stack([L_works[i][:, box.slices[0], box.slices[1]] for i, box in chunk])
+                    for (i, box), ab in zip(chunk, expert.run(crops).cpu(), strict=True):
+                        layer = torch.zeros(2, *L_works[i].shape[-2:])
+                        layer[:, box.slices[0], box.slices[1]] = ab
+                        layers[i][name] = layer
+        return layers
+
+    def full_frame_experts(self, L_work: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each expert alone on the whole working image -> RGB (3, h, w); for galleries and comparisons."""
+        out = {}
+        with torch.inference_mode():
+            for name, expert in self.experts.items():
+                ab = expert.run(L_work[None].to(self.device))[0].cpu()
+                out[name] = join_l_ab(L_work, ab)
+        return out
+
+
+def _to_l(image: LoadedImage | torch.Tensor) -> torch.Tensor:
+    """Full-resolution L (1, H, W) of an input; colour is discarded here, once, for every front end."""
+    rgb = image.rgb if isinstance(image, LoadedImage) else image
+    if rgb.dim() != 3 or rgb.shape[0] not in (1, 3):
+        raise ValueError(f"expected an image tensor (1|3, H, W), got shape {tuple(rgb.shape)}")
+    if rgb.shape[0] == 1:
+        rgb = rgb.expand(3, -1, -1)
+    return rgb_to_l(rgb.float()[None])[0]

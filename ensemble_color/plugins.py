@@ -1,0 +1,218 @@
+"""Plugin registry: discover expert folders, validate them, load them safely.
+
+One expert = one folder holding ``model.safetensors`` (weights only) and ``expert.json`` (manifest).
+Plugin files are untrusted: weights are read with safetensors only (never unpickled), the manifest
+and every tensor name/shape are checked against the declared architecture *before* anything is
+loaded, and a bad folder is skipped with a reason instead of crashing the program.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from .io import atomic_write_bytes
+from .nets import ModelDescriptor, create_model, list_architectures
+
+MANIFEST = "expert.json"
+WEIGHTS = "model.safetensors"
+ENV_VAR = "ENSEMBLE_COLOR_EXPERTS"
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_ALLOWED_DTYPES = {"F16", "F32", "BF16", "I64"}
+
+
+class PluginError(ValueError):
+    """A plugin folder that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class ExpertSpec:
+    """A validated expert folder: manifest + where its weights are. Nothing loaded yet."""
+
+    name: str
+    folder: Path
+    architecture: str
+    routes: tuple[str, ...]
+    manifest: dict[str, Any]
+    fallback: bool = False
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self.manifest.get("config", {}))
+
+    def build(self) -> nn.Module:
+        """Instantiate the architecture and load the (already validated) weights, in eval mode."""
+        model = create_model(self.architecture, **self.config)
+        state = read_state_dict(self.folder / WEIGHTS)
+        model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in state.items()}, strict=True)
+        return model.eval()
+
+    @property
+    def descriptor(self) -> ModelDescriptor:
+        return self.build_descriptor()
+
+    def build_descriptor(self) -> ModelDescriptor:
+        with torch.device("meta"):
+            return create_model(self.architecture, **self.config).descriptor
+
+
+@dataclass
+class PluginScan:
+    """Result of discovery: usable experts (later folders win by name) and what was skipped, and why."""
+
+    experts: dict[str, ExpertSpec] = field(default_factory=dict)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    overridden: list[tuple[str, Path, Path]] = field(default_factory=list)
+
+    def warn_skipped(self) -> None:
+        for folder, reason in self.skipped:
+            warnings.warn(f"skipping expert plugin {folder}: {reason}", stacklevel=2)
+
+
+def shipped_experts_dir() -> Path:
+    """The ``experts/`` folder next to the package (the repository's plugin folder)."""
+    return Path(__file__).resolve().parent.parent / "experts"
+
+
+def expert_search_path(extra: Sequence[str | Path] = (), env: dict[str, str] | None = None) -> list[Path]:
+    """Shipped folder, then ``$ENSEMBLE_COLOR_EXPERTS`` (os.pathsep list), then ``extra`` (``--experts``)."""
+    env = os.environ if env is None else env
+    from_env = [Path(p) for p in env.get(ENV_VAR, "").split(os.pathsep) if p]
+    return [shipped_experts_dir(), *from_env, *(Path(p) for p in extra)]
+
+
+def _candidate_folders(root: Path) -> Iterable[Path]:
+    if (root / MANIFEST).exists():  # a single expert folder passed directly
+        yield root
+        return
+    if root.is_dir():
+        yield from sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+
+
+def discover(search_path: Sequence[Path], known_routes: set[str]) -> PluginScan:
+    """Scan every folder of ``search_path`` in order; validate each expert; later names override earlier."""
+    scan = PluginScan()
+    for root in search_path:
+        for folder in _candidate_folders(Path(root)):
+            try:
+                spec = validate_folder(folder, known_routes)
+            except PluginError as err:
+                scan.skipped.append((folder, str(err)))
+                continue
+            if spec.name in scan.experts:
+                scan.overridden.append((spec.name, scan.experts[spec.name].folder, folder))
+            scan.experts[spec.name] = spec
+    return scan
+
+
+def _read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST
+    if not path.exists():
+        raise PluginError(f"no {MANIFEST}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise PluginError(f"{MANIFEST} is not valid JSON ({err})") from None
+    if not isinstance(manifest, dict):
+        raise PluginError(f"{MANIFEST} must hold a JSON object")
+    return manifest
+
+
+def _check_manifest(manifest: dict[str, Any], known_routes: set[str]) -> None:
+    name, arch, routes = manifest.get("name"), manifest.get("architecture"), manifest.get("routes")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise PluginError(f"manifest 'name' must be a lower-case identifier, got {name!r}")
+    if arch not in list_architectures():
+        raise PluginError(f"unknown architecture {arch!r} (known: {', '.join(list_architectures())})")
+    if not isinstance(routes, list) or not all(isinstance(r, str) for r in routes):
+        raise PluginError("manifest 'routes' must be a list of route-class strings")
+    if not routes and not manifest.get("fallback", False):
+        raise PluginError("manifest 'routes' is empty and the expert is not a fallback")
+    unknown = sorted(set(routes) - known_routes)
+    if unknown:
+        raise PluginError(f"unknown route class(es) {unknown} (no routing table maps to them)")
+    if not isinstance(manifest.get("config", {}), dict):
+        raise PluginError("manifest 'config' must be an object")
+
+
+def read_header(path: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Tensor name -> (dtype, shape) from a safetensors header, without loading the data."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: (f.get_slice(k).get_dtype(), tuple(f.get_slice(k).get_shape())) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as err:
+        raise PluginError(f"{path.name} is not a readable safetensors file ({err})") from None
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Load tensors from a safetensors file (no pickle involved)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as err:
+        raise PluginError(f"{path.name} is not a readable safetensors file ({err})") from None
+
+
+def check_tensors(header: dict[str, tuple[str, tuple[int, ...]]], model: nn.Module) -> None:
+    """Raise PluginError unless ``header`` has exactly the model's tensors with the right shapes."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing, extra = sorted(set(expected) - set(header)), sorted(set(header) - set(expected))
+    if missing:
+        raise PluginError(f"missing tensors: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
+    if extra:
+        raise PluginError(f"unexpected tensors: {', '.join(extra[:5])}{' …' if len(extra) > 5 else ''}")
+    for k, shape in expected.items():
+        dtype, got = header[k]
+        if got != shape:
+            raise PluginError(f"tensor {k} has shape {list(got)}, architecture needs {list(shape)}")
+        if dtype not in _ALLOWED_DTYPES:
+            raise PluginError(f"tensor {k} has dtype {dtype}, expected a float type")
+
+
+def validate_folder(folder: Path, known_routes: set[str]) -> ExpertSpec:
+    """Check one plugin folder completely (manifest, weights format, tensor names and shapes)."""
+    manifest = _read_manifest(folder)
+    _check_manifest(manifest, known_routes)
+    weights = folder / WEIGHTS
+    if not weights.exists():
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+        if pickles:
+            raise PluginError(f"only pickle weights ({', '.join(pickles)}) found: refused, need {WEIGHTS}")
+        raise PluginError(f"no {WEIGHTS}")
+    header = read_header(weights)
+    try:
+        with torch.device("meta"):
+            model = create_model(manifest["architecture"], **manifest.get("config", {}))
+    except (TypeError, ValueError) as err:
+        raise PluginError(f"bad architecture config {manifest.get('config')} ({err})") from None
+    check_tensors(header, model)
+    return ExpertSpec(name=manifest["name"], folder=folder, architecture=manifest["architecture"],
+                      routes=tuple(manifest["routes"]), manifest=manifest,
+                      fallback=bool(manifest.get("fallback", False)))
+
+
+def export_expert(model: nn.Module, folder: str | Path, manifest: dict[str, Any], fp16: bool = True) -> Path:
+    """Write ``model`` as a plugin folder (safetensors + manifest), atomically, and return the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        state[k] = v.half() if fp16 and v.is_floating_point() else v
+    tmp = folder / f".{WEIGHTS}.tmp"
+    save_file(state, str(tmp))
+    os.replace(tmp, folder / WEIGHTS)
+    atomic_write_bytes(folder / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    return folder

@@ -1,0 +1,233 @@
+"""The router: L image -> per-pixel probabilities over route classes.
+
+A router is a segmentation *backend* (anything producing logits over its own labels) plus a row of
+the routing table (``router/routing_table.json``) that sums label probabilities into route classes.
+Backends: ``embedded`` (our trained grayscale smp model in ``router/``, the default), any smp
+checkpoint folder, torchvision's VOC-label segmenters (online weights), ``generalist`` (the
+generalist expert's segmentation head) and ``background`` (honest placeholder: all background).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kornia.filters
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BACKGROUND = "background"
+
+
+def router_dir() -> Path:
+    """The repository's ``router/`` folder (weights, config and routing table)."""
+    return Path(__file__).resolve().parent.parent / "router"
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    """Backend labels -> route classes, read from a JSON data file."""
+
+    route_classes: tuple[str, ...]
+    backends: dict[str, dict[str, Any]]
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> RoutingTable:
+        path = Path(path) if path is not None else router_dir() / "routing_table.json"
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls(tuple(data["route_classes"]), data["backends"])
+
+    def known_classes(self) -> set[str]:
+        """Every route class some backend can produce (what a plugin may claim)."""
+        out = set(self.route_classes)
+        for b in self.backends.values():
+            out |= set(b.get("map", {}).values()) | {b.get("default", BACKGROUND)}
+        return out
+
+    def classes_of(self, backend: str) -> tuple[str, ...]:
+        """Route classes that ``backend`` predicts, in table order then new ones."""
+        b = self.backends[backend]
+        produced = set(b.get("map", {}).values()) | {b.get("default", BACKGROUND)}
+        ordered = [c for c in self.route_classes if c in produced]
+        return tuple(ordered + sorted(produced - set(ordered)))
+
+    def matrix(self, backend: str) -> tuple[torch.Tensor, tuple[str, ...]]:
+        """(n_labels, n_routes) 0/1 matrix summing label probabilities into route probabilities."""
+        b = self.backends[backend]
+        classes = self.classes_of(backend)
+        m = torch.zeros(len(b["labels"]), len(classes))
+        for i, label in enumerate(b["labels"]):
+            m[i, classes.index(b.get("map", {}).get(label, b.get("default", BACKGROUND)))] = 1.0
+        return m, classes
+
+
+class Router(nn.Module):
+    """Segmenter + label map: ``forward(L)`` -> (B, R, H, W) probabilities summing to 1 per pixel.
+
+    ``temperature`` > 1 softens the segmenter's decisions (wider blends at region borders);
+    ``feather`` is the sigma (in working pixels) of a Gaussian blur on the probabilities, so experts'
+    colours cross-fade instead of meeting at a seam.
+    """
+
+    def __init__(self, name: str, segmenter: Callable[[torch.Tensor], torch.Tensor], label_to_route: torch.Tensor,
+                 route_classes: tuple[str, ...], input_size: int = 320, size_multiple: int = 32,
+                 temperature: float = 1.0, feather: float = 0.0) -> None:
+        super().__init__()
+        self.name = name
+        self.segmenter = segmenter
+        self.register_buffer("label_to_route", label_to_route, persistent=False)
+        self.route_classes = route_classes
+        self.input_size, self.size_multiple = input_size, size_multiple
+        self.temperature, self.feather = temperature, feather
+
+    def _segmenter_size(self, h: int, w: int) -> tuple[int, int]:
+        s = self.input_size / max(h, w)
+        m = self.size_multiple
+        return max(m, round(h * s / m) * m), max(m, round(w * s / m) * m)
+
+    def forward(self, L: torch.Tensor) -> torch.Tensor:
+        h, w = L.shape[-2:]
+        x = F.interpolate(L.float(), size=self._segmenter_size(h, w), mode="bilinear", align_corners=False,
+                          antialias=True)
+        logits = self.segmenter(x).float()
+        probs = torch.softmax(logits / self.temperature, dim=1)
+        routed = torch.einsum("blhw,lr->brhw", probs, self.label_to_route.to(probs))
+        routed = F.interpolate(routed, size=(h, w), mode="bilinear", align_corners=False)
+        if self.feather > 0:
+            k = 2 * round(3 * self.feather) + 1
+            routed = kornia.filters.gaussian_blur2d(routed, (k, k), (self.feather, self.feather),
+                                                    border_type="replicate")
+        return routed / routed.sum(1, keepdim=True).clamp_min(1e-6)
+
+
+class _AllBackground(nn.Module):
+    def forward(self, L: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(L.shape[0], 1, *L.shape[-2:], device=L.device)
+
+
+def background_router() -> Router:
+    """Honest placeholder: every pixel is background (served by the scenes or generalist expert)."""
+    return Router("background", _AllBackground(), torch.ones(1, 1), (BACKGROUND,), input_size=64)
+
+
+class _LToUnit(nn.Module):
+    """Wraps a 1-channel segmenter: L (Lab units) -> [-1, 1] before the network (model owns normalisation)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, L: torch.Tensor) -> torch.Tensor:
+        return self.net(L / 50.0 - 1.0)
+
+
+def _load_smp_folder(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """An smp checkpoint folder (``config.json`` as written by smp's save_pretrained + safetensors)."""
+    import segmentation_models_pytorch as smp
+    from safetensors.torch import load_file
+
+    config = json.loads((folder / "config.json").read_text())
+    extra = config.get("ensemble_color", {})
+    kwargs = {k: v for k, v in config.items() if not k.startswith("_") and k != "ensemble_color"}
+    kwargs["encoder_weights"] = None  # weights come from the folder, never from a hub
+    net = smp.create_model(config["_model_class"], **kwargs)
+    weights = folder / "model.safetensors"
+    state = load_file(str(weights))
+    net.load_state_dict({k: v.float() for k, v in state.items()})
+    return net.eval(), extra
+
+
+def smp_router(folder: str | Path, table: RoutingTable, **options: Any) -> Router:
+    """Load an smp segmenter folder; its config names the table backend (default ``ensemble``)."""
+    folder = Path(folder)
+    net, extra = _load_smp_folder(folder)
+    backend = extra.get("backend", "ensemble")
+    matrix, classes = table.matrix(backend)
+    in_ch = net.encoder._in_channels if hasattr(net.encoder, "_in_channels") else 1
+    seg: nn.Module = _LToUnit(net) if in_ch == 1 else _GrayToRGB(net, None, None)
+    opts = {"input_size": extra.get("input_size", 320), **options}
+    return Router(f"smp:{folder.name}", seg, matrix, classes, **opts)
+
+
+class _GrayToRGB(nn.Module):
+    """Replicates L as gray RGB, applies the backend's own normalisation, returns its logits."""
+
+    def __init__(self, net: nn.Module, mean: list[float] | None, std: list[float] | None) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean or [0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std or [0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, L: torch.Tensor) -> torch.Tensor:
+        from .color import lab_to_rgb
+
+        gray = lab_to_rgb(torch.cat([L, torch.zeros_like(L).expand(-1, 2, -1, -1)], 1))
+        out = self.net((gray - self.mean) / self.std)
+        return out["out"] if isinstance(out, dict) else out
+
+
+#: torchvision segmenters with COCO-with-VOC-labels weights: name -> (builder, weights enum name).
+TORCHVISION_BACKENDS = {
+    "lraspp": ("lraspp_mobilenet_v3_large", "LRASPP_MobileNet_V3_Large_Weights"),
+    "deeplabv3": ("deeplabv3_mobilenet_v3_large", "DeepLabV3_MobileNet_V3_Large_Weights"),
+}
+
+
+def torchvision_router(name: str, table: RoutingTable, pretrained: bool = True, **options: Any) -> Router:
+    """A torchvision VOC-label segmenter as router. ``pretrained`` downloads weights (online only)."""
+    import torchvision.models.segmentation as seg
+
+    builder_name, weights_name = TORCHVISION_BACKENDS[name]
+    weights = getattr(seg, weights_name).COCO_WITH_VOC_LABELS_V1
+    if pretrained:
+        net = getattr(seg, builder_name)(weights=weights)
+    else:  # same graph, random weights: for tests and offline machines
+        n_labels = len(weights.meta["categories"])
+        net = getattr(seg, builder_name)(weights=None, weights_backbone=None, num_classes=n_labels)
+    table_labels = table.backends["voc"]["labels"]
+    if list(weights.meta["categories"]) != list(table_labels):
+        raise ValueError(f"{name}: weight categories differ from the routing table's 'voc' labels")
+    tf = weights.transforms()
+    matrix, classes = table.matrix("voc")
+    opts = {"input_size": 320, "size_multiple": 16, **options}
+    return Router(f"torchvision:{name}", _GrayToRGB(net.eval(), list(tf.mean), list(tf.std)), matrix, classes, **opts)
+
+
+def embedded_router(table: RoutingTable, **options: Any) -> Router:
+    """Our trained grayscale router shipped in ``router/``; the background placeholder if absent."""
+    folder = router_dir()
+    if not (folder / "model.safetensors").exists():
+        return background_router()
+    return smp_router(folder, table, **options)
+
+
+def available_routers() -> list[str]:
+    """Names accepted by :func:`load_router` (besides an smp folder path)."""
+    return ["embedded", "background", "generalist", *TORCHVISION_BACKENDS]
+
+
+def load_router(spec: str = "embedded", table: RoutingTable | None = None,
+                generalist: Callable[[], nn.Module] | None = None, **options: Any) -> Router:
+    """Router by name or smp folder path. ``generalist`` builds the generalist expert when asked for."""
+    table = table or RoutingTable.load()
+    if spec == "embedded":
+        return embedded_router(table, **options)
+    if spec in ("background", "none"):
+        return background_router()
+    if spec in TORCHVISION_BACKENDS:
+        return torchvision_router(spec, table, **options)
+    if spec == "generalist":
+        if generalist is None:
+            raise ValueError("router 'generalist' needs the generalist expert, which is not installed")
+        model = generalist()
+        matrix, classes = table.matrix("ensemble")
+        return Router("generalist", model.segment, matrix, classes, input_size=options.pop("input_size", 256),
+                      size_multiple=model.descriptor.size_multiple, **options)
+    path = Path(spec)
+    if path.is_dir() and (path / "config.json").exists():
+        return smp_router(path, table, **options)
+    raise ValueError(f"unknown router {spec!r}: use one of {', '.join(available_routers())} or an smp folder")

@@ -1,0 +1,1 @@
+"""Training: image caches, loops for experts / router / generalist, export to the plugin format."""

@@ -1,0 +1,138 @@
+"""Copy-paste composites: cut-outs of people, birds and animals pasted on scene photos.
+
+Why: the category photos each show one centred subject, but real photos mix subjects. Composites
+give the router multi-object training images with known labels, and give evaluation images where
+several experts must cooperate *with known ground-truth colours* (the composite itself).
+
+Label convention = ``../shared/data/route`` (0 background, 1 person, 2 bird, 3 animal, 255 ignore).
+Train composites use ``route/cutouts/`` (made from train images only); val composites use
+foregrounds cut from the val images with their val masks, so no train content leaks into them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .data import list_images
+
+#: route class index per data category / cut-out folder (the data pack's label convention)
+LABELS = {"background": 0, "person": 1, "bird": 2, "animal": 3}
+CATEGORY_LABEL = {"faces": 1, "birds": 2, "animals": 3}
+CUTOUT_LABEL = {"person": 1, "bird": 2, "animal": 3}
+IGNORE = 255
+
+
+@dataclass
+class Cutout:
+    """Straight-alpha RGBA foreground (uint8, H x W x 4) and its route label."""
+
+    rgba: np.ndarray
+    label: int
+
+
+def load_cutouts(root: str | Path) -> list[Cutout]:
+    """Every RGBA PNG in ``root/{person,bird,animal}/`` (nested folders allowed)."""
+    out = []
+    for folder, label in CUTOUT_LABEL.items():
+        for p in list_images(Path(root) / folder):
+            with Image.open(p) as im:
+                out.append(Cutout(np.array(im.convert("RGBA")), label))
+    if not out:
+        raise FileNotFoundError(f"no cut-outs under {root}")
+    return out
+
+
+def cutouts_from_masks(data_root: str | Path, split: str, categories=("faces", "birds", "animals"),
+                       limit_per_category: int | None = None, min_fg: float = 0.05) -> list[Cutout]:
+    """Foregrounds cut from ``colorize/<cat>/<split>`` images with their masks (alpha = label pixels)."""
+    data_root = Path(data_root)
+    out = []
+    for cat in categories:
+        label = CATEGORY_LABEL[cat]
+        masks = sorted((data_root / "route" / "masks" / cat / split).glob("*.png"))
+        taken = 0
+        for mpath in masks:
+            if limit_per_category is not None and taken >= limit_per_category:
+                break
+            img_path = data_root / "colorize" / cat / split / (mpath.stem + ".jpg")
+            mask = np.array(Image.open(mpath))
+            fg = mask == label
+            if fg.mean() < min_fg or fg.mean() > 0.9 or not img_path.exists():
+                continue
+            ys, xs = np.nonzero(fg)
+            y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+            rgb = np.array(Image.open(img_path).convert("RGB"))
+            rgba = np.dstack([rgb, fg.astype(np.uint8) * 255])[y0:y1, x0:x1]
+            out.append(Cutout(np.ascontiguousarray(rgba), label))
+            taken += 1
+    return out
+
+
+def paste(scene: np.ndarray, labels: np.ndarray, cut: Cutout, rng: np.random.Generator,
+          size_range: tuple[float, float] = (0.25, 0.7)) -> None:
+    """Paste ``cut`` in place at a random scale/position; label opaque pixels, ignore the soft edge."""
+    h, w = scene.shape[:2]
+    ch, cw = cut.rgba.shape[:2]
+    target = rng.uniform(*size_range) * min(h, w)
+    s = target / max(ch, cw)
+    nh, nw = max(4, min(h, round(ch * s))), max(4, min(w, round(cw * s)))
+    rgba = np.array(Image.fromarray(cut.rgba).resize((nw, nh), Image.BILINEAR))
+    if rng.random() < 0.5:
+        rgba = rgba[:, ::-1]
+    y0 = int(rng.integers(0, h - nh + 1))
+    x0 = int(rng.integers(0, w - nw + 1))
+    a = rgba[..., 3:4].astype(np.float32) / 255
+    region = scene[y0:y0 + nh, x0:x0 + nw].astype(np.float32)
+    scene[y0:y0 + nh, x0:x0 + nw] = (a * rgba[..., :3] + (1 - a) * region + 0.5).astype(np.uint8)
+    lab = labels[y0:y0 + nh, x0:x0 + nw]
+    a2 = a[..., 0]
+    lab[a2 >= 0.5] = cut.label
+    lab[(a2 > 0.1) & (a2 < 0.5)] = IGNORE
+
+
+def make_composite(scene: np.ndarray, cutouts: list[Cutout], rng: np.random.Generator, size: int,
+                   n_range: tuple[int, int] = (1, 3)) -> tuple[np.ndarray, np.ndarray]:
+    """A ``size`` x ``size`` crop of ``scene`` with 1..3 random cut-outs pasted: (RGB uint8, labels uint8)."""
+    h, w = scene.shape[:2]
+    s = size / min(h, w)
+    im = Image.fromarray(scene).resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR)
+    arr = np.array(im)
+    y0 = int(rng.integers(0, arr.shape[0] - size + 1))
+    x0 = int(rng.integers(0, arr.shape[1] - size + 1))
+    out = np.ascontiguousarray(arr[y0:y0 + size, x0:x0 + size])
+    labels = np.zeros((size, size), np.uint8)
+    for _ in range(int(rng.integers(n_range[0], n_range[1] + 1))):
+        paste(out, labels, cutouts[int(rng.integers(len(cutouts)))], rng)
+    return out, labels
+
+
+def scene_paths(data_root: str | Path, split: str) -> list[Path]:
+    """Scenes images of ``split`` minus those listed with visible people (their labels would lie)."""
+    data_root = Path(data_root)
+    skip = set()
+    csv = data_root / "route" / "scenes_with_people.csv"
+    if csv.exists():
+        skip = {line.split(",")[0] for line in csv.read_text().splitlines()[1:] if line}
+    return [p for p in list_images(data_root / "colorize" / "scenes" / split)
+            if str(p.relative_to(data_root)) not in skip]
+
+
+def val_composites(data_root: str | Path, n: int = 100, size: int = 256, seed: int = 0
+                   ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The fixed, seeded evaluation composites: val foregrounds pasted on val scenes.
+
+    Same ``(data, n, size, seed)`` -> the same images, on any machine: every method in
+    ``bench/compare.py`` and ``evaluate`` is measured on exactly these.
+    """
+    rng = np.random.default_rng(seed)
+    scenes = scene_paths(data_root, "val")
+    cuts = cutouts_from_masks(data_root, "val", limit_per_category=80)
+    out = []
+    for i in range(n):
+        scene = np.array(Image.open(scenes[i % len(scenes)]).convert("RGB"))
+        out.append(make_composite(scene, cuts, rng, size))
+    return out

@@ -1,0 +1,135 @@
+"""Train a ``resnet18-deconv`` specialist on an image folder and export it as a plugin.
+
+MSE on Lab ab (scaled to [-1, 1]); random-resized crops and flips; optional saturation boost of the
+targets; AdamW with warm-up + cosine; bf16 autocast and channels-last on CPUs that have native
+bf16 (measured 2x faster here, see the model cards); the best validation checkpoint is exported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .. import metrics
+from ..color import AB_RANGE, rgb_to_lab
+from ..nets import create_model
+from ..plugins import export_expert, read_state_dict
+from . import loop
+from .data import CropSampler, ImageCache, center_crop_batch
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", nargs="+", required=True, help="training image folder(s), any nesting")
+    p.add_argument("--val", nargs="*", default=[], help="validation image folder(s)")
+    p.add_argument("--name", required=True, help="expert name (plugin folder name)")
+    p.add_argument("--routes", nargs="+", required=True, help="route classes this expert serves")
+    p.add_argument("--out", default="experts", help="plugin folder to export into (default: experts/)")
+    p.add_argument("--run-dir", default=None, help="checkpoints and log (default: runs/<name>)")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--crop", type=int, default=128, help="training crop size (pixels)")
+    p.add_argument("--scale", type=float, nargs=2, default=(0.35, 1.0), help="random-resized-crop area range")
+    p.add_argument("--max-side", type=int, default=256, help="cache images with short side capped at this")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--saturation-boost", type=float, default=1.0, help="multiply target ab by this")
+    p.add_argument("--init", default=None, help="start from these weights (plugin folder or .safetensors)")
+    p.add_argument("--imagenet-init", action="store_true", help="ImageNet ResNet-18 encoder init (downloads)")
+    p.add_argument("--val-every", type=int, default=250)
+    p.add_argument("--val-limit", type=int, default=256, help="validation images used during training")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast")
+    p.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoint.pt")
+    p.add_argument("--stop-at", type=int, default=None, help="pause at this step (checkpointed; --resume later)")
+    p.add_argument("--limit", type=int, default=None, help="use at most this many training images (tests)")
+    p.add_argument("--no-export", action="store_true")
+
+
+def _load_init(model: torch.nn.Module, init: str) -> None:
+    path = Path(init)
+    path = path / "model.safetensors" if path.is_dir() else path
+    state = read_state_dict(path)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+
+
+def val_metrics(model: torch.nn.Module, val_lab: torch.Tensor, amp: bool, batch: int = 64) -> dict[str, float]:
+    """MSE (training units), L2ab and AuC of ``model`` on a fixed Lab validation batch."""
+    mse, l2, au = [], [], []
+    for chunk in val_lab.split(batch):
+        L, ab = chunk[:, :1], chunk[:, 1:]
+        with loop.autocast_for(torch.device("cpu"), amp):
+            pred = model(L.contiguous(memory_format=torch.channels_last)).float()
+        mse.append(((pred - ab) / AB_RANGE).pow(2).flatten(1).mean(1))
+        err = metrics.ab_error(pred, ab)
+        l2.append(err.flatten(1).mean(1))
+        au.append(metrics.auc(err))
+    return {"mse": torch.cat(mse).mean().item(), "l2ab": torch.cat(l2).mean().item(),
+            "auc": torch.cat(au).mean().item()}
+
+
+def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
+    torch.manual_seed(args.seed)
+    amp = loop.cpu_has_bf16() and not args.no_amp
+    t_start = time.time()
+    train_cache = ImageCache.from_folders(args.data, args.max_side, args.limit, desc=f"{args.name} train")
+    model = create_model("resnet18-deconv", imagenet_init=args.imagenet_init, input_size=args.crop)
+    if args.init:
+        _load_init(model, args.init)
+    model = model.to(memory_format=torch.channels_last)
+    val_lab = None
+    if args.val:
+        val_cache = ImageCache.from_folders(args.val, args.max_side, args.val_limit, desc=f"{args.name} val")
+        val_lab = rgb_to_lab(center_crop_batch(val_cache.images, 176))
+    sampler = CropSampler(train_cache, args.crop, args.seed, tuple(args.scale))
+
+    def step_fn(step: int):
+        lab = sampler.batch_lab(args.batch_size)
+        L = lab[:, :1].contiguous(memory_format=torch.channels_last)
+        target = (lab[:, 1:] * args.saturation_boost).clamp(-AB_RANGE, AB_RANGE) / AB_RANGE
+        with loop.autocast_for(torch.device("cpu"), amp):
+            pred = model(L)
+        return F.mse_loss(pred.float() / AB_RANGE, target), args.batch_size, {}
+
+    if val_lab is None:  # no val set: track the loss on a fixed training batch (own RNG: keeps runs reproducible)
+        val_lab = rgb_to_lab(CropSampler(train_cache, args.crop, args.seed + 1, tuple(args.scale)).batch_rgb(16))
+
+    def validate():
+        return val_metrics(model, val_lab, amp)
+
+    cfg = loop.LoopConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, amp=amp,
+                          val_every=args.val_every, ckpt_every=args.val_every,
+                          warmup=min(100, max(1, args.steps // 10)), stop_at=args.stop_at)
+    run_dir = Path(args.run_dir or f"runs/{args.name}")
+    state = loop.train(model, run_dir, cfg, step_fn, validate, "mse", (sampler.state, sampler.load_state),
+                       resume=args.resume)
+    if args.no_export or state.step < args.steps:
+        return None
+    if (run_dir / "best.pt").exists():
+        model.load_state_dict(torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True))
+    final = val_metrics(model, val_lab, amp=False) if args.val else {}
+    command = "python -m ensemble_color train expert " + shlex.join(argv if argv is not None else sys.argv[3:])
+    manifest = {
+        "name": args.name,
+        "architecture": "resnet18-deconv",
+        "config": {"input_size": args.crop},
+        "routes": list(args.routes),
+        "input_size": args.crop,
+        "version": "1.0",
+        "license": "weights: research use only (trained on data with research-only terms, see data)",
+        "data": {"train": train_cache.summary(), "val_images_during_training": len(val_lab) if args.val else 0},
+        "command": command,
+        "training": {"steps": state.step, "best_step": state.best_step, "batch_size": args.batch_size,
+                     "crop": args.crop, "saturation_boost": args.saturation_boost, "bf16_autocast": amp,
+                     "images_per_second": round(loop.train_throughput(state), 1),
+                     "train_seconds": round(state.seconds), "wall_seconds": round(time.time() - t_start),
+                     "init": args.init or ("imagenet" if args.imagenet_init else "random")},
+        "metrics": {"val_center_crops_176": {k: round(v, 4) for k, v in final.items()}},
+    }
+    folder = export_expert(model, Path(args.out) / args.name, manifest, fp16=True)
+    print(f"exported {folder}")
+    return folder

@@ -1,0 +1,44 @@
+"""Pictures for people: the routing overlay with its legend, per-expert contact sheets.
+
+Shared by the CLI (``--save-masks``), the web app and the benchmarks so they all show the same thing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+#: Fixed colours for the shipped route classes; other classes get a stable colour from their name.
+ROUTE_COLORS: dict[str, tuple[int, int, int]] = {
+    "background": (70, 110, 200),
+    "person": (240, 140, 40),
+    "bird": (60, 190, 80),
+    "animal": (200, 60, 200),
+}
+
+
+def route_color(name: str) -> tuple[int, int, int]:
+    """Display colour of a route class (stable across runs for unknown classes)."""
+    if name in ROUTE_COLORS:
+        return ROUTE_COLORS[name]
+    h = hashlib.sha1(name.encode()).digest()
+    return 60 + h[0] % 180, 60 + h[1] % 180, 60 + h[2] % 180
+
+
+def routing_overlay(L: torch.Tensor, probs: torch.Tensor, route_classes: tuple[str, ...] | list[str],
+                    alpha: float = 0.55) -> torch.Tensor:
+    """Gray image tinted by soft route probabilities: (1, h, w) L + (R, h, w) probs -> (3, h, w) RGB [0, 1]."""
+    colors = torch.tensor([route_color(c) for c in route_classes], dtype=torch.float32) / 255
+    tint = torch.einsum("rhw,rc->chw", probs.float(), colors)
+    gray = (L.float() / 100).clamp(0, 1).expand(3, -1, -1)
+    return ((1 - alpha) * gray + alpha * tint).clamp(0, 1)
+
+
+def legend(route_classes: tuple[str, ...] | list[str], served_by: dict[str, str]) -> list[tuple[str, str]]:
+    """[(label, '#rrggbb')] e.g. ('bird → birds', '#3cbe50'): which colour means which expert."""
+    out = []
+    for c in route_classes:
+        r, g, b = route_color(c)
+        out.append((f"{c} → {served_by.get(c, '?')}", f"#{r:02x}{g:02x}{b:02x}"))
+    return out

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Exact commands that produced the shipped specialist experts (experts/{scenes,faces,birds,animals}).
+# A shared base model is trained on the union of the four train splits, then each specialist is
+# fine-tuned from it on its own category (the small animals/scenes sets need the shared features).
+# Resumable: re-run with RESUME=--resume after an interruption.
+set -euo pipefail
+D=${DATA:-../shared/data}/colorize
+R=${RESUME:-}
+python -m ensemble_color train expert --data $D/scenes/train $D/faces/train $D/birds/train $D/animals/train \
+  --val $D/scenes/val $D/faces/val $D/birds/val $D/animals/val --val-limit 512 \
+  --name base --routes background --out runs/export --steps 2000 --seed 0 $R
+for spec in "faces person 1000" "birds bird 1000" "scenes background 700" "animals animal 600"; do
+  set -- $spec
+  python -m ensemble_color train expert --data $D/$1/train --val $D/$1/val --name $1 --routes $2 \
+    --init runs/export/base --lr 1e-3 --steps $3 --seed 0 $R
+done

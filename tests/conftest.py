@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny random experts in tmp folders, sample images, the shared data location."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ensemble_color.nets import create_model, tiny_config
+from ensemble_color.plugins import export_expert
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO.parent / "shared" / "data"
+
+
+def make_expert(root: Path, name: str, routes: list[str], arch: str = "resnet18-deconv", seed: int = 0,
+                **manifest_extra) -> Path:
+    """Export a tiny random expert plugin folder ``root/name`` and return it."""
+    import torch
+
+    torch.manual_seed(seed)
+    config = tiny_config(arch)
+    model = create_model(arch, **config)
+    manifest = {"name": name, "architecture": arch, "config": config, "routes": routes, "version": "test",
+                **manifest_extra}
+    return export_expert(model, root / name, json.loads(json.dumps(manifest)))
+
+
+@pytest.fixture
+def tiny_experts(tmp_path: Path) -> Path:
+    """A plugin folder with four tiny random experts covering the shipped route classes."""
+    root = tmp_path / "experts"
+    for i, (name, routes) in enumerate([("scenes", ["background"]), ("faces", ["person"]), ("birds", ["bird"]),
+                                        ("animals", ["animal"])]):
+        make_expert(root, name, routes, seed=i)
+    return root
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    """A small smooth colour photo-like PNG (gradients + a disc)."""
+    h, w = 96, 128
+    y, x = np.mgrid[0:h, 0:w]
+    rgb = np.stack([x / w * 255, y / h * 255, ((x - 64) ** 2 + (y - 48) ** 2 < 600) * 200 + 30], -1)
+    path = tmp_path / "photo.png"
+    Image.fromarray(rgb.astype(np.uint8)).save(path)
+    return path
+
+
+requires_data = pytest.mark.skipif(not (DATA / "colorize").is_dir(),
+                                   reason="../shared/data is absent (training data lives beside the repo)")

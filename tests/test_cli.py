@@ -1,0 +1,66 @@
+import hashlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from ensemble_color.cli import main, output_path
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_folder_with_corrupt_file(tmp_path, tiny_experts, photo, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(photo, folder / "a.png")
+    Image.fromarray(np.full((20, 30), 128, np.uint8)).save(folder / "b.jpg")
+    (folder / "c.jpg").write_bytes(b"not really a jpeg")
+    before = {p.name: _digest(p) for p in folder.iterdir()}
+    code = main([str(folder), "--experts", str(tiny_experts), "--router", "background", "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "c.jpg" in err and "error:" in err
+    out = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert out == ["a_colorized.png", "b_colorized.jpg"]
+    assert Image.open(tmp_path / "out" / "a_colorized.png").size == Image.open(photo).size
+    assert {p.name: _digest(p) for p in folder.iterdir()} == before  # inputs untouched
+
+
+def test_outputs_never_overwrite_inputs_or_earlier_outputs(tmp_path, tiny_experts, photo):
+    src = tmp_path / "p_colorized.png"  # an input that looks like an output name
+    shutil.copy(photo, src)
+    protected = {src.resolve()}
+    p1 = output_path(tmp_path / "p.png", None, "_colorized", None, overwrite=True, protected=protected)
+    assert p1 != src
+    args = [str(photo), "--experts", str(tiny_experts), "--router", "background", "--save-masks"]
+    assert main(args) == 0
+    assert main(args) == 0
+    names = sorted(p.name for p in photo.parent.iterdir() if "colorized" in p.name or "routing" in p.name)
+    assert "photo_colorized.png" in names and "photo_colorized_1.png" in names and "photo_routing.png" in names
+
+
+def test_missing_input_and_glob(tmp_path, tiny_experts, photo, capsys):
+    code = main([str(tmp_path / "nope.png"), str(tmp_path / "*.png"), "--experts", str(tiny_experts),
+                 "--router", "background", "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 1 and "nope.png: no such file" in err
+    assert (tmp_path / "o" / "photo_colorized.png").exists()
+
+
+def test_list_experts_shows_skipped_reason(tmp_path, tiny_experts):
+    (tiny_experts / "bad").mkdir()
+    (tiny_experts / "bad" / "model.pt").write_bytes(b"\x80\x04")
+    (tiny_experts / "bad" / "expert.json").write_text(
+        '{"name": "bad", "architecture": "resnet18-deconv", "routes": ["bird"]}')
+    proc = subprocess.run([sys.executable, "-m", "ensemble_color", "--list-experts", "--experts", str(tiny_experts),
+                           "--router", "background"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "birds" in proc.stdout and "skipped" in proc.stdout and "pickle" in proc.stdout
+
+
+def test_no_inputs_is_a_usage_error(capsys):
+    assert main([]) == 2

@@ -1,0 +1,55 @@
+import torch
+
+from ensemble_color import metrics
+from ensemble_color.color import rgb_to_lab
+from ensemble_color.evaluate import Scores, evaluate, gray_method, markdown
+
+
+def _images():
+    torch.manual_seed(0)
+    rgb = torch.rand(2, 3, 24, 32)
+    return [rgb_to_lab(rgb[i:i + 1])[0] for i in range(2)]
+
+
+def test_identity_gives_capped_psnr_zero_l2_full_auc():
+    images = _images()
+    lookup = iter(images)  # evaluate scores images in order, so the oracle can replay the truth
+
+    def oracle(L):
+        return next(lookup)[1:].clone()  # ground-truth ab for the image being scored
+
+    res = evaluate({"oracle": oracle}, {"two": images})["two"]["oracle"]
+    assert res["psnr"] == metrics.PSNR_CAP
+    assert res["l2ab"] == 0.0
+    assert abs(res["auc"] - 1.0) < 1e-6
+    assert abs(res["ssim"] - 1.0) < 1e-4
+    assert abs(res["cf_gap"]) < 1e-3
+
+
+def test_gray_baseline_equals_mean_chroma():
+    images = _images()
+    res = evaluate({"gray": gray_method}, {"two": images})["two"]["gray"]
+    expected_l2 = sum(torch.linalg.vector_norm(lab[1:], dim=0).mean().item() for lab in images) / 2
+    assert abs(res["l2ab"] - expected_l2) < 1e-4
+    assert res["cf"] < 0.5  # gray output has (almost) no colourfulness
+    assert res["psnr"] < metrics.PSNR_CAP
+
+
+def test_auc_of_constant_error():
+    err = torch.full((1, 4, 4), 75.0)
+    # fraction <= t is 0 for t < 75 and 1 from 75 on: area = (150 - 75 + 0.5) / 150 with trapezoids
+    assert abs(metrics.auc(err).item() - (75.5 / 150)) < 1e-6
+
+
+def test_markdown_has_a_row_per_method():
+    images = _images()[:1]
+    table = markdown(evaluate({"gray": gray_method, "gray2": gray_method}, {"one": images}))
+    assert "| gray |" in table and "| gray2 |" in table and "### one" in table
+
+
+def test_scores_curve_is_monotone():
+    s = Scores()
+    lab = _images()[0]
+    s.add(torch.zeros(2, 24, 32), lab)
+    curve = torch.tensor(s.summary()["curve"])
+    assert torch.all(curve[1:] >= curve[:-1]) and curve[-1] <= 1

@@ -1,0 +1,80 @@
+import torch
+
+from ensemble_color.color import rgb_to_l
+from ensemble_color.io import load_image
+from ensemble_color.pipeline import Pipeline, working_size
+from ensemble_color.routing import Router
+
+
+class _LeftRightRouter(torch.nn.Module):
+    """Left half person, right half background (as logits over the ensemble labels)."""
+
+    def forward(self, L):
+        out = torch.full((L.shape[0], 4, *L.shape[-2:]), -20.0)
+        w = L.shape[-1]
+        out[:, 1, :, : w // 2] = 20.0
+        out[:, 0, :, w // 2:] = 20.0
+        return out
+
+
+def _pipe(tiny_experts, **opts):
+    pipe = Pipeline.load([tiny_experts], router="background", use_shipped=False)
+    return pipe.with_options(**opts) if opts else pipe
+
+
+def test_full_resolution_output_and_l_preserved(tiny_experts, photo):
+    pipe = _pipe(tiny_experts, work_size=64)
+    im = load_image(photo)
+    res = pipe.colorize(im, per_expert=True)
+    assert res.rgb.shape == im.rgb.shape
+    assert max(res.L_work.shape[-2:]) == 64
+    L_in, L_out = rgb_to_l(im.rgb[None]), rgb_to_l(res.rgb[None])
+    assert (L_in - L_out).abs().mean() < 1.0  # only gamut clipping/quantisation may move L
+    assert set(res.per_expert) == set(pipe.experts)
+
+
+def test_router_regions_pick_experts(tiny_experts):
+    from ensemble_color.routing import RoutingTable
+
+    pipe = _pipe(tiny_experts)
+    m, classes = RoutingTable.load().matrix("ensemble")
+    pipe.router = Router("lr", _LeftRightRouter(), m, classes, input_size=64, size_multiple=8)
+    res = pipe.colorize(torch.rand(3, 64, 96))
+    assert set(res.boxes) == {"faces", "scenes"}
+    assert res.boxes["faces"].x0 == 0 and res.boxes["faces"].x1 < 96
+    assert torch.allclose(res.weights["faces"][:, :40], torch.ones(64, 40), atol=1e-3)
+
+
+def test_batch_equals_single(tiny_experts):
+    pipe = _pipe(tiny_experts, work_size=80)
+    a, b = torch.rand(3, 50, 70), torch.rand(3, 90, 60)
+    batch = pipe.colorize_batch([a, b])
+    for img, res in zip([a, b], batch, strict=True):
+        single = pipe.colorize(img)
+        assert torch.allclose(single.rgb, res.rgb, atol=1e-4)
+
+
+def test_working_size_never_upscales():
+    assert working_size(100, 50, 512) == (100, 50)
+    assert working_size(1000, 500, 512) == (512, 256)
+
+
+def test_disabled_experts_and_unknown_name(tiny_experts):
+    pipe = Pipeline.load([tiny_experts], router="background", use_shipped=False, enabled=["scenes"])
+    assert list(pipe.experts) == ["scenes"]
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown expert"):
+        Pipeline.load([tiny_experts], router="background", use_shipped=False, enabled=["nope"])
+
+
+def test_same_size_images_share_a_forward_pass(tiny_experts, monkeypatch):
+    pipe = _pipe(tiny_experts, work_size=64)
+    calls = []
+    expert = pipe.experts["scenes"]
+    original = expert.run
+    monkeypatch.setattr(expert, "run", lambda L: calls.append(L.shape[0]) or original(L))
+    imgs = [torch.rand(3, 48, 64) for _ in range(3)]
+    batch = pipe.colorize_batch(imgs)
+    assert calls == [3]
+    assert torch.allclose(pipe.colorize(imgs[1]).rgb, batch[1].rgb, atol=1e-5)

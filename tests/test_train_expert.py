@@ -1,0 +1,54 @@
+import json
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ensemble_color.cli import main
+from ensemble_color.plugins import discover
+from ensemble_color.routing import RoutingTable
+from ensemble_color.train.loop import LoopConfig, cosine_lr
+
+
+def _folder(root, n=6, size=48):
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        arr = (rng.random((size, size + 8, 3)) * 255).astype(np.uint8)
+        Image.fromarray(arr).save(root / f"img{i}.jpg")
+    return root
+
+
+def test_one_step_training_exports_a_loadable_plugin(tmp_path):
+    data = _folder(tmp_path / "data" / "nested")
+    argv = ["train", "expert", "--data", str(tmp_path / "data"), "--val", str(data), "--name", "tiny",
+            "--routes", "bird", "--steps", "1", "--batch-size", "2", "--crop", "32", "--val-every", "1",
+            "--out", str(tmp_path / "plugins"), "--run-dir", str(tmp_path / "run")]
+    assert main(argv) == 0
+    scan = discover([tmp_path / "plugins"], RoutingTable.load().known_classes())
+    assert list(scan.experts) == ["tiny"], scan.skipped
+    manifest = json.loads((tmp_path / "plugins" / "tiny" / "expert.json").read_text())
+    assert manifest["command"].startswith("python -m ensemble_color train expert --data")
+    assert manifest["training"]["steps"] == 1 and "l2ab" in manifest["metrics"]["val_center_crops_176"]
+    model = scan.experts["tiny"].build()
+    assert model(torch.rand(1, 1, 32, 32) * 100).shape == (1, 2, 32, 32)
+
+
+def test_resume_continues_to_the_same_weights(tmp_path):
+    _folder(tmp_path / "d")
+    base = ["train", "expert", "--data", str(tmp_path / "d"), "--name", "r", "--routes", "bird", "--batch-size", "2",
+            "--crop", "32", "--val-every", "2", "--no-amp", "--no-export"]
+    assert main([*base, "--steps", "4", "--run-dir", str(tmp_path / "full")]) == 0
+    assert main([*base, "--steps", "4", "--stop-at", "2", "--run-dir", str(tmp_path / "half")]) == 0
+    ck = torch.load(tmp_path / "half" / "checkpoint.pt", weights_only=True)
+    assert ck["state"]["step"] == 2
+    assert main([*base, "--steps", "4", "--run-dir", str(tmp_path / "half"), "--resume"]) == 0
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "half" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_schedule_warms_up_then_decays():
+    cfg = LoopConfig(steps=100, warmup=10)
+    lrs = [cosine_lr(s, cfg) for s in range(100)]
+    assert lrs[0] < lrs[9] <= 1.0 and lrs[-1] < 0.1
