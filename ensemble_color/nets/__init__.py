@@ -1,0 +1,6 @@
+"""Network architectures. Importing this package registers every architecture it defines."""
+
+from . import resnet_deconv  # noqa: F401  (registers "resnet18-deconv")
+from .registry import ModelDescriptor, create_model, list_architectures, register_architecture, tiny_config
+
+__all__ = ["ModelDescriptor", "create_model", "list_architectures", "register_architecture", "tiny_config"]
