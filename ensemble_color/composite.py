@@ -158,16 +158,50 @@ def upsample_ab(ab: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out if ab.dim() == 4 else out[0]
 
 
-def compose_lab(L_full: torch.Tensor, ab_work: torch.Tensor, saturation: float = 1.0) -> torch.Tensor:
+def _box(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Mean over a (2r+1)^2 window, edges handled by replicate padding; (B, C, H, W)."""
+    return F.avg_pool2d(F.pad(x, (r, r, r, r), mode="replicate"), 2 * r + 1, stride=1)
+
+
+def guided_upsample_ab(ab: torch.Tensor, L_low: torch.Tensor, L_full: torch.Tensor, radius: int = 2,
+                       eps: float = 1e-3) -> torch.Tensor:
+    """Fast guided filter (He & Sun 2015): fit ab ≈ a·L + b locally at working size, upsample a and b,
+    apply them to the full-resolution L. Colour edges then follow the full-res lightness edges
+    instead of being blurred by plain interpolation; flat regions get exactly the bilinear result.
+    """
+    size = tuple(L_full.shape[-2:])
+    if tuple(ab.shape[-2:]) == size:
+        return ab
+    I, p = L_low[None].float() / 100.0, ab[None].float() / 100.0
+    mean_I, mean_p = _box(I, radius), _box(p, radius)
+    cov = _box(I * p, radius) - mean_I * mean_p
+    var = _box(I * I, radius) - mean_I * mean_I
+    a = cov / (var + eps)
+    b = mean_p - a * mean_I
+    A = F.interpolate(_box(a, radius), size=size, mode="bilinear", align_corners=False)
+    B = F.interpolate(_box(b, radius), size=size, mode="bilinear", align_corners=False)
+    return ((A * (L_full[None].float() / 100.0) + B) * 100.0)[0]
+
+
+def compose_lab(L_full: torch.Tensor, ab_work: torch.Tensor, saturation: float = 1.0,
+                L_work: torch.Tensor | None = None) -> torch.Tensor:
     """Upsample working ab to the full-res L's size and stack: (1, H, W) + (2, h, w) -> Lab (3, H, W).
 
-    Channel 0 *is* the input L tensor's values: the compositor never touches lightness.
+    With ``L_work`` (the working-size L the experts saw) the upsampling is edge-aware
+    (:func:`guided_upsample_ab`), otherwise bilinear. Channel 0 *is* the input L tensor's values:
+    the compositor never touches lightness.
     """
-    ab = upsample_ab(ab_work, tuple(L_full.shape[-2:])) * saturation
-    return torch.cat([L_full.float(), ab.to(L_full.device).float()], dim=0)
+    size = tuple(L_full.shape[-2:])
+    ab_work = ab_work.to(L_full.device)
+    if L_work is not None and tuple(ab_work.shape[-2:]) != size:
+        ab = guided_upsample_ab(ab_work, L_work.to(L_full.device), L_full)
+    else:
+        ab = upsample_ab(ab_work, size)
+    return torch.cat([L_full.float(), ab.float() * saturation], dim=0)
 
 
-def compose(L_full: torch.Tensor, ab_work: torch.Tensor, saturation: float = 1.0) -> torch.Tensor:
-    """Full-resolution RGB (3, H, W) in [0, 1] from full-res L and working-res ab."""
-    lab = compose_lab(L_full, ab_work, saturation)
+def compose(L_full: torch.Tensor, ab_work: torch.Tensor, saturation: float = 1.0,
+            L_work: torch.Tensor | None = None) -> torch.Tensor:
+    """Full-resolution RGB (3, H, W) in [0, 1] from full-res L and working-res ab (see :func:`compose_lab`)."""
+    lab = compose_lab(L_full, ab_work, saturation, L_work)
     return join_l_ab(lab[:1], lab[1:])

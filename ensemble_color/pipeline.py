@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -33,6 +34,7 @@ from .composite import (
     served_by,
 )
 from .io import LoadedImage
+from .nets import ModelDescriptor
 from .plugins import ExpertSpec, PluginScan, discover, expert_search_path
 from .routing import Router, RoutingTable, load_router
 
@@ -47,6 +49,7 @@ class PipelineOptions:
     margin: int = 16              #: crop margin around a region, working pixels
     min_fraction: float = 0.002   #: specialists with less mean weight than this are not run
     max_batch: int = 8            #: crops per expert forward pass
+    upsample: str = "guided"      #: "guided" (edge-aware, follows full-res L) or "bilinear"
 
 
 @dataclass
@@ -92,6 +95,11 @@ class LoadedExpert:
         if self._model is None:
             self._model = self.spec.build().to(self.device)
         return self._model
+
+    @cached_property
+    def descriptor(self) -> ModelDescriptor:
+        """What the model supports, read without loading its weights."""
+        return self.spec.build_descriptor()
 
     @property
     def route(self) -> ExpertRoute:
@@ -179,7 +187,7 @@ class Pipeline:
         probs = [self.router(L.to(self.device)[None])[0].float().cpu() for L in L_works]
         t2 = time.perf_counter()
         fallback = choose_fallback(self.routes)
-        multiple = max(e.spec.build_descriptor().size_multiple for e in self.experts.values())
+        multiple = max(e.descriptor.size_multiple for e in self.experts.values())
         plans = [plan_regions(expert_weights(p, self.router.route_classes, self.routes), fallback,
                               opt.threshold, opt.margin, multiple, opt.min_fraction) for p in probs]
         ab_layers = self._run_experts(L_works, [boxes for boxes, _ in plans])
@@ -188,7 +196,7 @@ class Pipeline:
         for i, (L_full, L_work) in enumerate(zip(L_fulls, L_works, strict=True)):
             boxes, weights = plans[i]
             ab_work = blend(ab_layers[i], weights)
-            rgb = compose(L_full, ab_work, opt.saturation)
+            rgb = compose(L_full, ab_work, opt.saturation, L_work if opt.upsample == "guided" else None)
             results.append(ColorizeResult(rgb=rgb.cpu(), L_work=L_work, ab_work=ab_work, probs=probs[i],
                                           route_classes=self.router.route_classes, weights=weights, boxes=boxes))
         t4 = time.perf_counter()

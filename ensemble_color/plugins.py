@@ -59,10 +59,6 @@ class ExpertSpec:
         model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in state.items()}, strict=True)
         return model.eval()
 
-    @property
-    def descriptor(self) -> ModelDescriptor:
-        return self.build_descriptor()
-
     def build_descriptor(self) -> ModelDescriptor:
         with torch.device("meta"):
             return create_model(self.architecture, **self.config).descriptor

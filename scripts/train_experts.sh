@@ -6,11 +6,13 @@
 set -euo pipefail
 D=${DATA:-../shared/data}/colorize
 R=${RESUME:-}
+# One torch thread: this ran beside the router and generalist trainings on 2 cores.
+T="--threads ${THREADS:-1}"
 python -m ensemble_color train expert --data $D/scenes/train $D/faces/train $D/birds/train $D/animals/train \
   --val $D/scenes/val $D/faces/val $D/birds/val $D/animals/val --val-limit 512 \
-  --name base --routes background --out runs/export --steps 2000 --seed 0 $R
+  --name base --routes background --out runs/export --steps 2000 --seed 0 $T $R
 for spec in "faces person 1000" "birds bird 1000" "scenes background 700" "animals animal 600"; do
   set -- $spec
   python -m ensemble_color train expert --data $D/$1/train --val $D/$1/val --name $1 --routes $2 \
-    --init runs/export/base --lr 1e-3 --steps $3 --seed 0 $R
+    --init runs/export/base --lr 1e-3 --steps $3 --seed 0 $T $R
 done

@@ -88,3 +88,21 @@ def test_output_l_is_input_l_exactly_and_ab_upsampling_is_bilinear():
     up = upsample_ab(ab, (60, 90))
     values = set(torch.unique(up[0]).tolist())
     assert len(values) > 2  # nearest-neighbour would give only {0, 40}
+
+
+def test_guided_upsampling_follows_full_res_edges():
+    from ensemble_color.composite import guided_upsample_ab
+
+    # full-res L has a sharp vertical edge at x = 50; colour differs on each side of it
+    L_full = torch.full((1, 64, 100), 30.0)
+    L_full[:, :, 50:] = 80.0
+    ideal = torch.where(L_full > 55, torch.tensor(40.0), torch.tensor(-40.0)).expand(2, -1, -1)
+
+    def down(x):
+        return torch.nn.functional.interpolate(x[None], size=(16, 25), mode="bilinear", antialias=True)[0]
+
+    L_low, ab_low = down(L_full), down(ideal)  # what a working-size expert would see and predict
+    guided = guided_upsample_ab(ab_low, L_low, L_full)
+    plain = upsample_ab(ab_low, (64, 100))
+    assert (guided - ideal).abs().mean() < 0.5 * (plain - ideal).abs().mean()
+    assert torch.equal(compose_lab(L_full, ab_low, L_work=L_low)[:1], L_full)

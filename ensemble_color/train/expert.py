@@ -44,6 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-limit", type=int, default=256, help="validation images used during training")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (1 when other trainings share the cores: spinning OpenMP threads collide)")
     p.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoint.pt")
     p.add_argument("--stop-at", type=int, default=None, help="pause at this step (checkpointed; --resume later)")
     p.add_argument("--limit", type=int, default=None, help="use at most this many training images (tests)")
@@ -73,6 +75,8 @@ def val_metrics(model: torch.nn.Module, val_lab: torch.Tensor, amp: bool, batch:
 
 
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     amp = loop.cpu_has_bf16() and not args.no_amp
     t_start = time.time()
