@@ -99,7 +99,9 @@ def load_datasets(folders: Sequence[str], composites: int, data_root: str | None
     for folder in folders:
         path = Path(folder)
         name = f"{path.parent.name}/{path.name}" if path.name in ("val", "train", "test") else path.name
-        files = list_images(path)[:limit] if limit else list_images(path)
+        files = list_images(path)
+        if limit and len(files) > limit:  # an even stride, not the first N: sorted names cluster by class
+            files = [files[round(i * len(files) / limit)] for i in range(limit)]
         sets[name] = [rgb_to_lab(load_image(f).rgb[None])[0] for f in files]
     if composites:
         from .train.composites import val_composites
@@ -154,7 +156,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experts", action="append", default=[], metavar="DIR", help="extra plugin folder")
     p.add_argument("--router", default="embedded")
     p.add_argument("--size", type=int, default=None, help="pipeline working size")
-    p.add_argument("--limit", type=int, default=None, help="at most N images per folder")
+    p.add_argument("--limit", type=int, default=None, help="at most N images per folder (evenly spaced)")
     p.add_argument("--out", default=None, help="write OUT.md and OUT.json")
     p.add_argument("--device", default="auto")
 
