@@ -182,24 +182,43 @@ def colorize_files(args: argparse.Namespace) -> int:
 
 
 def _train_main(argv: list[str]) -> int:
-    from .train import expert
+    from .train import expert, generalist, router
 
+    trainers = {"expert": (expert, "a resnet18-deconv specialist"),
+                "router": (router, "the grayscale segmenter that routes pixels to experts"),
+                "generalist": (generalist, "the multi-head U-Net fallback expert")}
     parser = argparse.ArgumentParser(prog="ensemble_color train", description="Train a model and export it.")
     sub = parser.add_subparsers(dest="what", required=True)
-    expert.add_arguments(sub.add_parser("expert", help="a resnet18-deconv specialist"))
+    for name, (module, help_text) in trainers.items():
+        module.add_arguments(sub.add_parser(name, help=help_text))
     args = parser.parse_args(argv)
-    if args.what == "expert":
-        expert.run(args, argv[1:])
+    trainers[args.what][0].run(args, argv[1:])
     return 0
 
 
 def _evaluate_main(argv: list[str]) -> int:
     from . import evaluate
+    from .train import generalist, router
 
+    special = {"router": router, "generalist": generalist}
+    if argv and argv[0] in special:
+        parser = argparse.ArgumentParser(prog=f"ensemble_color evaluate {argv[0]}")
+        special[argv[0]].add_eval_arguments(parser)
+        special[argv[0]].run_eval(parser.parse_args(argv[1:]))
+        return 0
     parser = argparse.ArgumentParser(prog="ensemble_color evaluate",
-                                     description="Measure colourisation quality (or the router).")
+                                     description="Measure colourisation quality ('evaluate router' / "
+                                                 "'evaluate generalist' for those models' own reports).")
     evaluate.add_arguments(parser)
     return evaluate.run(parser.parse_args(argv))
+
+
+def _serve_main(argv: list[str]) -> int:
+    from . import app
+
+    parser = argparse.ArgumentParser(prog="ensemble_color serve", description="Start the web demo.")
+    app.add_serve_arguments(parser)
+    return app.serve(parser.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         return _train_main(argv[1:])
     if argv and argv[0] == "evaluate":
         return _evaluate_main(argv[1:])
+    if argv and argv[0] == "serve":
+        return _serve_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.list_experts:
         return list_experts(args)

@@ -11,7 +11,7 @@ T="--threads ${THREADS:-1}"
 python -m ensemble_color train expert --data $D/scenes/train $D/faces/train $D/birds/train $D/animals/train \
   --val $D/scenes/val $D/faces/val $D/birds/val $D/animals/val --val-limit 512 \
   --name base --routes background --out runs/export --steps 2000 --seed 0 $T $R
-for spec in "faces person 1000" "birds bird 1000" "scenes background 700" "animals animal 600"; do
+for spec in "faces person 1000" "birds bird 700" "scenes background 500" "animals animal 400"; do
   set -- $spec
   python -m ensemble_color train expert --data $D/$1/train --val $D/$1/val --name $1 --routes $2 \
     --init runs/export/base --lr 1e-3 --steps $3 --seed 0 $T $R
