@@ -52,3 +52,20 @@ def test_schedule_warms_up_then_decays():
     cfg = LoopConfig(steps=100, warmup=10)
     lrs = [cosine_lr(s, cfg) for s in range(100)]
     assert lrs[0] < lrs[9] <= 1.0 and lrs[-1] < 0.1
+
+
+def test_resuming_a_finished_run_re_exports_identical_weights(tmp_path):
+    from ensemble_color.plugins import read_state_dict
+
+    _folder(tmp_path / "d")
+    argv = ["train", "expert", "--data", str(tmp_path / "d"), "--val", str(tmp_path / "d"), "--name", "f",
+            "--routes", "bird", "--batch-size", "2", "--crop", "32", "--steps", "2", "--val-every", "1",
+            "--run-dir", str(tmp_path / "run")]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "b"), "--resume"]) == 0
+    a = read_state_dict(tmp_path / "a" / "f" / "model.safetensors")
+    b = read_state_dict(tmp_path / "b" / "f" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # BN statistics untouched by the final evaluation
+    ma = json.loads((tmp_path / "a" / "f" / "expert.json").read_text())["metrics"]
+    mb = json.loads((tmp_path / "b" / "f" / "expert.json").read_text())["metrics"]
+    assert ma == mb

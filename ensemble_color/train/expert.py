@@ -115,7 +115,9 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         return None
     if (run_dir / "best.pt").exists():
         model.load_state_dict(torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True))
-    final = val_metrics(model, val_lab, amp=False) if args.val else {}
+    model.eval()  # a resumed, already finished run never passed through validate(): BN must not update here
+    with torch.inference_mode():
+        final = val_metrics(model, val_lab, amp=False) if args.val else {}
     command = "python -m ensemble_color train expert " + shlex.join(argv if argv is not None else sys.argv[3:])
     manifest = {
         "name": args.name,
