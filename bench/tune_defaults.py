@@ -27,10 +27,10 @@ from ensemble_color.train.composites import val_composites
 GRID = {
     "work_size": [256, 384, 512],
     "upsample": ["guided", "bilinear"],
-    "temperature": [0.5, 1.0, 2.0],
-    "feather": [0.0, 2.0, 4.0],
+    "temperature": [1.0, 2.0],
+    "feather": [0.0, 3.0],
     "decode": ["soft", "regression", "blend"],
-    "saturation": [1.0, 1.15, 1.3],
+    "saturation": [1.0, 1.2],
 }
 
 

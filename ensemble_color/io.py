@@ -60,14 +60,19 @@ def _to_float_rgb(im: Image.Image) -> tuple[np.ndarray, int, np.ndarray | None]:
     return rgb, 8, alpha
 
 
-def decode_image(data: Image.Image, source: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Normalise an opened Pillow image (EXIF rotation, mode, depth) into a :class:`LoadedImage`."""
-    w, h = data.size
+def check_size(size: tuple[int, int], source: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Refuse too large / too small images from their header, before any pixel is decoded."""
+    w, h = size
     if w * h > max_pixels:
         raise ImageLoadError(f"{source}: image is {w}x{h} = {w * h / 1e6:.0f} MP, over the "
                              f"{max_pixels / 1e6:.0f} MP limit")
     if w < 8 or h < 8:
         raise ImageLoadError(f"{source}: image is {w}x{h}, too small to colourise (min 8x8)")
+
+
+def decode_image(data: Image.Image, source: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Normalise an opened Pillow image (EXIF rotation, mode, depth) into a :class:`LoadedImage`."""
+    check_size(data.size, source, max_pixels)
     try:
         im = ImageOps.exif_transpose(data)
         rgb, depth, alpha = _to_float_rgb(im)
@@ -88,6 +93,7 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loaded
     Image.MAX_IMAGE_PIXELS = None  # we apply our own limit with a clearer message
     try:
         with Image.open(path) as im:
+            check_size(im.size, str(path), max_pixels)  # a 200 KB PNG can hold 225 MP: check before load()
             im.load()
             return decode_image(im, str(path), max_pixels)
     except UnidentifiedImageError:

@@ -1,0 +1,421 @@
+"""The Gradio 6 web demo: upload a photo, see it colourised, how it was routed and what each expert did.
+
+    demo = build_demo(lambda router: Pipeline.load(router=router))
+    demo.launch(**launch_options(AppConfig()))
+
+Or from a shell: ``python app.py`` / ``python -m ensemble_color serve`` (see :func:`add_serve_arguments`).
+
+Design choices (and why):
+
+* The UI is a thin layer over :class:`DemoHandler`, which does all the work and is callable without
+  a server, so the tests exercise exactly what the browser gets.
+* The default router's pipeline is built in :func:`build_demo` (at start-up, never at import) and
+  shared by every request; per-request knobs use ``with_options``/``subset``, which share the
+  loaded models. Other routers are loaded once on first use and cached in the demo's
+  :class:`PipelineCache` (not module state), because loading a router costs seconds.
+* The input is read by :func:`ensemble_color.io.load_image` (event ``preprocess=False``), not by
+  Gradio's image decoder: Gradio's decoder raises raw Pillow exceptions on non-images and
+  decompression bombs, ours gives the one-line reasons people can act on. Gradio still checks that
+  the uploaded path is inside its upload cache before we see it.
+* Results are written to a private temporary folder (pruned as it ages, removed at exit); Gradio's
+  own upload/result cache lives in ``GRADIO_TEMP_DIR`` and is cleaned by ``delete_cache``. Nothing
+  is written to the working directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import logging
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from PIL import Image
+
+from .color import join_l_ab, rgb_to_l
+from .io import ImageLoadError, LoadedImage, load_image, save_image, to_pil
+from .pipeline import Pipeline
+from .routing import TORCHVISION_BACKENDS, available_routers
+from .visualize import legend, routing_overlay
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+log = logging.getLogger(__name__)
+
+#: Builds a full pipeline (all installed experts) for one router name; called once per router.
+PipelineFactory = Callable[[str], Pipeline]
+
+#: Folder of bundled example photos (present in a source checkout, absent from a wheel).
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+#: Accepted knob ranges. Enforced in the handler too: with ``preprocess=False`` (see above) Gradio
+#: does not check API callers' values against the sliders.
+WORK_SIZE_RANGE = (128, 1024)
+SATURATION_RANGE = (0.0, 2.0)
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Server limits and defaults; every field is a command-line option of :func:`add_serve_arguments`."""
+
+    host: str = "127.0.0.1"          #: loopback by default: exposing a demo is an explicit choice
+    port: int = 7860
+    max_upload_mb: float = 20.0      #: per-file upload limit enforced by Gradio (and re-checked here)
+    max_megapixels: float = 40.0     #: decoded size limit; keeps one request's memory bounded
+    queue_size: int = 32             #: requests waiting beyond this are refused with "queue full"
+    concurrency: int = 1             #: colourisations run at once (2 CPU cores: more only adds latency)
+    display_max_side: int = 2048     #: long side of the images shown in the page (download is full-res)
+    keep_results_s: float = 3600.0   #: downloads older than this are deleted from the temp folder
+    examples_dir: Path | None = EXAMPLES_DIR
+    routers: tuple[str, ...] | None = None  #: router choices; None = those usable offline
+
+
+class PipelineCache:
+    """One loaded pipeline per router name, built on first request and then shared (thread-safe)."""
+
+    def __init__(self, factory: PipelineFactory) -> None:
+        self._factory = factory
+        self._pipelines: dict[str, Pipeline] = {}
+        self._lock = threading.Lock()
+
+    def get(self, router: str) -> Pipeline:
+        """The pipeline for ``router``; loads it (and all expert weights) the first time."""
+        with self._lock:
+            if router not in self._pipelines:
+                pipe = self._factory(router)
+                for expert in pipe.experts.values():
+                    _ = expert.model  # build now: lazy builds racing in two request threads waste memory
+                self._pipelines[router] = pipe
+            return self._pipelines[router]
+
+
+def offline_routers(pipe: Pipeline) -> list[str]:
+    """Router names that load without a network: torchvision ones only when their weights are cached."""
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    out = []
+    for name in available_routers():
+        if name == "generalist" and "generalist" not in pipe.experts:
+            continue
+        if name in TORCHVISION_BACKENDS:
+            import torchvision.models.segmentation as seg
+
+            weights = getattr(seg, TORCHVISION_BACKENDS[name][1]).COCO_WITH_VOC_LABELS_V1
+            if not (hub / Path(weights.url).name).exists():
+                continue
+        out.append(name)
+    return out
+
+
+@dataclass
+class DemoOutputs:
+    """What one request shows. ``error`` set means nothing else is (the UI shows the message)."""
+
+    before: Image.Image | None = None          #: the input's lightness as neutral gray (display size)
+    after: Image.Image | None = None           #: the colourised result (display size)
+    overlay: Image.Image | None = None         #: routing overlay (working size) when asked for
+    legend: list[tuple[str, str]] = field(default_factory=list)  #: ("bird → birds", "#3cbe50")
+    gallery: list[tuple[Image.Image, str]] = field(default_factory=list)  #: each expert alone
+    download: Path | None = None               #: full-resolution PNG in the demo's temp folder
+    status: str = ""
+    error: str | None = None
+
+
+class DemoHandler:
+    """Does one colourisation request end to end; what the Gradio event calls, testable without a server."""
+
+    def __init__(self, pipelines: PipelineCache, config: AppConfig | None = None,
+                 default_router: str = "embedded") -> None:
+        self.pipelines, self.config, self.default_router = pipelines, config or AppConfig(), default_router
+        self.base = pipelines.get(default_router)  # start-up load: fail before serving, not on a request
+        self._tmp = tempfile.TemporaryDirectory(prefix="ensemble_color_app_")  # removed at exit / GC
+        self.out_dir = Path(self._tmp.name)
+        self._prune_lock = threading.Lock()  # two requests must not delete the same old folder
+        # Only listed routers may be asked for: load_router also takes folder paths, and every new
+        # name would add a cached pipeline.
+        self.routers = list(self.config.routers or offline_routers(self.base))
+        if default_router not in self.routers:
+            self.routers.insert(0, default_router)
+
+    @property
+    def expert_names(self) -> list[str]:
+        return list(self.base.experts)
+
+    def __call__(self, image: str | Path | dict[str, Any] | None, work_size: float = 512,
+                 saturation: float = 1.0,
+                 experts: Sequence[str] | None = None, router: str | None = None, show_routing: bool = True,
+                 show_experts: bool = True) -> DemoOutputs:
+        """Colourise ``image`` (a path or Gradio's FileData dict); user errors come back in ``.error``."""
+        t0 = time.perf_counter()
+        path = _payload_path(image)
+        if path is None:
+            return DemoOutputs(error="Upload a photo (or pick an example) first.")
+        router = router or self.default_router
+        chosen = list(self.expert_names if experts is None else experts)
+        if problem := self._check_settings(work_size, saturation, chosen, router):
+            return DemoOutputs(error=problem)
+        try:
+            loaded = self._load(path)
+        except ImageLoadError as err:
+            return DemoOutputs(error=str(err).replace(str(path), _display_name(image, path)))
+        try:
+            pipe = self.pipelines.get(router)
+        except (ValueError, OSError, RuntimeError) as err:  # e.g. a router whose weights need a download
+            log.exception("router %r failed to load", router)
+            return DemoOutputs(error=f"Router {router!r} could not be loaded: {err}")
+        pipe = pipe.subset(chosen).with_options(work_size=int(work_size), saturation=float(saturation))
+        result = pipe.colorize(loaded, per_expert=show_experts)
+
+        out = DemoOutputs()
+        L_full = rgb_to_l(loaded.rgb[None])[0]
+        out.before = self._display(join_l_ab(L_full, torch.zeros(2, *L_full.shape[-2:])))
+        out.after = self._display(result.rgb)
+        if show_routing:
+            out.overlay = to_pil(routing_overlay(result.L_work, result.probs, result.route_classes))
+            out.legend = legend(result.route_classes, pipe.served_by())
+        for name, rgb in result.per_expert.items():
+            routes = ", ".join(pipe.experts[name].spec.routes)
+            out.gallery.append((to_pil(rgb), f"{name} (routes: {routes})"))
+        out.download = self._save(to_pil(result.rgb, loaded.alpha), _display_name(image, path))
+        w, h = loaded.size
+        note = " Only its lightness was used." if loaded.was_color else ""
+        out.status = (f"{w}×{h} px, worked at {max(result.L_work.shape[-2:])} px long side with "
+                      f"{', '.join(chosen)}; router {_router_label(router, pipe.router.name)}; "
+                      f"{time.perf_counter() - t0:.1f} s.{note}")
+        return out
+
+    def _check_settings(self, work_size: float, saturation: float, chosen: list[str],
+                        router: str) -> str | None:
+        """A sentence saying what is wrong with the request's settings, or None."""
+        if not chosen:
+            return "Enable at least one expert."
+        if unknown := sorted(set(chosen) - set(self.expert_names)):
+            return f"Unknown expert(s): {', '.join(map(str, unknown))}."
+        if router not in self.routers:
+            return f"Unknown router {router!r}: choose one of {', '.join(self.routers)}."
+        for label, value, (lo, hi) in (("Working resolution", work_size, WORK_SIZE_RANGE),
+                                       ("Saturation", saturation, SATURATION_RANGE)):
+            if not isinstance(value, int | float) or not lo <= value <= hi:
+                return f"{label} must be a number from {lo:g} to {hi:g}, got {value!r}."
+        return None
+
+    def _load(self, path: Path) -> LoadedImage:
+        """Decode with our limits; the byte-size check repeats Gradio's for direct (non-upload) callers."""
+        cfg = self.config
+        if path.is_file() and path.stat().st_size > cfg.max_upload_mb * 1024 * 1024:
+            raise ImageLoadError(f"{path}: file is {path.stat().st_size / 2**20:.1f} MB, over the "
+                                 f"{cfg.max_upload_mb:g} MB limit")
+        return load_image(path, max_pixels=int(cfg.max_megapixels * 1e6))
+
+    def _display(self, rgb: torch.Tensor) -> Image.Image:
+        """Page-size copy: browsers choke on 40 MP WebP, and the download has the full resolution."""
+        im = to_pil(rgb)
+        cap = self.config.display_max_side
+        if max(im.size) > cap:
+            im.thumbnail((cap, cap), Image.Resampling.LANCZOS)
+        return im
+
+    def _save(self, im: Image.Image, name: str) -> Path:
+        """Write the full-res PNG into a fresh sub-folder (keeps the user's file name), prune old ones."""
+        self._prune()
+        folder = self.out_dir / uuid.uuid4().hex
+        folder.mkdir()
+        path = folder / f"{Path(name).stem or 'photo'}_colorized.png"
+        save_image(im, path)
+        return path
+
+    def _prune(self) -> None:
+        """Delete result folders older than ``keep_results_s`` so a long-running demo doesn't fill /tmp."""
+        cutoff = time.time() - self.config.keep_results_s
+        with self._prune_lock:
+            for folder in self.out_dir.iterdir():
+                if folder.stat().st_mtime < cutoff:
+                    shutil.rmtree(folder)
+
+
+def _router_label(requested: str, loaded: str) -> str:
+    """'embedded' silently falls back to the all-background placeholder without weights: say so."""
+    return requested if requested == loaded or loaded.endswith(requested) else f"{requested} ({loaded})"
+
+
+def _payload_path(image: str | Path | dict[str, Any] | None) -> Path | None:
+    """Path of an input given as a path, or as the FileData dict Gradio passes with preprocess=False."""
+    if image is None:
+        return None
+    if isinstance(image, dict):
+        return Path(image["path"]) if image.get("path") else None
+    return Path(image)
+
+
+def _display_name(image: str | Path | dict[str, Any] | None, path: Path) -> str:
+    """The name the user knows (the uploaded file's original name), not Gradio's cache path."""
+    if isinstance(image, dict) and image.get("orig_name"):
+        return str(image["orig_name"])
+    return path.name
+
+
+def legend_html(items: list[tuple[str, str]]) -> str:
+    """Colour swatches naming the expert behind each route class (escaped: labels come from plugins)."""
+    if not items:
+        return ""
+    rows = "".join(
+        f'<span style="display:inline-flex;align-items:center;margin:2px 12px 2px 0">'
+        f'<span style="width:14px;height:14px;border-radius:3px;background:{color};margin-right:6px;'
+        f'display:inline-block"></span>{html.escape(label)}</span>'
+        for label, color in items)
+    return f'<div class="routing-legend"><b>Routing</b> (colour → expert): {rows}</div>'
+
+
+def example_files(folder: Path | None) -> list[str]:
+    """Bundled example photos, sorted; empty when the folder is absent (installed without examples)."""
+    if folder is None or not folder.is_dir():
+        return []
+    return sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in EXAMPLE_SUFFIXES)
+
+
+def build_demo(pipeline_factory: PipelineFactory, default_router: str = "embedded",
+               config: AppConfig | None = None) -> gr.Blocks:
+    """Load the default pipeline now and lay out the page; returns a queued ``gr.Blocks``.
+
+    ``pipeline_factory(router_name)`` builds a pipeline with every installed expert; it is called
+    once here and once per other router a user picks.
+    """
+    import gradio as gr  # optional dependency ([app] extra): only the web front end needs it
+
+    config = config or AppConfig()
+    handler = DemoHandler(PipelineCache(pipeline_factory), config, default_router)
+    experts = handler.expert_names
+
+    def run(image, work_size, saturation, chosen, router, show_routing, show_experts):
+        """Plain values only (no ``gr.update``), so API clients get files, not update dicts."""
+        out = handler(image, work_size, saturation, chosen, router, show_routing, show_experts)
+        if out.error:
+            gr.Warning(out.error)
+            return None, None, "", [], None, f"⚠️ {out.error}"
+        return ((out.before, out.after), out.overlay, legend_html(out.legend), out.gallery, str(out.download),
+                out.status)
+
+    def run_on_change(image, *settings):
+        if image is None:
+            return None, None, "", [], None, ""
+        return run(image, *settings)
+
+    def toggle_routing(show: bool):
+        return gr.update(visible=show), gr.update(visible=show)
+
+    with gr.Blocks(title="ensemble_color: routed photo colouriser", analytics_enabled=False,
+                   delete_cache=(1800, 3600)) as demo:
+        gr.Markdown("## ensemble_color: routed photo colouriser\n"
+                    "A router decides which expert colours each region (people, birds, animals, scenery); "
+                    "their predictions are blended and joined with your photo's original lightness.")
+        with gr.Row():
+            with gr.Column(scale=2):
+                image = gr.Image(type="filepath", label="Photo (black-and-white or colour)",
+                                 sources=["upload", "clipboard"], height=340, elem_id="input-image")
+                if examples := example_files(config.examples_dir):
+                    gr.Examples(examples=examples, inputs=[image], label="Example photos",
+                                cache_examples=False, examples_per_page=8)
+                run_btn = gr.Button("Colourise", variant="primary", elem_id="run")
+                with gr.Accordion("Settings", open=True):
+                    work_size = gr.Slider(*WORK_SIZE_RANGE, value=handler.base.options.work_size, step=32,
+                                          label="Working resolution (long side, px)",
+                                          info="Higher: finer colour detail, slower.")
+                    saturation = gr.Slider(*SATURATION_RANGE, value=handler.base.options.saturation,
+                                           step=0.05,
+                                           label="Saturation")
+                    chosen = gr.CheckboxGroup(experts, value=experts, label="Enabled experts",
+                                              info="Disabled experts' regions go to the fallback expert.")
+                    router = gr.Dropdown(handler.routers, value=default_router, label="Router")
+                    show_routing = gr.Checkbox(True, label="Show routing")
+                    show_experts = gr.Checkbox(True, label="Show each expert's own colourisation")
+            with gr.Column(scale=3):
+                slider = gr.ImageSlider(label="Before / after (drag the handle)", type="pil", format="png",
+                                        elem_id="result", max_height=640)
+                status = gr.Markdown(elem_id="status")
+                download = gr.File(label="Download: full-resolution PNG", interactive=False,
+                                   elem_id="download")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2):
+                overlay = gr.Image(label="Routing: which expert coloured where", type="pil", format="png",
+                                   interactive=False, height=360, elem_id="overlay")
+                legend_box = gr.HTML(elem_id="legend")
+            with gr.Column(scale=3):
+                gallery = gr.Gallery(label="Each expert alone (whole image)", columns=3, height=360,
+                                     object_fit="contain", elem_id="gallery", format="png")
+
+        inputs = [image, work_size, saturation, chosen, router, show_routing, show_experts]
+        outputs = [slider, overlay, legend_box, gallery, download, status]
+        run_btn.click(run, inputs, outputs, api_name="colorize", preprocess=False, trigger_mode="always_last")
+        # Uploading or picking an example colourises at once; clearing the photo just clears the results.
+        image.change(run_on_change, inputs, outputs, preprocess=False, trigger_mode="always_last",
+                     api_visibility="private")
+        show_routing.change(toggle_routing, show_routing, [overlay, legend_box], queue=False,
+                            api_visibility="private")
+    demo.queue(max_size=config.queue_size, default_concurrency_limit=config.concurrency)
+    return demo
+
+
+def launch_options(config: AppConfig) -> dict[str, Any]:
+    """Keyword arguments for ``demo.launch``: loopback by default, upload limit, no sharing, no SSR."""
+    return {"server_name": config.host, "server_port": config.port, "max_file_size": int(config.max_upload_mb
+            * 1024 * 1024), "share": False, "show_error": True, "ssr_mode": False, "inbrowser": False}
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options of ``python app.py`` and ``python -m ensemble_color serve``."""
+    d = AppConfig()
+    parser.add_argument("--host", default=d.host, help=f"interface to listen on (default {d.host}: this "
+                        "machine only; 0.0.0.0 exposes the demo to your network)")
+    parser.add_argument("--port", type=int, default=d.port, help=f"port (default {d.port})")
+    parser.add_argument("--router", default="embedded", help="default router (others load on demand)")
+    parser.add_argument("--experts", action="append", default=[], metavar="DIR",
+                        help="extra expert plugin folder (repeatable), after the shipped experts/")
+    parser.add_argument("--no-shipped", action="store_true", help="ignore the shipped experts/ folder")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda …")
+    parser.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb, help="per-file upload limit")
+    parser.add_argument("--max-megapixels", type=float, default=d.max_megapixels,
+                        help="largest image accepted, in megapixels")
+    parser.add_argument("--queue-size", type=int, default=d.queue_size,
+                        help="waiting requests before refusing")
+    parser.add_argument("--concurrency", type=int, default=d.concurrency, help="colourisations run at once")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> AppConfig:
+    """The :class:`AppConfig` described by parsed :func:`add_serve_arguments` options."""
+    return AppConfig(host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
+                     max_megapixels=args.max_megapixels, queue_size=args.queue_size,
+                     concurrency=args.concurrency)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Load the pipeline, build the page and serve until interrupted (blocks)."""
+    config = config_from_args(args)
+    experts_dirs, device, use_shipped = tuple(args.experts), args.device, not args.no_shipped
+
+    def factory(router: str) -> Pipeline:
+        return Pipeline.load(experts_dirs=experts_dirs, router=router, device=device, use_shipped=use_shipped)
+
+    try:
+        demo = build_demo(factory, default_router=args.router, config=config)
+    except ValueError as err:  # no experts installed, unknown router …: a sentence, not a traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    demo.launch(**launch_options(config))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python app.py``: parse :func:`add_serve_arguments` options and :func:`serve`."""
+    parser = add_serve_arguments(argparse.ArgumentParser(
+        prog="app.py", description="Web demo of the ensemble_color photo colouriser (Gradio)."))
+    return serve(parser.parse_args(argv))

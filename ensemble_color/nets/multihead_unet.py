@@ -1,0 +1,129 @@
+"""``multihead-unet``: the generalist expert (after Nguyen-Quynh, Kim & Do, IEEE Access 2020).
+
+A small U-Net (stride-2 conv down blocks, bilinear-upsampling decoder with skip connections) with
+four heads, so one network learns colour *and* what it is looking at:
+
+* ``reg``   : ab regression (2 ch, tanh x AB_RANGE) at 1/2 resolution, upsampled;
+* ``soft``  : logits over the 313 in-gamut ab bins (:mod:`ensemble_color.softencode`) at 1/4
+  resolution (as Zhang et al.: colour varies slowly, and 313 full-resolution channels would not fit
+  a CPU budget);
+* ``seg``   : logits over the route classes (background, person, bird, animal) at 1/4 resolution,
+  so the model can also act as a router (:meth:`MultiHeadUNet.segment`);
+* ``scene`` : scene-context logits from the bottleneck (global average pool -> 2 dense layers);
+  the first dense layer's output is also broadcast and fused into the bottleneck, so the decoder
+  colours with the global context (the paper's "global scene-context style").
+
+Contract: ``forward(L)`` takes L in Lab units (B, 1, H, W), H and W multiples of 16, and returns ab
+in Lab units (B, 2, H, W), decoded as ``self.decode`` says: ``"soft"`` (annealed mean with
+temperature ``self.T``), ``"mode"``, ``"mean"``, ``"regression"`` or ``"blend"`` (``blend_w`` x soft
++ (1 - ``blend_w``) x regression). Everything needed at inference (bin centres, the empirical bin
+distribution and the rebalancing weights) is a persistent buffer, so it travels in the plugin's
+``model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import softencode
+from ..color import AB_RANGE
+from .registry import ModelDescriptor, register_architecture
+
+DECODES = ("soft", "mode", "mean", "regression", "blend")
+ROUTE_CLASSES = ("background", "person", "bird", "animal")
+
+
+def _conv(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class MultiHeadUNet(nn.Module):
+    """U-Net generalist with regression, soft-encoding, segmentation and scene-context heads."""
+
+    def __init__(self, widths: tuple[int, int, int, int] = (32, 64, 128, 256), n_scene_classes: int = 4,
+                 scene_hidden: int = 128, n_seg_classes: int = len(ROUTE_CLASSES), decode: str = "soft",
+                 T: float = softencode.DEFAULT_T, blend_w: float = 0.5, input_size: int = 128) -> None:
+        super().__init__()
+        if decode not in DECODES:
+            raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
+        c0, c1, c2, c3 = widths
+        self.enc1 = nn.Sequential(_conv(1, c0, 2), _conv(c0, c0))        # 1/2
+        self.enc2 = nn.Sequential(_conv(c0, c1, 2), _conv(c1, c1))       # 1/4
+        self.enc3 = nn.Sequential(_conv(c1, c2, 2), _conv(c2, c2))       # 1/8
+        self.enc4 = nn.Sequential(_conv(c2, c3, 2), _conv(c3, c3))       # 1/16 bottleneck
+        self.scene_fc1 = nn.Linear(c3, scene_hidden)
+        self.scene_fc2 = nn.Linear(scene_hidden, n_scene_classes)
+        self.fuse = _conv(c3 + scene_hidden, c3)
+        self.dec3 = _conv(c3 + c2, c2)                                    # 1/8
+        self.dec2 = nn.Sequential(_conv(c2 + c1, c1), _conv(c1, c1))      # 1/4
+        self.dec1 = _conv(c1 + c0, c0)                                    # 1/2
+        self.soft_head = nn.Sequential(_conv(c1, 2 * c1), nn.Conv2d(2 * c1, softencode.N_BINS, 1))
+        self.seg_head = nn.Conv2d(c1, n_seg_classes, 1)
+        self.reg_head = nn.Conv2d(c0, 2, 3, padding=1)
+        bins = torch.zeros(softencode.N_BINS, 2)
+        if bins.device.type != "meta":  # validation builds on "meta": no values needed there
+            bins = softencode.ab_bins()
+        self.register_buffer("ab_bins", bins)
+        self.register_buffer("bin_prior", torch.full((softencode.N_BINS,), 1.0 / softencode.N_BINS))
+        self.register_buffer("bin_weights", torch.ones(softencode.N_BINS))
+        self.decode, self.T, self.blend_w = decode, float(T), float(blend_w)
+        self.descriptor = ModelDescriptor("multihead-unet", size_multiple=16, supports_half=True,
+                                          input_size=input_size,
+                                          extra={"route_classes": ROUTE_CLASSES, "decodes": DECODES})
+
+    def forward_heads(self, L: torch.Tensor) -> dict[str, torch.Tensor]:
+        """All heads: ``reg`` (B,2,H,W) Lab units; ``soft`` (B,313,H/4,W/4), ``seg`` (B,C,H/4,W/4) and
+        ``scene`` (B,S) logits."""
+        x = (L - 50.0) / 50.0
+        e1 = self.enc1(x)
+        e2 = self.enc2(e1)
+        e3 = self.enc3(e2)
+        e4 = self.enc4(e3)
+        g = F.relu(self.scene_fc1(e4.float().mean((2, 3)).to(e4.dtype)))
+        scene = self.scene_fc2(g)
+        b = self.fuse(torch.cat([e4, g[:, :, None, None].expand(-1, -1, *e4.shape[-2:])], 1))
+        d3 = self.dec3(torch.cat([_up(b, e3), e3], 1))
+        d2 = self.dec2(torch.cat([_up(d3, e2), e2], 1))
+        d1 = self.dec1(torch.cat([_up(d2, e1), e1], 1))
+        reg = torch.tanh(self.reg_head(d1).float()) * AB_RANGE
+        reg = F.interpolate(reg, size=L.shape[-2:], mode="bilinear", align_corners=False)
+        return {"reg": reg, "soft": self.soft_head(d2), "seg": self.seg_head(d2), "scene": scene}
+
+    def decode_heads(self, heads: dict[str, torch.Tensor], decode: str | None = None,
+                     size: tuple[int, int] | None = None) -> torch.Tensor:
+        """ab (B, 2, H, W) from :meth:`forward_heads` output with ``decode`` (default ``self.decode``)."""
+        decode = decode or self.decode
+        size = size or tuple(heads["reg"].shape[-2:])
+        if decode == "regression":
+            return heads["reg"].float()
+        if decode == "mode":
+            ab = softencode.mode(heads["soft"], self.ab_bins)
+        else:
+            ab = softencode.annealed_mean(heads["soft"], self.ab_bins, 1.0 if decode == "mean" else self.T)
+        ab = F.interpolate(ab, size=size, mode="bilinear", align_corners=False)
+        if decode == "blend":
+            ab = self.blend_w * ab + (1 - self.blend_w) * heads["reg"].float()
+        elif decode not in ("soft", "mode", "mean"):
+            raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
+        return ab
+
+    def forward(self, L: torch.Tensor) -> torch.Tensor:
+        return self.decode_heads(self.forward_heads(L))
+
+    def segment(self, L: torch.Tensor) -> torch.Tensor:
+        """Route-class logits (B, 4, H/4, W/4) in the order background, person, bird, animal."""
+        return self.forward_heads(L)["seg"].float()
+
+
+@register_architecture("multihead-unet", tiny_config={"widths": (8, 8, 16, 16), "scene_hidden": 8})
+def multihead_unet(**config) -> MultiHeadUNet:
+    if "widths" in config:
+        config["widths"] = tuple(config["widths"])
+    return MultiHeadUNet(**config)
