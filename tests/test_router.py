@@ -1,0 +1,160 @@
+"""Router: routing-table mapping, probability shape/normalisation, training + export, and the shipped router.
+
+No downloads: torchvision backends are built with random weights (``pretrained=False``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import DATA, requires_data
+from PIL import Image
+from torch import nn
+
+from ensemble_color.routing import RoutingTable, load_router, router_dir, smp_router, torchvision_router
+from ensemble_color.train import router as train_router
+
+VOC_EXPECTED = {"person": "person", "bird": "bird", "cat": "animal", "dog": "animal", "horse": "animal",
+                "sheep": "animal", "cow": "animal"}
+
+
+class _OneLabel(nn.Module):
+    """Stands in for a torchvision segmenter: all logit mass on one label, returned as torchvision does."""
+
+    def __init__(self, n_labels: int, label: int) -> None:
+        super().__init__()
+        self.n_labels, self.label = n_labels, label
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = torch.zeros(x.shape[0], self.n_labels, *x.shape[-2:])
+        out[:, self.label] = 50.0
+        return {"out": out}
+
+
+@pytest.mark.parametrize("backend", ["lraspp", "deeplabv3"])
+def test_voc_labels_route_through_the_table(backend: str) -> None:
+    table = RoutingTable.load()
+    router = torchvision_router(backend, table, pretrained=False)
+    labels = table.backends["voc"]["labels"]
+    assert router.route_classes == ("background", "person", "bird", "animal")
+    for i, label in enumerate(labels):
+        want = VOC_EXPECTED.get(label, "background")
+        # the matrix row and an end-to-end forward with a segmenter that predicts only this label agree
+        row = router.label_to_route[i]
+        assert row.sum() == 1 and router.route_classes[int(row.argmax())] == want, label
+        router.segmenter.net = _OneLabel(len(labels), i)
+        probs = router(torch.rand(1, 1, 40, 56) * 100)
+        assert probs[0, router.route_classes.index(want)].min() > 0.99, label
+
+
+def test_probabilities_sum_to_one_at_input_size() -> None:
+    torch.manual_seed(0)
+    router = torchvision_router("lraspp", RoutingTable.load(), pretrained=False, temperature=2.0, feather=1.5)
+    router.eval()
+    for h, w in [(75, 130), (200, 61)]:
+        with torch.inference_mode():
+            probs = router(torch.rand(2, 1, h, w) * 100)
+        assert probs.shape == (2, 4, h, w)
+        assert torch.allclose(probs.sum(1), torch.ones(2, h, w), atol=1e-5)
+        assert probs.min() >= 0
+
+
+def test_iou_counter_ignores_255_and_scores_errors() -> None:
+    target = np.array([[0, 0, 2, 2], [0, 255, 2, 3]], np.uint8)
+    pred = np.array([[0, 0, 2, 0], [0, 1, 2, 3]], np.uint8)  # the 1 sits on an ignored pixel
+    c = train_router.IoUCounter()
+    c.add(pred, target)
+    r = c.result()
+    assert r["pixels"] == 7
+    assert r["iou"]["person"] is None  # never predicted on a valid pixel, never true
+    assert r["iou"]["bird"] == pytest.approx(2 / 3) and r["iou"]["background"] == pytest.approx(3 / 4)
+    assert r["iou"]["animal"] == 1.0
+    assert r["miou"] == pytest.approx(np.mean([3 / 4, 2 / 3, 1.0]))
+
+
+def _tiny_data(root: Path) -> Path:
+    """A miniature data pack: 3 images per category and split, box masks with an ignore band, cut-outs."""
+    rng = np.random.default_rng(0)
+    labels = {"faces": 1, "birds": 2, "animals": 3}
+    for split in ("train", "val"):
+        for cat in ("faces", "birds", "animals", "scenes"):
+            (root / "colorize" / cat / split).mkdir(parents=True)
+            for i in range(3):
+                img = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+                Image.fromarray(img).save(root / "colorize" / cat / split / f"{cat}{i}.jpg")
+                if cat == "scenes":
+                    continue
+                mask = np.zeros((48, 64), np.uint8)
+                mask[10:38, 16:48] = 255
+                mask[12:36, 18:46] = labels[cat]
+                (root / "route" / "masks" / cat / split).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(mask).save(root / "route" / "masks" / cat / split / f"{cat}{i}.png")
+    for folder in ("person", "bird", "animal"):
+        (root / "route" / "cutouts" / folder).mkdir(parents=True)
+        rgba = (rng.random((20, 16, 4)) * 255).astype(np.uint8)
+        rgba[..., 3] = 255
+        Image.fromarray(rgba, "RGBA").save(root / "route" / "cutouts" / folder / "c.png")
+    return root
+
+
+def test_tiny_training_exports_a_loadable_smp_folder(tmp_path: Path) -> None:
+    data = _tiny_data(tmp_path / "data")
+    parser = argparse.ArgumentParser()
+    train_router.add_arguments(parser)
+    argv = ["--data", str(data), "--out", str(tmp_path / "router"), "--run-dir", str(tmp_path / "run"),
+            "--steps", "2", "--batch-size", "2", "--crop", "64", "--val-limit", "2", "--val-every", "2",
+            "--input-size", "64", "--threads", "1"]
+    folder = train_router.run(parser.parse_args(argv), argv)
+    assert folder == tmp_path / "router"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["in_channels"] == 1 and config["classes"] == 4 and config["_model_class"] == "FPN"
+    assert config["ensemble_color"]["backend"] == "ensemble"
+    assert config["ensemble_color"]["command"].startswith("python -m ensemble_color train router --data")
+    assert config["ensemble_color"]["training"]["steps"] == 2
+    assert [json.loads(x)["step"] for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()][-1] == 2
+
+    router = smp_router(folder, RoutingTable.load()).eval()
+    assert router.route_classes == ("background", "person", "bird", "animal") and router.input_size == 64
+    with torch.inference_mode():
+        probs = router(torch.rand(1, 1, 50, 70) * 100)
+    assert probs.shape == (1, 4, 50, 70)
+    assert torch.allclose(probs.sum(1), torch.ones(1, 50, 70), atol=1e-5)
+    # the loaded weights are the trained ones (not a fresh random init)
+    trained = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
+    loaded = router.segmenter.net.state_dict()
+    assert trained.keys() == loaded.keys()
+    for k, v in trained.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(loaded[k], v.half().float(), rtol=1e-3, atol=1e-4, msg=k)
+    assert load_router(str(folder)).name == f"smp:{folder.name}"
+
+
+shipped = pytest.mark.skipif(not (router_dir() / "model.safetensors").exists(),
+                             reason="router/model.safetensors is absent (train with scripts/train_router.sh)")
+
+
+@pytest.mark.data
+@requires_data
+@shipped
+@pytest.mark.xfail(strict=True, reason="issue 4 open: the shipped router routes only 0.13-0.65 of pasted birds "
+                   "to 'bird' (composites mIoU 0.46 < 0.55); strict, so it must be un-marked once it passes")
+def test_shipped_router_routes_pasted_birds_to_bird() -> None:
+    from ensemble_color.train.composites import LABELS, val_composites
+
+    router = load_router("embedded").eval()
+    assert router.name.startswith("smp:")
+    checked = []
+    for rgb, labels in val_composites(DATA, n=40, size=256, seed=0):
+        region = labels == LABELS["bird"]
+        if region.mean() < 0.01:  # need a visible pasted bird
+            continue
+        checked.append(train_router.routed_fraction(router, rgb, region, "bird"))
+        if len(checked) == 5:
+            break
+    assert len(checked) == 5
+    assert all(f > 0.5 for f in checked), checked
