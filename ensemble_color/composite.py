@@ -172,12 +172,12 @@ def guided_upsample_ab(ab: torch.Tensor, L_low: torch.Tensor, L_full: torch.Tens
     size = tuple(L_full.shape[-2:])
     if tuple(ab.shape[-2:]) == size:
         return ab
-    I, p = L_low[None].float() / 100.0, ab[None].float() / 100.0
-    mean_I, mean_p = _box(I, radius), _box(p, radius)
-    cov = _box(I * p, radius) - mean_I * mean_p
-    var = _box(I * I, radius) - mean_I * mean_I
+    guide, p = L_low[None].float() / 100.0, ab[None].float() / 100.0
+    mean_g, mean_p = _box(guide, radius), _box(p, radius)
+    cov = _box(guide * p, radius) - mean_g * mean_p
+    var = _box(guide * guide, radius) - mean_g * mean_g
     a = cov / (var + eps)
-    b = mean_p - a * mean_I
+    b = mean_p - a * mean_g
     A = F.interpolate(_box(a, radius), size=size, mode="bilinear", align_corners=False)
     B = F.interpolate(_box(b, radius), size=size, mode="bilinear", align_corners=False)
     return ((A * (L_full[None].float() / 100.0) + B) * 100.0)[0]
