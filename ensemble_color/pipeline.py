@@ -43,7 +43,7 @@ from .routing import Router, RoutingTable, load_router
 class PipelineOptions:
     """Knobs a user may turn; defaults are the measured best on the val composites (docs/results.md)."""
 
-    work_size: int = 512          #: long side of the working image (router + experts), pixels
+    work_size: int = 256          #: long side of the working image (router + experts); tuned, docs/tuning.md
     saturation: float = 1.0       #: chroma multiplier applied to the blended ab
     threshold: float = 0.02       #: weight above which a pixel belongs to an expert's crop
     margin: int = 16              #: crop margin around a region, working pixels
