@@ -178,10 +178,13 @@ def test_one_step_training_exports_a_loadable_plugin(tmp_path):
     torch.testing.assert_close(probs.sum(1), torch.ones(1, 40, 52))
 
 
-def test_fast_auc_equals_reference_auc():
+def test_auc_equals_the_threshold_table_definition():
     from ensemble_color import metrics
 
     g = torch.Generator().manual_seed(2)
     err = torch.cat([torch.rand(3, 9, 7, generator=g) * 200, torch.zeros(1, 9, 7)])
     err[0, 0, :3] = torch.tensor([0.0, 150.0, 7.0])  # exact thresholds are the edge cases
-    torch.testing.assert_close(generalist.fast_auc(err), metrics.auc(err), atol=1e-6, rtol=0)
+    table = (err.flatten(1)[:, None, :] <= metrics.AUC_THRESHOLDS[None, :, None]).float().mean(-1)
+    reference = torch.trapezoid(table, dx=1.0, dim=1) / 150.0
+    torch.testing.assert_close(metrics.cumulative_curve(err), table, atol=1e-6, rtol=0)
+    torch.testing.assert_close(metrics.auc(err), reference, atol=1e-6, rtol=0)

@@ -418,20 +418,6 @@ def _pad16(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (0, (-w) % 16, 0, (-h) % 16), mode="replicate")
 
 
-def fast_auc(err: torch.Tensor) -> torch.Tensor:
-    """Exactly :func:`ensemble_color.metrics.auc` (thresholds 0..150, trapezoid), in O(pixels).
-
-    The reference builds a (pixels x 151) comparison table: 10 M entries per 256 px image and
-    method, which made the full evaluation take minutes. Per pixel, the trapezoid sum over the
-    step curve is ``#{t : t >= e} - ([e <= 150] + [e <= 0]) / 2``.
-    """
-    e = err.flatten(1).float()
-    t_max = float(metrics.AUC_THRESHOLDS[-1])
-    count = (t_max + 1 - torch.ceil(e).clamp(0, t_max + 1))
-    contrib = count - 0.5 * (e <= t_max).float() - 0.5 * (e <= 0).float()
-    return contrib.mean(1) / t_max
-
-
 def _iou_update(pred: torch.Tensor, mask: np.ndarray, inter: torch.Tensor, union: torch.Tensor) -> None:
     t = torch.from_numpy(mask).long()
     valid = t != IGNORE
@@ -475,7 +461,7 @@ def _eval_set(model: torch.nn.Module, images: list[np.ndarray], masks: list[np.n
                 err = metrics.ab_error(pred, ab)
                 cf = metrics.colorfulness(join_l_ab(L, pred))
                 rows[name]["l2ab"] += err.flatten(1).mean(1).tolist()
-                rows[name]["auc"] += fast_auc(err).tolist()
+                rows[name]["auc"] += metrics.auc(err).tolist()
                 rows[name]["cf"] += cf.tolist()
                 rows[name]["cf_gap"] += (cf - cf_true).abs().tolist()
             seg = F.interpolate(heads["seg"], size=_pad16(L).shape[-2:], mode="bilinear",
