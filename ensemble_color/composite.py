@@ -191,12 +191,11 @@ def compose_lab(L_full: torch.Tensor, ab_work: torch.Tensor, saturation: float =
     (:func:`guided_upsample_ab`), otherwise bilinear. Channel 0 *is* the input L tensor's values:
     the compositor never touches lightness.
     """
-    size = tuple(L_full.shape[-2:])
     ab_work = ab_work.to(L_full.device)
-    if L_work is not None and tuple(ab_work.shape[-2:]) != size:
+    if L_work is not None:
         ab = guided_upsample_ab(ab_work, L_work.to(L_full.device), L_full)
     else:
-        ab = upsample_ab(ab_work, size)
+        ab = upsample_ab(ab_work, tuple(L_full.shape[-2:]))
     return torch.cat([L_full.float(), ab.float() * saturation], dim=0)
 
 

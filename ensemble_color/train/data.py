@@ -31,11 +31,12 @@ def list_images(root: str | Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def _decode_rgb(path: Path, max_short_side: int) -> np.ndarray:
+def read_rgb(path: Path, max_short_side: int | None = None) -> np.ndarray:
+    """Decode an image file to RGB uint8, Lanczos-shrunk so its short side is at most ``max_short_side``."""
     with Image.open(path) as im:
         im = im.convert("RGB")
         short = min(im.size)
-        if short > max_short_side:
+        if max_short_side is not None and short > max_short_side:
             scale = max_short_side / short
             im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.LANCZOS)
         return np.array(im, dtype=np.uint8)
@@ -57,7 +58,7 @@ class ImageCache:
             paths = paths[:limit]
         if not paths:
             raise FileNotFoundError(f"no images found in {', '.join(map(str, folders))}")
-        images = [_decode_rgb(p, max_short_side) for p in tqdm(paths, desc=desc, leave=False, mininterval=2)]
+        images = [read_rgb(p, max_short_side) for p in tqdm(paths, desc=desc, leave=False, mininterval=2)]
         return cls(images, paths, [None] * len(paths))
 
     def __len__(self) -> int:

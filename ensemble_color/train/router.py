@@ -49,7 +49,7 @@ from .composites import (
     scene_paths,
     val_composites,
 )
-from .data import random_resized_crop
+from .data import random_resized_crop, read_rgb
 
 #: label index -> name, the data pack's convention (also the ``ensemble`` backend's labels)
 CLASS_NAMES: tuple[str, ...] = tuple(sorted(LABELS, key=LABELS.get))
@@ -75,15 +75,6 @@ def build_model(
 
 
 # ----------------------------------------------------------------------------------------------- data
-
-
-def _read_rgb(path: Path, max_short_side: int | None = None) -> np.ndarray:
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if max_short_side is not None and min(im.size) > max_short_side:
-            s = max_short_side / min(im.size)
-            im = im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))), Image.LANCZOS)
-        return np.array(im, dtype=np.uint8)
 
 
 def _read_mask(path: Path) -> np.ndarray:
@@ -150,7 +141,7 @@ def load_masked(
             img = data_root / "colorize" / cat / split / (m.stem + ".jpg")
             if not img.exists():
                 raise FileNotFoundError(f"{m}: its image {img} is missing")
-            rgb, mask = _read_rgb(img), _read_mask(m)
+            rgb, mask = read_rgb(img), _read_mask(m)
             if rgb.shape[:2] != mask.shape:
                 raise ValueError(f"{m}: mask size {mask.shape} differs from its image {rgb.shape[:2]}")
             out.images.append(rgb)
@@ -166,7 +157,7 @@ def load_scenes(
     paths = scene_paths(data_root, split)
     if limit is not None:
         paths = paths[:limit]
-    return [_read_rgb(p, max_short_side) for p in paths]
+    return [read_rgb(p, max_short_side) for p in paths]
 
 
 class RouterSampler:
