@@ -116,9 +116,10 @@ def full_res(method: AbMethod, rgb: torch.Tensor, work: int) -> torch.Tensor:
     return compose(L, method(Lw))
 
 
-def speed(shipped: Pipeline, gen_routed: Pipeline | None, image: torch.Tensor, sizes: list[str], repeats: int
-          ) -> list[dict]:
-    """Median seconds per method per size, interleaved round-robin so noise hits all methods alike."""
+def speed(shipped: Pipeline, gen_routed: Pipeline | None, images: list[torch.Tensor], sizes: list[str],
+          repeats: int) -> list[dict]:
+    """Median seconds per method per size over ``images`` x ``repeats``, interleaved round-robin so noise hits
+    all methods alike."""
     methods: dict[str, Callable[[torch.Tensor], object]] = {}
     work = shipped.options.work_size
     if "generalist" in shipped.experts:
@@ -132,16 +133,18 @@ def speed(shipped: Pipeline, gen_routed: Pipeline | None, image: torch.Tensor, s
     rows = []
     for size in sizes:
         w, h = map(int, size.split("x"))
-        rgb = F.interpolate(image[None], size=(h, w), mode="bilinear", align_corners=False)[0].clamp(0, 1)
+        rgbs = [F.interpolate(im[None], size=(h, w), mode="bilinear", align_corners=False)[0].clamp(0, 1)
+                for im in images]
         times: dict[str, list[float]] = {k: [] for k in methods}
         for fn in methods.values():
-            fn(rgb)  # warm-up
+            fn(rgbs[0])  # warm-up
         for _ in range(repeats):
-            for k, fn in methods.items():
-                t0 = time.perf_counter()
-                with torch.inference_mode():
-                    fn(rgb)
-                times[k].append(time.perf_counter() - t0)
+            for rgb in rgbs:
+                for k, fn in methods.items():
+                    t0 = time.perf_counter()
+                    with torch.inference_mode():
+                        fn(rgb)
+                    times[k].append(time.perf_counter() - t0)
         med = {k: statistics.median(v) for k, v in times.items()}
         for k, v in med.items():
             rows.append({"size": size, "method": k, "median_s": v,
@@ -159,8 +162,10 @@ def memory_of(method: str, size: str) -> float:
 
 
 def memory_worker(method: str, size: str, data: str) -> None:
-    shipped, gen_routed = load_pipelines()
-    rgb = speed_image(data)
+    # only the pipeline this method uses (experts are built lazily, on first use): RSS is the method's own
+    shipped = Pipeline.load(device="cpu", router="generalist" if method == "routed (generalist router)" else "embedded")
+    gen_routed = shipped
+    rgb = speed_images(data, 1)[0]
     w, h = map(int, size.split("x"))
     rgb = F.interpolate(rgb[None], size=(h, w), mode="bilinear", align_corners=False)[0].clamp(0, 1)
     work = shipped.options.work_size
@@ -173,12 +178,11 @@ def memory_worker(method: str, size: str, data: str) -> None:
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-def speed_image(data: str) -> torch.Tensor:
-    """A val composite (several subjects, so several experts run), as the image timed at every size."""
+def speed_images(data: str, n: int) -> list[torch.Tensor]:
+    """The first ``n`` val composites (several subjects, so several experts run), timed at every size."""
     from ensemble_color.train.composites import val_composites
 
-    rgb, _ = val_composites(data, n=1, size=256, seed=0)[0]
-    return torch.from_numpy(rgb).permute(2, 0, 1).float() / 255
+    return [torch.from_numpy(rgb).permute(2, 0, 1).float() / 255 for rgb, _ in val_composites(data, n=n, size=256)]
 
 
 def load_pipelines() -> tuple[Pipeline, Pipeline | None]:
@@ -228,6 +232,7 @@ def main() -> None:
     ap.add_argument("--composites", type=int, default=100)
     ap.add_argument("--limit", type=int, default=None, help="at most N images per val split")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--speed-images", type=int, default=4, help="val composites timed (each at every size)")
     ap.add_argument("--sizes", nargs="+", default=["512x512", "1024x768"])
     ap.add_argument("--out", default="docs/results")
     ap.add_argument("--memory-worker", nargs=2, metavar=("METHOD", "SIZE"), help=argparse.SUPPRESS)
@@ -248,7 +253,7 @@ def main() -> None:
     comp_key = next(k for k in datasets if k.startswith("composites"))
     sheet_cols = [c for c in ["generalist (soft)", "seed merge", "routed (shipped)"] if c in methods]
     contact_sheet(methods, datasets[comp_key][:10], fig_dir / "composites_contact_sheet.png", sheet_cols)
-    speed_rows = speed(shipped, gen_routed, speed_image(args.data), args.sizes, args.repeats)
+    speed_rows = speed(shipped, gen_routed, speed_images(args.data, args.speed_images), args.sizes, args.repeats)
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
             "options": shipped.options.__dict__, "router": shipped.router.name, "experts": sorted(shipped.experts),
             "command": "python bench/compare.py " + " ".join(sys.argv[1:])}
@@ -276,8 +281,9 @@ def main() -> None:
            "ground truth.", "", markdown(results), "![ab error curves](figures/ab_error_curves.png)", "",
            "Contact sheet (10 val composites): gray input | " + " | ".join(sheet_cols) + " | ground truth", "",
            "![composites](figures/composites_contact_sheet.png)", "", "## Speed and memory", "",
-           f"Median of {args.repeats} interleaved runs on one val composite resized to each input size (so the "
-           "router finds several subjects); every method produces the full-resolution result. Peak RSS is that of "
+           f"Median of {args.repeats} interleaved rounds over the first {args.speed_images} val composites, each "
+           "resized to the input size (so the router finds several subjects); every method produces the "
+           "full-resolution result. Peak RSS is that of "
            "a fresh process loading all models and colouring one image.", "", *speed_md, ""]
     out.with_suffix(".md").write_text("\n".join(doc))
     print("\n".join(doc))

@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experts", action="append", default=[], metavar="DIR",
                    help="extra plugin folder (repeatable; after $ENSEMBLE_COLOR_EXPERTS, later wins)")
     p.add_argument("--only", nargs="+", metavar="NAME", help="use only these experts")
+    p.add_argument("--assign", action="append", default=[], metavar="CLASS=EXPERT[+EXPERT]",
+                   help="colour a route class with these experts instead of the ones whose manifests claim it "
+                        "(e.g. background=scenes+generalist); repeatable")
     p.add_argument("--save-masks", action="store_true", help="also write {stem}_routing.png (routing overlay)")
     p.add_argument("--per-expert", action="store_true", help="also write each expert's own colourisation")
     p.add_argument("--batch-size", type=int, default=4, help="images colourised together")
@@ -69,6 +72,18 @@ def expand_inputs(items: Iterable[str], recursive: bool) -> tuple[list[Path], li
     seen: set[Path] = set()
     unique = [f for f in files if not (f.resolve() in seen or seen.add(f.resolve()))]
     return unique, errors
+
+
+def parse_assign(items: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """``["background=scenes+generalist", ...]`` -> ``{"background": ("scenes", "generalist")}``."""
+    out: dict[str, tuple[str, ...]] = {}
+    for item in items:
+        cls, sep, names = item.partition("=")
+        experts = tuple(n.strip() for n in names.split("+") if n.strip())
+        if not sep or not cls.strip() or not experts:
+            raise ValueError(f"--assign {item!r}: expected CLASS=EXPERT[+EXPERT...]")
+        out[cls.strip()] = experts
+    return out
 
 
 def output_path(src: Path, out_dir: Path | None, tag: str, fmt: str | None, overwrite: bool,
@@ -130,6 +145,12 @@ def colorize_files(args: argparse.Namespace) -> int:
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
     overrides = {k: v for k, v in {"work_size": args.size, "saturation": args.saturation}.items() if v is not None}
+    try:
+        if args.assign:
+            overrides["assign"] = parse_assign(args.assign)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     router_options = {"temperature": args.temperature} if args.temperature is not None else {}
     try:
         pipe = Pipeline.load(args.experts, router=args.router, device=args.device, enabled=args.only,
@@ -139,6 +160,10 @@ def colorize_files(args: argparse.Namespace) -> int:
         return 1
     if overrides:
         pipe = pipe.with_options(**overrides)
+    if unknown := {n for names in pipe.options.assign.values() for n in names} - set(pipe.experts):
+        print(f"error: --assign names expert(s) {sorted(unknown)} that are not installed; "
+              f"installed: {sorted(pipe.experts)}", file=sys.stderr)
+        return 1
     protected = {f.resolve() for f in files}
     failed = len(errors)
     bar = tqdm(total=len(files), unit="img", disable=len(files) < 2, file=sys.stderr)

@@ -12,7 +12,7 @@ Design choices (and why):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -61,41 +61,72 @@ def choose_fallback(experts: Sequence[ExpertRoute]) -> str:
     return experts[0].name
 
 
-def served_by(route_classes: Sequence[str], experts: Sequence[ExpertRoute]) -> dict[str, str]:
+def served_by(route_classes: Sequence[str], experts: Sequence[ExpertRoute],
+              assign: Mapping[str, Sequence[str]] | None = None) -> dict[str, str]:
     """Route class -> the expert(s) that colour it ('a + b' when shared; the fallback when unclaimed)."""
-    fallback = choose_fallback(experts)
-    return {c: " + ".join(e.name for e in experts if c in e.routes) or fallback for c in route_classes}
+    return {c: " + ".join(owners_of(c, experts, assign)) for c in route_classes}
 
 
-def expert_weights(probs: torch.Tensor, route_classes: Sequence[str], experts: Sequence[ExpertRoute]
-                   ) -> dict[str, torch.Tensor]:
+def owners_of(cls: str, experts: Sequence[ExpertRoute], assign: Mapping[str, Sequence[str]] | None = None
+              ) -> list[str]:
+    """Experts that colour route class ``cls``: an explicit ``assign`` entry (user's choice) wins over the
+    manifests' claims; a class nobody claims goes to the fallback. Assigned names not installed are ignored."""
+    installed = {e.name for e in experts}
+    chosen = [n for n in (assign or {}).get(cls, ()) if n in installed]
+    return chosen or [e.name for e in experts if cls in e.routes] or [choose_fallback(experts)]
+
+
+def expert_weights(probs: torch.Tensor, route_classes: Sequence[str], experts: Sequence[ExpertRoute],
+                   assign: Mapping[str, Sequence[str]] | None = None) -> dict[str, torch.Tensor]:
     """(R, H, W) route probabilities -> {expert: (H, W) weight}; weights sum to 1 at every pixel.
 
     A class served by several experts is shared equally between them; a class served by none goes
-    to the fallback expert.
+    to the fallback expert; ``assign`` (class -> expert names) overrides the manifests.
     """
-    fallback = choose_fallback(experts)
     weights = {e.name: torch.zeros_like(probs[0]) for e in experts}
     for i, cls in enumerate(route_classes):
-        owners = [e.name for e in experts if cls in e.routes] or [fallback]
+        owners = owners_of(cls, experts, assign)
         for name in owners:
             weights[name] = weights[name] + probs[i] / len(owners)
     return weights
 
 
-def region_box(weight: torch.Tensor, threshold: float, margin: int, multiple: int) -> Box | None:
-    """Bounding box of ``weight > threshold`` grown by ``margin`` and to a multiple of ``multiple``.
+def region_box(weight: torch.Tensor, threshold: float, margin: int, multiple: int, quantile: float = 0.0
+               ) -> Box | None:
+    """Box around ``weight > threshold``, grown by ``margin`` and to a multiple of ``multiple``.
 
-    Returns None when no pixel passes (the expert is not needed for this image).
+    With ``quantile`` q > 0 the box spans the q..1-q quantiles of that weight's mass along each axis
+    instead of its extreme pixels: a few scattered false-positive specks (segmenters make them) no
+    longer stretch a specialist's crop to the whole frame. Returns None when no pixel passes.
     """
     h, w = weight.shape
-    ys = torch.nonzero(weight.amax(1) > threshold).flatten()
-    xs = torch.nonzero(weight.amax(0) > threshold).flatten()
-    if ys.numel() == 0:
+    kept = torch.where(weight > threshold, weight, torch.zeros((), dtype=weight.dtype))
+    rows, cols = kept.sum(1), kept.sum(0)
+    if float(rows.sum()) <= 0.0:
         return None
-    y0, y1 = max(0, int(ys[0]) - margin), min(h, int(ys[-1]) + 1 + margin)
-    x0, x1 = max(0, int(xs[0]) - margin), min(w, int(xs[-1]) + 1 + margin)
+    (y0, y1), (x0, x1) = _mass_span(rows, quantile), _mass_span(cols, quantile)
+    y0, y1 = max(0, y0 - margin), min(h, y1 + margin)
+    x0, x1 = max(0, x0 - margin), min(w, x1 + margin)
     return Box(*_grow_to_multiple(y0, y1, h, multiple), *_grow_to_multiple(x0, x1, w, multiple))
+
+
+def _mass_span(mass: torch.Tensor, quantile: float) -> tuple[int, int]:
+    """[first, last + 1) index range holding all but ``quantile`` of ``mass`` at each end."""
+    nz = torch.nonzero(mass > 0).flatten()
+    if quantile <= 0.0:
+        return int(nz[0]), int(nz[-1]) + 1
+    cdf = mass.cumsum(0) / mass.sum()
+    lo = int(torch.searchsorted(cdf, torch.tensor(quantile, dtype=cdf.dtype)))
+    hi = int(torch.searchsorted(cdf, torch.tensor(1.0 - quantile, dtype=cdf.dtype)))
+    return lo, min(len(mass), max(hi, lo) + 1)
+
+
+def _union(a: Box | None, b: Box, limit: tuple[int, int], multiple: int) -> Box:
+    if a is None:
+        return b
+    y0, y1 = _grow_to_multiple(min(a.y0, b.y0), max(a.y1, b.y1), limit[0], multiple)
+    x0, x1 = _grow_to_multiple(min(a.x0, b.x0), max(a.x1, b.x1), limit[1], multiple)
+    return Box(y0, y1, x0, x1)
 
 
 def _grow_to_multiple(a: int, b: int, limit: int, multiple: int) -> tuple[int, int]:
@@ -107,12 +138,16 @@ def _grow_to_multiple(a: int, b: int, limit: int, multiple: int) -> tuple[int, i
 
 
 def plan_regions(weights: dict[str, torch.Tensor], fallback: str, threshold: float, margin: int,
-                 multiple: int, min_fraction: float) -> tuple[dict[str, Box], dict[str, torch.Tensor]]:
+                 multiple: int, min_fraction: float, fallback_min: float = 0.0, quantile: float = 0.0
+                 ) -> tuple[dict[str, Box], dict[str, torch.Tensor]]:
     """Decide which experts run on which crop and the final blend weights.
 
     Specialists whose region covers less than ``min_fraction`` of the image are dropped; a
-    specialist's weight outside its crop is zero. The fallback takes everything left over, so the
-    final weights still sum to one.
+    specialist's weight outside its crop (see :func:`region_box` for ``quantile``) is zero. The
+    fallback takes what is left over where that exceeds ``fallback_min``: cutting soft weights at
+    crop borders leaves a thin, low leftover everywhere, and running a full-frame model for it is
+    what made routing no faster than running every expert. The fallback's crop always covers every
+    pixel where nothing else was kept, and weights are renormalised, so they sum to one at every pixel.
     """
     boxes: dict[str, Box] = {}
     final: dict[str, torch.Tensor] = {}
@@ -120,7 +155,7 @@ def plan_regions(weights: dict[str, torch.Tensor], fallback: str, threshold: flo
     for name, w in weights.items():
         if name == fallback or float(w.mean()) < min_fraction:
             continue
-        box = region_box(w, threshold, margin, multiple)
+        box = region_box(w, threshold, margin, multiple, quantile)
         if box is None:
             continue
         masked = torch.zeros_like(w)
@@ -128,7 +163,12 @@ def plan_regions(weights: dict[str, torch.Tensor], fallback: str, threshold: flo
         boxes[name], final[name] = box, masked
         claimed = claimed + masked
     rest = (1.0 - claimed).clamp_min(0.0)
-    box = region_box(rest, threshold, margin, multiple)
+    box = region_box(rest, max(threshold, fallback_min), margin, multiple, quantile)
+    orphans = claimed < 1e-3  # nothing kept here: renormalising would divide by ~0
+    if box is not None:
+        orphans[box.slices] = False
+    if bool(orphans.any()):
+        box = _union(box, region_box(orphans.float(), 0.5, margin, multiple), tuple(rest.shape), multiple)
     if box is not None:
         masked = torch.zeros_like(rest)
         masked[box.slices] = rest[box.slices]

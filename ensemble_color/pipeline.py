@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -45,9 +45,12 @@ class PipelineOptions:
 
     work_size: int = 256          #: long side of the working image (router + experts); tuned, docs/tuning.md
     saturation: float = 1.0       #: chroma multiplier applied to the blended ab
-    threshold: float = 0.02       #: weight above which a pixel belongs to an expert's crop
+    threshold: float = 0.1        #: weight above which a pixel belongs to an expert's crop; tuned
     margin: int = 16              #: crop margin around a region, working pixels
     min_fraction: float = 0.002   #: specialists with less mean weight than this are not run
+    fallback_min: float = 0.25    #: the fallback runs only where unclaimed weight exceeds this; tuned
+    crop_quantile: float = 0.02   #: crops span the q..1-q quantiles of an expert's weight (ignores specks); tuned
+    assign: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  #: route class -> experts (overrides)
     max_batch: int = 8            #: crops per expert forward pass
     upsample: str = "guided"      #: "guided" (edge-aware, follows full-res L) or "bilinear"
 
@@ -167,7 +170,7 @@ class Pipeline:
 
     def served_by(self) -> dict[str, str]:
         """Route class -> expert name(s) that colour it (the fallback for unclaimed classes)."""
-        return served_by(self.router.route_classes, self.routes)
+        return served_by(self.router.route_classes, self.routes, self.options.assign)
 
     def colorize(self, image: LoadedImage | torch.Tensor, per_expert: bool = False) -> ColorizeResult:
         """Colourise one image (a :class:`LoadedImage` or an RGB/gray tensor (3|1, H, W) in [0, 1])."""
@@ -188,8 +191,10 @@ class Pipeline:
         t2 = time.perf_counter()
         fallback = choose_fallback(self.routes)
         multiple = max(e.descriptor.size_multiple for e in self.experts.values())
-        plans = [plan_regions(expert_weights(p, self.router.route_classes, self.routes), fallback,
-                              opt.threshold, opt.margin, multiple, opt.min_fraction) for p in probs]
+        plans = [plan_regions(expert_weights(p, self.router.route_classes, self.routes, opt.assign), fallback,
+                              opt.threshold, opt.margin, multiple, opt.min_fraction, opt.fallback_min,
+                              opt.crop_quantile)
+                 for p in probs]
         ab_layers = self._run_experts(L_works, [boxes for boxes, _ in plans])
         t3 = time.perf_counter()
         results = []

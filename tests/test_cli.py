@@ -64,3 +64,17 @@ def test_list_experts_shows_skipped_reason(tmp_path, tiny_experts):
 
 def test_no_inputs_is_a_usage_error(capsys):
     assert main([]) == 2
+
+
+def test_assign_routes_a_class_to_the_named_expert(tmp_path, tiny_experts, photo, capsys):
+    common = [str(photo), "--experts", str(tiny_experts), "--router", "background", "--format", "png"]
+    assert main([*common, "-o", str(tmp_path / "assigned"), "--assign", "background=faces"]) == 0
+    assert main([*common, "-o", str(tmp_path / "only"), "--only", "faces"]) == 0
+    assert main([*common, "-o", str(tmp_path / "default")]) == 0
+    read = [np.asarray(Image.open(tmp_path / d / "photo_colorized.png")) for d in ("assigned", "only", "default")]
+    assert np.array_equal(read[0], read[1])  # all background -> the faces expert, as if it were alone
+    assert not np.array_equal(read[0], read[2])  # by default the scenes expert colours background
+    assert main([*common, "--assign", "background=nobody", "-o", str(tmp_path / "x")]) == 1
+    assert main([*common, "--assign", "background", "-o", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert "'nobody'" in err and "expected CLASS=EXPERT" in err

@@ -106,3 +106,70 @@ def test_guided_upsampling_follows_full_res_edges():
     plain = upsample_ab(ab_low, (64, 100))
     assert (guided - ideal).abs().mean() < 0.5 * (plain - ideal).abs().mean()
     assert torch.equal(compose_lab(L_full, ab_low, L_work=L_low)[:1], L_full)
+
+
+GENERALIST = [ExpertRoute("generalist", (), fallback=True), *EXPERTS, ExpertRoute("animals", ("animal",))]
+
+
+def _soft_scene_with_bird(h=64, w=64):
+    """Background everywhere, a bird square in the middle; softmax-like leftovers (1.5 %) on the other classes."""
+    p = torch.full((4, h, w), 0.015)
+    p[0] = 0.955
+    p[0, 24:40, 24:40], p[2, 24:40, 24:40] = 0.015, 0.955
+    return p
+
+
+def test_fallback_is_not_run_for_thin_leftovers_and_weights_still_sum_to_one():
+    w = expert_weights(_soft_scene_with_bird(), CLASSES, GENERALIST)
+    boxes_always, _ = plan_regions(w, "generalist", 0.02, 4, 8, 0.002, fallback_min=0.0)
+    boxes, final = plan_regions(w, "generalist", 0.02, 4, 8, 0.002, fallback_min=0.1)
+    assert "generalist" in boxes_always  # leftovers under the crop threshold add up to 3 % everywhere ...
+    assert "generalist" not in boxes  # ... which no longer costs a full-frame run
+    total = sum(final.values())
+    assert torch.allclose(total, torch.ones_like(total), atol=1e-6)
+
+
+def test_fallback_still_runs_where_a_class_has_no_specialist():
+    p = _soft_scene_with_bird()
+    p[0, :, :16], p[3, :, :16] = 0.005, 0.985  # animals, but the animals expert is not installed
+    experts = GENERALIST[:-1]
+    boxes, final = plan_regions(expert_weights(p, CLASSES, experts), "generalist", 0.02, 4, 8, 0.002, 0.1)
+    assert "generalist" in boxes and boxes["generalist"].x0 == 0
+    assert final["generalist"][:, :16].min() > 0.95
+
+
+def test_assign_overrides_the_manifests_claims():
+    p = _probs()
+    w = expert_weights(p, CLASSES, GENERALIST, assign={"background": ("generalist",)})
+    assert torch.equal(w["generalist"], torch.ones(32, 48)) and w["scenes"].sum() == 0
+    shared = expert_weights(p, CLASSES, GENERALIST, assign={"background": ("scenes", "generalist", "absent")})
+    assert torch.allclose(shared["scenes"], torch.full((32, 48), 0.5))
+    assert torch.allclose(shared["generalist"], shared["scenes"])
+
+
+def test_crop_quantile_ignores_scattered_specks_but_keeps_the_region():
+    p = _probs(64, 64)
+    p[0, 20:40, 20:40], p[2, 20:40, 20:40] = 0.0, 1.0  # a bird
+    for y, x in [(1, 1), (62, 3), (2, 60), (60, 61)]:  # four single-pixel false positives in the corners
+        p[0, y, x], p[2, y, x] = 0.4, 0.6
+    w = expert_weights(p, CLASSES, EXPERTS)
+    naive = region_box(w["birds"], 0.02, 0, 1)
+    assert (naive.y0, naive.y1, naive.x0, naive.x1) == (1, 63, 1, 62)  # four specks stretch it to the frame
+    box = region_box(w["birds"], 0.02, 0, 1, quantile=0.01)
+    assert (box.y0, box.y1, box.x0, box.x1) == (20, 40, 20, 40)
+    boxes, final = plan_regions(w, "scenes", 0.02, 2, 1, 0.0, fallback_min=0.1, quantile=0.01)
+    total = sum(final.values())
+    assert torch.allclose(total, torch.ones_like(total), atol=1e-6)
+    assert final["scenes"][1, 1] == 1.0  # the speck outside the bird's crop is coloured by the scenes expert
+
+
+def test_pixels_left_with_no_weight_go_to_the_fallback():
+    experts = [ExpertRoute("generalist", (), fallback=True), ExpertRoute("faces", ("person",))]
+    p = torch.zeros(4, 32, 32)
+    p[1] = 1.0
+    p[1, :2, :2], p[2, :2, :2] = 0.0, 1.0  # 4 bird pixels: below min_fraction? no: bird -> fallback anyway
+    p[1, 30:, 30:], p[0, 30:, 30:] = 0.5, 0.5
+    w = expert_weights(p, CLASSES, experts)
+    boxes, final = plan_regions(w, "generalist", 0.02, 0, 1, 0.0, fallback_min=0.9, quantile=0.2)
+    total = sum(final.values())
+    assert torch.allclose(total, torch.ones_like(total), atol=1e-6)
