@@ -158,3 +158,22 @@ def test_shipped_router_routes_pasted_birds_to_bird() -> None:
             break
     assert len(checked) == 5
     assert all(f > 0.5 for f in checked), checked
+
+
+def test_balanced_picker_pastes_each_class_equally_often() -> None:
+    from ensemble_color.train.composites import Cutout, balanced_picker
+
+    cuts = [Cutout(np.zeros((4, 4, 4), np.uint8), 1)] * 90 + [Cutout(np.zeros((4, 4, 4), np.uint8), 3)] * 10
+    pick = balanced_picker(cuts)
+    rng = np.random.default_rng(0)
+    share = np.mean([pick(rng).label == 3 for _ in range(2000)])
+    assert 0.45 < share < 0.55
+
+
+def test_warm_start_loads_a_router_folder(tmp_path: Path) -> None:
+    net = train_router.build_model()
+    folder = train_router.export_router(net, tmp_path / "r", {"input_size": 64}, fp16=False)
+    other = train_router.build_model()
+    train_router._warm_start(other, folder)
+    for (k, a), b in zip(net.state_dict().items(), other.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=k)

@@ -69,3 +69,33 @@ def test_resuming_a_finished_run_re_exports_identical_weights(tmp_path):
     ma = json.loads((tmp_path / "a" / "f" / "expert.json").read_text())["metrics"]
     mb = json.loads((tmp_path / "b" / "f" / "expert.json").read_text())["metrics"]
     assert ma == mb
+
+
+def test_group_weights_set_each_folders_share_whatever_its_size():
+    from ensemble_color.train.data import CropSampler, ImageCache
+
+    images = [np.zeros((40, 40, 3), np.uint8)] * 3 + [np.full((40, 40, 3), 255, np.uint8)] * 97
+    cache = ImageCache(images, [], [None] * 100, [0] * 3 + [1] * 97)
+    sampler = CropSampler(cache, 16, seed=0, groups=cache.groups, group_weights=[0.5, 0.5])
+    share_small = (sampler.batch_rgb(400).mean((1, 2, 3)) < 0.5).float().mean().item()
+    assert 0.4 < share_small < 0.6  # uniform sampling would give 3 %
+    uniform = CropSampler(cache, 16, seed=0)
+    assert (uniform.batch_rgb(400).mean((1, 2, 3)) < 0.5).float().mean().item() < 0.1
+
+
+def test_holdout_picks_checkpoints_on_train_images_not_on_val(tmp_path):
+    _folder(tmp_path / "a", n=8)
+    _folder(tmp_path / "b", n=4)
+    val = _folder(tmp_path / "v", n=2)
+    argv = ["train", "expert", "--data", str(tmp_path / "a"), str(tmp_path / "b"), "--folder-weights", "0.7", "0.3",
+            "--holdout", "3", "--val", str(val), "--name", "h", "--routes", "animal", "--steps", "2",
+            "--batch-size", "2", "--crop", "32", "--val-every", "1", "--no-amp",
+            "--out", str(tmp_path / "plugins"), "--run-dir", str(tmp_path / "run")]
+    assert main(argv) == 0
+    manifest = json.loads((tmp_path / "plugins" / "h" / "expert.json").read_text())
+    assert manifest["data"]["held_out_for_selection"] == 3
+    assert manifest["data"]["checkpoint_chosen_on"] == "held-out train images"
+    assert manifest["data"]["train"]["images"] == 8 + 4 - 3
+    assert set(manifest["metrics"]) == {"val_center_crops_176", "held_out_center_crops_176"}
+    logged = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert all("val_l2ab" in r["val"] for r in logged if "val" in r)  # val is logged, the selection key is not it

@@ -11,6 +11,7 @@ foregrounds cut from the val images with their val masks, so no train content le
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,9 +95,28 @@ def paste(scene: np.ndarray, labels: np.ndarray, cut: Cutout, rng: np.random.Gen
     lab[(a2 > 0.1) & (a2 < 0.5)] = IGNORE
 
 
+def balanced_picker(cutouts: list[Cutout]) -> Callable[[np.random.Generator], Cutout]:
+    """Draw a label uniformly, then one of its cut-outs: rare classes (animals) are pasted as often as common ones."""
+    by_label: dict[int, list[Cutout]] = {}
+    for c in cutouts:
+        by_label.setdefault(c.label, []).append(c)
+    groups = [by_label[k] for k in sorted(by_label)]
+
+    def pick(rng: np.random.Generator) -> Cutout:
+        group = groups[int(rng.integers(len(groups)))]
+        return group[int(rng.integers(len(group)))]
+
+    return pick
+
+
 def make_composite(scene: np.ndarray, cutouts: list[Cutout], rng: np.random.Generator, size: int,
-                   n_range: tuple[int, int] = (1, 3)) -> tuple[np.ndarray, np.ndarray]:
-    """A ``size`` x ``size`` crop of ``scene`` with 1..3 random cut-outs pasted: (RGB uint8, labels uint8)."""
+                   n_range: tuple[int, int] = (1, 3), size_range: tuple[float, float] = (0.25, 0.7),
+                   pick: Callable[[np.random.Generator], Cutout] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A ``size`` x ``size`` crop of ``scene`` with 1..3 random cut-outs pasted: (RGB uint8, labels uint8).
+
+    ``pick`` chooses each cut-out (default: uniformly over ``cutouts``; the seeded val composites rely on
+    that default never changing).
+    """
     h, w = scene.shape[:2]
     s = size / min(h, w)
     im = Image.fromarray(scene).resize((max(size, round(w * s)), max(size, round(h * s))), Image.BILINEAR)
@@ -106,7 +126,8 @@ def make_composite(scene: np.ndarray, cutouts: list[Cutout], rng: np.random.Gene
     out = np.ascontiguousarray(arr[y0:y0 + size, x0:x0 + size])
     labels = np.zeros((size, size), np.uint8)
     for _ in range(int(rng.integers(n_range[0], n_range[1] + 1))):
-        paste(out, labels, cutouts[int(rng.integers(len(cutouts)))], rng)
+        cut = pick(rng) if pick is not None else cutouts[int(rng.integers(len(cutouts)))]
+        paste(out, labels, cut, rng, size_range)
     return out, labels
 
 

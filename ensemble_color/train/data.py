@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,17 +49,32 @@ class ImageCache:
     images: list[np.ndarray]
     paths: list[Path]
     masks: list[np.ndarray | None]
+    groups: list[int] = field(default_factory=list)  # index of the folder each image came from
 
     @classmethod
     def from_folders(cls, folders: Sequence[str | Path], max_short_side: int = 256, limit: int | None = None,
                      desc: str = "decode") -> ImageCache:
-        paths = [p for f in folders for p in list_images(f)]
+        tagged = [(p, g) for g, f in enumerate(folders) for p in list_images(f)]
         if limit is not None:
-            paths = paths[:limit]
-        if not paths:
+            tagged = tagged[:limit]
+        if not tagged:
             raise FileNotFoundError(f"no images found in {', '.join(map(str, folders))}")
+        paths = [p for p, _ in tagged]
         images = [read_rgb(p, max_short_side) for p in tqdm(paths, desc=desc, leave=False, mininterval=2)]
-        return cls(images, paths, [None] * len(paths))
+        return cls(images, paths, [None] * len(paths), [g for _, g in tagged])
+
+    def split_off(self, n: int, group: int = 0, seed: int = 0) -> ImageCache:
+        """Move ``n`` seeded random images of ``group`` out of this cache into a new one (a held-out set)."""
+        members = [i for i, g in enumerate(self.groups) if g == group]
+        if n >= len(members):
+            raise ValueError(f"cannot hold out {n} of {len(members)} images")
+        take = set(np.random.default_rng(seed).choice(members, size=n, replace=False).tolist())
+        held = ImageCache([self.images[i] for i in sorted(take)], [self.paths[i] for i in sorted(take)],
+                          [self.masks[i] for i in sorted(take)], [self.groups[i] for i in sorted(take)])
+        keep = [i for i in range(len(self.images)) if i not in take]
+        self.images, self.paths = [self.images[i] for i in keep], [self.paths[i] for i in keep]
+        self.masks, self.groups = [self.masks[i] for i in keep], [self.groups[i] for i in keep]
+        return held
 
     def __len__(self) -> int:
         return len(self.images)
@@ -119,12 +134,31 @@ def center_crop_batch(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
 class CropSampler:
     """Draws training batches (Lab) from an :class:`ImageCache` with a seeded, resumable generator."""
 
-    def __init__(self, cache: ImageCache, crop: int, seed: int, scale: tuple[float, float] = (0.35, 1.0)) -> None:
+    def __init__(self, cache: ImageCache, crop: int, seed: int, scale: tuple[float, float] = (0.35, 1.0),
+                 groups: Sequence[int] | None = None, group_weights: Sequence[float] | None = None) -> None:
+        """``groups`` (one id per image) with ``group_weights`` (one per id) sets each group's share of the
+        batches, whatever its size: e.g. a small target set mixed with a large related one."""
         self.cache, self.crop, self.scale = cache, crop, scale
         self.rng = np.random.default_rng(seed)
+        self.members: list[np.ndarray] | None = None
+        if group_weights is not None:
+            if groups is None or len(groups) != len(cache):
+                raise ValueError("group_weights needs one group id per image")
+            ids = np.asarray(groups)
+            self.members = [np.flatnonzero(ids == g) for g in range(len(group_weights))]
+            if any(len(m) == 0 for m in self.members):
+                raise ValueError("every weighted group needs at least one image")
+            w = np.asarray(group_weights, dtype=np.float64)
+            self.group_p = w / w.sum()
+
+    def _indices(self, n: int) -> np.ndarray:
+        if self.members is None:
+            return self.rng.integers(0, len(self.cache), size=n)
+        g = self.rng.choice(len(self.members), size=n, p=self.group_p)
+        return np.array([self.members[k][self.rng.integers(len(self.members[k]))] for k in g])
 
     def batch_rgb(self, batch_size: int) -> torch.Tensor:
-        idx = self.rng.integers(0, len(self.cache), size=batch_size)
+        idx = self._indices(batch_size)
         return torch.stack([random_resized_crop(self.cache.images[i], self.crop, self.rng, self.scale)[0]
                             for i in idx])
 

@@ -40,6 +40,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--saturation-boost", type=float, default=1.0, help="multiply target ab by this")
     p.add_argument("--init", default=None, help="start from these weights (plugin folder or .safetensors)")
     p.add_argument("--imagenet-init", action="store_true", help="ImageNet ResNet-18 encoder init (downloads)")
+    p.add_argument("--folder-weights", type=float, nargs="+", default=None,
+                   help="share of batches drawn from each --data folder (default: proportional to its size)")
+    p.add_argument("--holdout", type=int, default=0,
+                   help="hold out this many images of the first --data folder and pick the best checkpoint on "
+                        "them instead of on --val (then --val is only reported, never chosen on)")
+    p.add_argument("--val-size", type=int, default=176,
+                   help="validation/hold-out images are resized (short side) and centre-cropped to this")
     p.add_argument("--val-every", type=int, default=250)
     p.add_argument("--val-limit", type=int, default=256, help="validation images used during training")
     p.add_argument("--seed", type=int, default=0)
@@ -81,6 +88,9 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     amp = loop.cpu_has_bf16() and not args.no_amp
     t_start = time.time()
     train_cache = ImageCache.from_folders(args.data, args.max_side, args.limit, desc=f"{args.name} train")
+    if args.folder_weights is not None and len(args.folder_weights) != len(args.data):
+        raise SystemExit(f"--folder-weights needs {len(args.data)} values (one per --data folder)")
+    held = train_cache.split_off(args.holdout, group=0, seed=args.seed) if args.holdout else None
     model = create_model("resnet18-deconv", imagenet_init=args.imagenet_init, input_size=args.crop)
     if args.init:
         _load_init(model, args.init)
@@ -88,8 +98,10 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     val_lab = None
     if args.val:
         val_cache = ImageCache.from_folders(args.val, args.max_side, args.val_limit, desc=f"{args.name} val")
-        val_lab = rgb_to_lab(center_crop_batch(val_cache.images, 176))
-    sampler = CropSampler(train_cache, args.crop, args.seed, tuple(args.scale))
+        val_lab = rgb_to_lab(center_crop_batch(val_cache.images, args.val_size))
+    sampler = CropSampler(train_cache, args.crop, args.seed, tuple(args.scale), groups=train_cache.groups,
+                          group_weights=args.folder_weights)
+    select_lab = rgb_to_lab(center_crop_batch(held.images, args.val_size)) if held is not None else None
 
     def step_fn(step: int):
         lab = sampler.batch_lab(args.batch_size)
@@ -103,7 +115,10 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         val_lab = rgb_to_lab(CropSampler(train_cache, args.crop, args.seed + 1, tuple(args.scale)).batch_rgb(16))
 
     def validate():
-        return val_metrics(model, val_lab, amp)
+        if select_lab is None:
+            return val_metrics(model, val_lab, amp)
+        chosen = val_metrics(model, select_lab, amp)
+        return {**chosen, **{f"val_{k}": v for k, v in val_metrics(model, val_lab, amp).items()}}
 
     cfg = loop.LoopConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, amp=amp,
                           val_every=args.val_every, ckpt_every=args.val_every,
@@ -118,6 +133,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     model.eval()  # a resumed, already finished run never passed through validate(): BN must not update here
     with torch.inference_mode():
         final = val_metrics(model, val_lab, amp=False) if args.val else {}
+        held_metrics = val_metrics(model, select_lab, amp=False) if select_lab is not None else {}
     command = "python -m ensemble_color train expert " + shlex.join(argv if argv is not None else sys.argv[3:])
     manifest = {
         "name": args.name,
@@ -127,14 +143,18 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         "input_size": args.crop,
         "version": "1.0",
         "license": "weights: research use only (trained on data with research-only terms, see data)",
-        "data": {"train": train_cache.summary(), "val_images_during_training": len(val_lab) if args.val else 0},
+        "data": {"train": train_cache.summary(), "val_images_during_training": len(val_lab) if args.val else 0,
+                 "folder_weights": args.folder_weights, "held_out_for_selection": len(held) if held else 0,
+                 "checkpoint_chosen_on": "held-out train images" if held else ("val" if args.val else "train")},
         "command": command,
         "training": {"steps": state.step, "best_step": state.best_step, "batch_size": args.batch_size,
                      "crop": args.crop, "saturation_boost": args.saturation_boost, "bf16_autocast": amp,
                      "images_per_second": round(loop.train_throughput(state), 1),
                      "train_seconds": round(state.seconds), "wall_seconds": round(time.time() - t_start),
                      "init": args.init or ("imagenet" if args.imagenet_init else "random")},
-        "metrics": {"val_center_crops_176": {k: round(v, 4) for k, v in final.items()}},
+        "metrics": {f"val_center_crops_{args.val_size}": {k: round(v, 4) for k, v in final.items()},
+                    **({f"held_out_center_crops_{args.val_size}": {k: round(v, 4) for k, v in held_metrics.items()}}
+                       if held_metrics else {})},
     }
     folder = export_expert(model, Path(args.out) / args.name, manifest, fp16=True)
     print(f"exported {folder}")

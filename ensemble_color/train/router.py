@@ -43,6 +43,7 @@ from .composites import (
     IGNORE,
     LABELS,
     Cutout,
+    balanced_picker,
     cutouts_from_masks,
     load_cutouts,
     make_composite,
@@ -178,9 +179,13 @@ class RouterSampler:
         scale: tuple[float, float] = (0.3, 1.0),
         weights: dict[str, float] | None = None,
         jitter: bool = True,
+        paste_range: tuple[float, float] = (0.25, 0.7),
+        balanced: bool = False,
     ) -> None:
         self.masked, self.scenes, self.cutouts = masked, scenes, cutouts
         self.crop, self.composite_frac, self.scale, self.jitter = crop, composite_frac, scale, jitter
+        self.paste_range = paste_range
+        self.pick = balanced_picker(cutouts) if balanced and cutouts else None
         self.rng = np.random.default_rng(seed)
         weights = weights or {"faces": 0.3, "birds": 0.3, "animals": 0.25, "scenes": 0.15}
         self.by_cat = {c: [i for i, k in enumerate(masked.categories) if k == c] for c in MASK_CATEGORIES}
@@ -195,7 +200,7 @@ class RouterSampler:
         rng, s = self.rng, self.crop
         if self.scenes and self.cutouts and rng.random() < self.composite_frac:
             scene = self.scenes[int(rng.integers(len(self.scenes)))]
-            rgb, lab = make_composite(scene, self.cutouts, rng, s)
+            rgb, lab = make_composite(scene, self.cutouts, rng, s, size_range=self.paste_range, pick=self.pick)
             return torch.from_numpy(rgb).permute(2, 0, 1).float() / 255, torch.from_numpy(lab)
         src = self.sources[int(rng.choice(len(self.sources), p=self.p))]
         if src == "scenes":
@@ -375,6 +380,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--composite-frac", type=float, default=0.5, help="share of copy-paste composites per batch"
     )
+    p.add_argument(
+        "--mask-cutouts",
+        nargs="*",
+        default=["animals"],
+        choices=MASK_CATEGORIES,
+        help="also cut foregrounds from these categories' train masks (route/cutouts has only 81 animals)",
+    )
+    p.add_argument(
+        "--paste-range",
+        type=float,
+        nargs=2,
+        default=(0.25, 0.7),
+        help="pasted cut-out size as a fraction of the crop's side",
+    )
+    p.add_argument(
+        "--balanced-cutouts", action="store_true", help="paste each class equally often (else: each cut-out)"
+    )
+    p.add_argument("--init", default=None, help="warm start from a router folder (same architecture)")
     p.add_argument("--input-size", type=int, default=320, help="router input long side at inference")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--dice", type=float, default=0.5, help="weight of the Dice loss added to cross-entropy")
@@ -409,6 +432,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _warm_start(net: nn.Module, folder: Path) -> None:
+    """Load a router folder's weights into ``net`` (strict: the architecture must be the same)."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(folder / "model.safetensors"))
+    net.load_state_dict({k: v.float() for k, v in state.items()})
+    print(f"warm start from {folder}", flush=True)
+
+
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     """Train the router as ``args`` says; export to ``args.out`` when the run reaches its last step."""
     if args.threads:
@@ -422,16 +454,19 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     masked = load_masked(data, "train", limit=args.limit, clean=not args.no_clean)
     scenes = load_scenes(data, "train", limit=args.limit)
     cutouts = load_cutouts(data / "route" / "cutouts")
-    # extra animal foregrounds: only 81 animal stamps exist, the masks give ~300 more real ones
-    cutouts += cutouts_from_masks(data, "train", categories=("animals",), limit_per_category=args.limit)
+    # extra real foregrounds: only 81 animal stamps exist, the animal masks give ~300 more
+    cutouts += cutouts_from_masks(data, "train", categories=tuple(args.mask_cutouts), limit_per_category=args.limit)
     print(
         f"router data: {masked.counts()} masked, {len(scenes)} scenes, {len(cutouts)} cut-outs "
         f"({time.time() - t_start:.0f} s)",
         flush=True,
     )
     sampler = RouterSampler(
-        masked, scenes, cutouts, args.crop, args.seed, args.composite_frac, tuple(args.scale)
+        masked, scenes, cutouts, args.crop, args.seed, args.composite_frac, tuple(args.scale),
+        paste_range=tuple(args.paste_range), balanced=args.balanced_cutouts,
     )
+    if args.init and not args.resume:
+        _warm_start(net, Path(args.init))
 
     val_masked = load_masked(data, "val", limit=args.val_limit, clean=False)
     val_pairs = list(zip(val_masked.images, val_masked.masks, strict=True))
@@ -517,6 +552,9 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
             "train_scenes": len(scenes),
             "cutouts": len(cutouts),
             "composite_frac": args.composite_frac,
+            "mask_cutouts": list(args.mask_cutouts),
+            "paste_range": list(args.paste_range),
+            "balanced_cutouts": args.balanced_cutouts,
             "clean_masks": not args.no_clean,
         },
         "training": {
@@ -527,6 +565,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
             "batch_size": args.batch_size,
             "crop": args.crop,
             "lr": args.lr,
+            "init": args.init,
             "dice": args.dice,
             "bf16_autocast": args.amp,
             "images_per_second": round(loop.train_throughput(state), 1),
