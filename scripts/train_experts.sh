@@ -11,12 +11,11 @@ T="--threads ${THREADS:-1}"
 python -m ensemble_color train expert --data $D/scenes/train $D/faces/train $D/birds/train $D/animals/train \
   --val $D/scenes/val $D/faces/val $D/birds/val $D/animals/val --val-limit 512 \
   --name base --routes background --out runs/export --steps 2000 --seed 0 $T $R
-for spec in "faces person 1000" "birds bird 700" "scenes background 500"; do
+for spec in "faces person 1000" "birds bird 700" "scenes background 500"; do  # writes into experts/ (default --out)
   set -- $spec
   python -m ensemble_color train expert --data $D/$1/train --val $D/$1/val --name $1 --routes $2 \
     --init runs/export/base --lr 1e-3 --steps $3 --seed 0 $T $R
 done
-# animals: fine-tuned from the birds expert (the 356 animal photos overfit from the base: the base-initialised
-# run lost to gray on animals/val), short and with a low learning rate.
-python -m ensemble_color train expert --data $D/animals/train --val $D/animals/val --name animals --routes animal \
-  --init experts/birds --lr 3e-4 --steps 300 --val-every 50 --seed 0 $T $R --run-dir runs/animals_v2
+# scenes: stage 2 continues from the stage-1 weights above at whole-photo scale: scripts/train_scenes_stage2.sh
+#   run it after the loop above, which leaves stage 1 in experts/scenes (stage 1 as committed: experts/scenes at 1deaef3).
+# animals: scripts/train_animals.sh (animals + birds + scenes mix from the birds expert, held-out selection).

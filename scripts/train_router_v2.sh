@@ -4,6 +4,9 @@
 # real foregrounds cut from the train masks of all three subject categories, each class pasted equally
 # often, a wider paste-size range, larger crops, and the inference input size 256 px (measured better
 # than 320 on seed-1 val composites for v1). One torch thread (it shares the cores with an expert run).
+# INIT must be the v1 router: run this right after scripts/train_router.sh, or extract v1 as committed with
+#   mkdir -p runs/router_v1 && for f in model.safetensors config.json; do git show 1deaef3:router/$f > runs/router_v1/$f; done
+# and pass INIT=runs/router_v1. The export goes to runs/export/router_v2 and was copied into router/ after evaluation.
 # Resumable: re-run with RESUME=--resume after an interruption (same arguments).
 set -euo pipefail
 python -m ensemble_color train router --data "${DATA:-../shared/data}" --init "${INIT:-router}" \
