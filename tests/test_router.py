@@ -178,3 +178,27 @@ def test_warm_start_loads_a_router_folder(tmp_path: Path) -> None:
     train_router._warm_start(other, folder)
     for (k, a), b in zip(net.state_dict().items(), other.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, msg=k)
+
+
+class _BrightIsBird(nn.Module):
+    """Fake segmenter: bright pixels are 'bird', everything else background (input is L/50 - 1)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bird = (x > 0.0).float() * 20.0
+        zeros = torch.zeros_like(x)
+        return torch.cat([20.0 - bird, zeros, bird, zeros], dim=1)
+
+
+def test_pasted_recall_counts_subjects_routed_to_their_class() -> None:
+    from ensemble_color.routing import Router, _LToUnit
+
+    matrix, classes = RoutingTable.load().matrix("ensemble")
+    router = Router("fake", _LToUnit(_BrightIsBird()), matrix, classes, input_size=64)
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    labels = np.zeros((64, 64), np.uint8)
+    rgb[5:25, 5:25], labels[5:25, 5:25] = 255, 2  # a bright "bird": found
+    labels[40:60, 40:60] = 3  # a dark "animal": routed to background
+    recall = train_router.pasted_recall(router, [(rgb, labels)])
+    assert recall["bird"]["share_over_half"] == 1.0 and recall["bird"]["mean_fraction"] > 0.9
+    assert recall["animal"]["composites"] == 1 and recall["animal"]["share_over_half"] == 0.0
+    assert recall["animal"]["mean_fraction"] < 0.1 and "person" not in recall

@@ -309,6 +309,21 @@ def routed_fraction(router: Router, rgb: np.ndarray, region: np.ndarray, route: 
     return float(probs.numpy()[region].mean())
 
 
+def pasted_recall(router: Router, pairs: list[tuple[np.ndarray, np.ndarray]], min_area: float = 0.01
+                  ) -> dict[str, dict[str, float]]:
+    """Per subject class: of the composites where it covers >= ``min_area`` of the image, the share whose
+    pasted region gets more than half of its probability routed to that class (what the pasted-bird
+    test asks of a handful of them), and the mean routed fraction."""
+    fractions: dict[str, list[float]] = {}
+    for rgb, labels in pairs:
+        for name in CLASS_NAMES[1:]:
+            region = labels == LABELS[name]
+            if region.mean() >= min_area and name in router.route_classes:
+                fractions.setdefault(name, []).append(routed_fraction(router, rgb, region, name))
+    return {k: {"composites": len(v), "share_over_half": float(np.mean(np.array(v) > 0.5)),
+                "mean_fraction": float(np.mean(v))} for k, v in fractions.items()}
+
+
 def net_router(net: nn.Module, input_size: int = 320, table: RoutingTable | None = None) -> Router:
     """Wrap an in-memory 1-channel net exactly like :func:`routing.smp_router` does after loading."""
     table = table or RoutingTable.load()
@@ -676,6 +691,13 @@ def _markdown(result: dict[str, Any]) -> str:
             + " | ".join(f(r["iou"][c]) for c in CLASS_NAMES)
             + " |"
         )
+    recall = result.get("val_composites_pasted_recall", {})
+    if recall:
+        lines += ["", "Pasted subjects in the val composites (covering >= 1 % of the image): share routed more "
+                  "than half to their class, and the mean routed fraction:", "",
+                  "| class | composites | share > 0.5 | mean fraction |", "|---|---:|---:|---:|"]
+        lines += [f"| {k} | {v['composites']} | {v['share_over_half']:.2f} | {v['mean_fraction']:.2f} |"
+                  for k, v in recall.items()]
     s = result["val_scenes"]
     lines += [
         "",
@@ -714,6 +736,7 @@ def run_eval(args: argparse.Namespace, argv: list[str] | None = None) -> dict[st
     counts = val.counts()
     comps = val_composites(data, n=args.composites, size=args.composite_size, seed=args.seed)
     comp = segmentation_scores(router, comps)
+    recall = pasted_recall(router, comps)
     scenes = load_scenes(data, "val", limit=args.limit)
     bg = [float((predict_labels(router, s) == LABELS["background"]).mean()) for s in scenes]
     result = {
@@ -723,6 +746,7 @@ def run_eval(args: argparse.Namespace, argv: list[str] | None = None) -> dict[st
         "val_masks": {"images": len(val), **total.result()},
         "val_masks_per_category": {c: {"images": counts[c], **per_cat[c].result()} for c in per_cat},
         "val_composites": {"images": len(comps), "size": args.composite_size, "seed": args.seed, **comp},
+        "val_composites_pasted_recall": recall,
         "val_scenes": {
             "images": len(scenes),
             "background_fraction": float(np.mean(bg)) if bg else float("nan"),
