@@ -163,16 +163,15 @@ def memory_of(method: str, size: str) -> float:
 
 def memory_worker(method: str, size: str, data: str) -> None:
     # only the pipeline this method uses (experts are built lazily, on first use): RSS is the method's own
-    shipped = Pipeline.load(device="cpu", router="generalist" if method == "routed (generalist router)" else "embedded")
-    gen_routed = shipped
+    pipe = Pipeline.load(device="cpu", router="generalist" if method == "routed (generalist router)" else "embedded")
     rgb = speed_images(data, 1)[0]
     w, h = map(int, size.split("x"))
     rgb = F.interpolate(rgb[None], size=(h, w), mode="bilinear", align_corners=False)[0].clamp(0, 1)
-    work = shipped.options.work_size
-    fn = {"generalist alone": lambda x: full_res(alone(shipped, "generalist"), x, work),
-          "seed merge": lambda x: full_res(seed_merge(shipped), x, work),
-          "routed (shipped)": shipped.colorize,
-          "routed (generalist router)": gen_routed.colorize if gen_routed else None}[method]
+    work = pipe.options.work_size
+    fn = {"generalist alone": lambda x: full_res(alone(pipe, "generalist"), x, work),
+          "seed merge": lambda x: full_res(seed_merge(pipe), x, work),
+          "routed (shipped)": pipe.colorize,
+          "routed (generalist router)": pipe.colorize}[method]
     with torch.inference_mode():
         fn(rgb)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -284,7 +283,7 @@ def main() -> None:
            f"Median of {args.repeats} interleaved rounds over the first {args.speed_images} val composites, each "
            "resized to the input size (so the router finds several subjects); every method produces the "
            "full-resolution result. Peak RSS is that of "
-           "a fresh process loading all models and colouring one image.", "", *speed_md, ""]
+           "a fresh process loading the pipeline the method uses and colouring one image.", "", *speed_md, ""]
     out.with_suffix(".md").write_text("\n".join(doc))
     print("\n".join(doc))
 

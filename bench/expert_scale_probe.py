@@ -18,12 +18,13 @@ import torch.nn.functional as F
 
 from ensemble_color import metrics
 from ensemble_color.color import rgb_to_lab
+from ensemble_color.pipeline import LoadedExpert
 from ensemble_color.plugins import discover
 from ensemble_color.routing import RoutingTable
 from ensemble_color.train.data import ImageCache
 
 
-def l2ab_at(model: torch.nn.Module, images, scale: str) -> float:
+def l2ab_at(expert: LoadedExpert, images, scale: str) -> float:
     errs = []
     for img in images:
         t = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
@@ -33,10 +34,8 @@ def l2ab_at(model: torch.nn.Module, images, scale: str) -> float:
             t = F.interpolate(t, size=(round(h * s), round(w * s)), mode="bilinear", antialias=True,
                               align_corners=False).clamp(0, 1)
         lab = rgb_to_lab(t)
-        h, w = lab.shape[-2:]
-        L = F.pad(lab[:, :1], (0, (-w) % 8, 0, (-h) % 8), mode="replicate")
-        with torch.inference_mode():
-            errs.append(metrics.ab_error(model(L)[..., :h, :w], lab[:, 1:]).mean().item())
+        with torch.inference_mode():  # LoadedExpert.run pads to the model's own size multiple and crops back
+            errs.append(metrics.ab_error(expert.run(lab[:, :1]), lab[:, 1:]).mean().item())
     return sum(errs) / len(errs)
 
 
@@ -49,7 +48,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     specs = discover(args.plugins, RoutingTable.load().known_classes()).experts
-    models = {n: specs[n].build().eval() for n in args.experts}
+    models = {n: LoadedExpert(specs[n], torch.device("cpu")) for n in args.experts}
     images = ImageCache.from_folders([args.folder], 100_000).images
     table = {s: {n: round(l2ab_at(m, images, s), 3) for n, m in models.items()} for s in args.scales}
     out = Path(args.out)

@@ -13,36 +13,31 @@ import itertools
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
+from torch import nn
 
-from ensemble_color.color import rgb_to_lab
-from ensemble_color.routing import load_router
+from ensemble_color.routing import Router, load_router
 from ensemble_color.train.composites import val_composites
-from ensemble_color.train.router import IoUCounter, load_masked, route_to_label
+from ensemble_color.train.router import load_masked, segmentation_scores
 
 
-def logits_at(router, rgb: np.ndarray) -> torch.Tensor:
-    """The segmenter's logits for an RGB uint8 image at the router's input size."""
-    t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255
-    L = rgb_to_lab(t)[:, :1]
-    x = F.interpolate(L, size=router._segmenter_size(*L.shape[-2:]), mode="bilinear", align_corners=False,
-                      antialias=True)
-    return router.segmenter(x).float()
+class _Biased(nn.Module):
+    """A segmenter with a constant offset added to its logits (a class-prior shift)."""
+
+    def __init__(self, segmenter: nn.Module, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.segmenter, self.bias = segmenter, bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.segmenter(x) + self.bias.view(1, -1, 1, 1)
 
 
-def miou(router, pairs, bias: torch.Tensor | None = None) -> dict:
-    counter = IoUCounter()
-    to_label = route_to_label(router.route_classes)
-    with torch.inference_mode():
-        for rgb, mask in pairs:
-            logits = logits_at(router, rgb)
-            if bias is not None:
-                logits = logits + bias.view(1, -1, 1, 1)
-            probs = F.interpolate(torch.softmax(logits, 1), size=mask.shape, mode="bilinear", align_corners=False)
-            counter.add(to_label[probs[0].argmax(0)].numpy().astype(np.uint8), mask)
-    r = counter.result()
+def miou(router: Router, pairs, bias: torch.Tensor | None = None) -> dict:
+    """mIoU and per-class IoU through the router's own path, optionally with shifted logits."""
+    if bias is not None:  # a new Router around the same segmenter: the caller's router stays as it was
+        router = Router(router.name, _Biased(router.segmenter, bias), router.label_to_route, router.route_classes,
+                        router.input_size, router.size_multiple, router.temperature, router.feather)
+    r = segmentation_scores(router, pairs)
     ious = {f"iou_{k}": None if v is None else round(v, 4) for k, v in r["iou"].items()}
     return {"miou": round(r["miou"], 4), **ious}
 

@@ -128,17 +128,22 @@ class _LToUnit(nn.Module):
 def _load_smp_folder(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
     """An smp checkpoint folder (``config.json`` as written by smp's save_pretrained + safetensors)."""
     import segmentation_models_pytorch as smp
-    from safetensors.torch import load_file
 
     config = json.loads((folder / "config.json").read_text())
     extra = config.get("ensemble_color", {})
     kwargs = {k: v for k, v in config.items() if not k.startswith("_") and k != "ensemble_color"}
     kwargs["encoder_weights"] = None  # weights come from the folder, never from a hub
     net = smp.create_model(config["_model_class"], **kwargs)
-    weights = folder / "model.safetensors"
-    state = load_file(str(weights))
-    net.load_state_dict({k: v.float() for k, v in state.items()})
+    load_smp_weights(net, folder)
     return net.eval(), extra
+
+
+def load_smp_weights(net: nn.Module, folder: Path) -> None:
+    """Load ``folder/model.safetensors`` (fp16 or fp32, never pickle) into ``net``, strictly, as fp32."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(folder / "model.safetensors"))
+    net.load_state_dict({k: v.float() for k, v in state.items()})
 
 
 def smp_router(folder: str | Path, table: RoutingTable, **options: Any) -> Router:

@@ -68,10 +68,11 @@ class ImageCache:
         members = [i for i, g in enumerate(self.groups) if g == group]
         if n >= len(members):
             raise ValueError(f"cannot hold out {n} of {len(members)} images")
-        take = set(np.random.default_rng(seed).choice(members, size=n, replace=False).tolist())
-        held = ImageCache([self.images[i] for i in sorted(take)], [self.paths[i] for i in sorted(take)],
-                          [self.masks[i] for i in sorted(take)], [self.groups[i] for i in sorted(take)])
-        keep = [i for i in range(len(self.images)) if i not in take]
+        take = sorted(np.random.default_rng(seed).choice(members, size=n, replace=False).tolist())
+        held = ImageCache([self.images[i] for i in take], [self.paths[i] for i in take],
+                          [self.masks[i] for i in take], [self.groups[i] for i in take])
+        taken = set(take)
+        keep = [i for i in range(len(self.images)) if i not in taken]
         self.images, self.paths = [self.images[i] for i in keep], [self.paths[i] for i in keep]
         self.masks, self.groups = [self.masks[i] for i in keep], [self.groups[i] for i in keep]
         return held

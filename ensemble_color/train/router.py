@@ -37,7 +37,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..color import rgb_to_lab
-from ..routing import Router, RoutingTable, _LToUnit
+from ..routing import Router, RoutingTable, _LToUnit, load_smp_weights
 from . import loop
 from .composites import (
     IGNORE,
@@ -249,15 +249,16 @@ def route_to_label(route_classes: tuple[str, ...]) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def predict_labels(router: Router, rgb: np.ndarray) -> np.ndarray:
-    """The router's hard decision per pixel for an RGB uint8 image, as data labels (H, W) uint8.
-
-    Goes through the full :class:`Router` (resize to its input size, softmax, routing table,
-    resize back), so what is measured is what the pipeline uses.
-    """
+def route_probs(router: Router, rgb: np.ndarray) -> torch.Tensor:
+    """(R, H, W) route probabilities for an RGB uint8 image through the full :class:`Router` (resize to its
+    input size, softmax, routing table, resize back), so what is measured is what the pipeline uses."""
     t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255
-    probs = router(rgb_to_lab(t)[:, :1])
-    idx = probs[0].argmax(0)
+    return router(rgb_to_lab(t)[:, :1])[0]
+
+
+def predict_labels(router: Router, rgb: np.ndarray) -> np.ndarray:
+    """The router's hard decision per pixel for an RGB uint8 image, as data labels (H, W) uint8."""
+    idx = route_probs(router, rgb).argmax(0)
     return route_to_label(router.route_classes)[idx].numpy().astype(np.uint8)
 
 
@@ -303,10 +304,7 @@ def segmentation_scores(router: Router, pairs: list[tuple[np.ndarray, np.ndarray
 
 def routed_fraction(router: Router, rgb: np.ndarray, region: np.ndarray, route: str) -> float:
     """Mean probability of ``route`` inside the boolean ``region`` (what the compositor would blend)."""
-    t = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255
-    with torch.inference_mode():
-        probs = router(rgb_to_lab(t)[:, :1])[0, router.route_classes.index(route)]
-    return float(probs.numpy()[region].mean())
+    return float(route_probs(router, rgb)[router.route_classes.index(route)].numpy()[region].mean())
 
 
 def pasted_recall(router: Router, pairs: list[tuple[np.ndarray, np.ndarray]], min_area: float = 0.01
@@ -315,11 +313,15 @@ def pasted_recall(router: Router, pairs: list[tuple[np.ndarray, np.ndarray]], mi
     pasted region gets more than half of its probability routed to that class (what the pasted-bird
     test asks of a handful of them), and the mean routed fraction."""
     fractions: dict[str, list[float]] = {}
+    subjects = [name for name in CLASS_NAMES[1:] if name in router.route_classes]
     for rgb, labels in pairs:
-        for name in CLASS_NAMES[1:]:
-            region = labels == LABELS[name]
-            if region.mean() >= min_area and name in router.route_classes:
-                fractions.setdefault(name, []).append(routed_fraction(router, rgb, region, name))
+        present = [(name, labels == LABELS[name]) for name in subjects]
+        present = [(name, region) for name, region in present if region.mean() >= min_area]
+        if not present:
+            continue
+        probs = route_probs(router, rgb).numpy()  # one router pass per composite, whatever it shows
+        for name, region in present:
+            fractions.setdefault(name, []).append(float(probs[router.route_classes.index(name)][region].mean()))
     return {k: {"composites": len(v), "share_over_half": float(np.mean(np.array(v) > 0.5)),
                 "mean_fraction": float(np.mean(v))} for k, v in fractions.items()}
 
@@ -449,10 +451,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _warm_start(net: nn.Module, folder: Path) -> None:
     """Load a router folder's weights into ``net`` (strict: the architecture must be the same)."""
-    from safetensors.torch import load_file
-
-    state = load_file(str(folder / "model.safetensors"))
-    net.load_state_dict({k: v.float() for k, v in state.items()})
+    load_smp_weights(net, folder)
     print(f"warm start from {folder}", flush=True)
 
 
