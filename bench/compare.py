@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -174,7 +174,11 @@ def memory_worker(method: str, size: str, data: str) -> None:
           "routed (generalist router)": pipe.colorize}[method]
     with torch.inference_mode():
         fn(rgb)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    # VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across fork + exec, so a worker started by
+    # this (model-laden) process would report the parent's high-water mark instead of its own
+    from app_load import server_memory_mb  # bench/ is this script's folder, hence on sys.path
+
+    print(server_memory_mb(os.getpid())["VmHWM"])
 
 
 def speed_images(data: str, n: int) -> list[torch.Tensor]:
