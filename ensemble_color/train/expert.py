@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "them instead of on --val (then --val is only reported, never chosen on)")
     p.add_argument("--val-size", type=int, default=176,
                    help="validation/hold-out images are resized (short side) and centre-cropped to this")
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="validate, select and export an exponential moving average of the weights with this "
+                        "decay (e.g. 0.995; 0 = off)")
     p.add_argument("--val-every", type=int, default=250)
     p.add_argument("--val-limit", type=int, default=256, help="validation images used during training")
     p.add_argument("--seed", type=int, default=0)
@@ -122,7 +125,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
 
     cfg = loop.LoopConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, amp=amp,
                           val_every=args.val_every, ckpt_every=args.val_every,
-                          warmup=min(100, max(1, args.steps // 10)), stop_at=args.stop_at)
+                          warmup=min(100, max(1, args.steps // 10)), stop_at=args.stop_at, ema=args.ema)
     run_dir = Path(args.run_dir or f"runs/{args.name}")
     state = loop.train(model, run_dir, cfg, step_fn, validate, "mse", (sampler.state, sampler.load_state),
                        resume=args.resume)
@@ -149,6 +152,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         "command": command,
         "training": {"steps": state.step, "best_step": state.best_step, "batch_size": args.batch_size,
                      "crop": args.crop, "saturation_boost": args.saturation_boost, "bf16_autocast": amp,
+                     "weight_ema": args.ema or None,
                      "images_per_second": round(loop.train_throughput(state), 1),
                      "train_seconds": round(state.seconds), "wall_seconds": round(time.time() - t_start),
                      "init": args.init or ("imagenet" if args.imagenet_init else "random")},

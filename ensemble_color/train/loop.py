@@ -11,14 +11,15 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 
@@ -52,6 +53,7 @@ class LoopConfig:
     amp: bool = True
     log_every: int = 20
     stop_at: int | None = None  #: stop (with a checkpoint) at this step; resume later with the same steps
+    ema: float = 0.0  #: decay of an exponential moving average of the weights (0 = off); see :func:`train`
 
 
 def cosine_lr(step: int, cfg: LoopConfig) -> float:
@@ -77,6 +79,36 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def weight_ema(model: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``model``'s parameters *and* buffers (BatchNorm statistics).
+
+    Why: on a few hundred photos consecutive checkpoints of a fine-tune differ by more than the
+    effect being selected for; the average over the last ~1/(1-decay) steps is smoother than any of them.
+    """
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def checkpoint_weights(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint would ship: the moving average when the run kept one, else the live model."""
+    if "ema" not in ckpt:
+        return ckpt["model"]
+    return {k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k.startswith("module.")}
+
+
+@contextmanager
+def weights_of(model: nn.Module, source: nn.Module | None) -> Iterator[None]:
+    """Temporarily load ``source``'s weights into ``model`` (the trainers' closures validate ``model``)."""
+    if source is None:
+        yield
+        return
+    live = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(source.state_dict())
+    try:
+        yield
+    finally:
+        model.load_state_dict(live)
+
+
 def train(model: nn.Module, run_dir: Path, cfg: LoopConfig,
           step_fn: Callable[[int], tuple[torch.Tensor, int, dict[str, float]]],
           validate: Callable[[], dict[str, float]], val_key: str,
@@ -91,6 +123,7 @@ def train(model: nn.Module, run_dir: Path, cfg: LoopConfig,
     opt = torch.optim.AdamW(params if params is not None else model.parameters(), lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, cfg))
+    ema = weight_ema(model, cfg.ema) if cfg.ema else None
     state = TrainState()
     ckpt_path, best_path, log_path = run_dir / "checkpoint.pt", run_dir / "best.pt", run_dir / "log.jsonl"
     get_sampler_state, set_sampler_state = sampler_state
@@ -101,6 +134,8 @@ def train(model: nn.Module, run_dir: Path, cfg: LoopConfig,
         sched.load_state_dict(ckpt["sched"])
         state = TrainState(**ckpt["state"])
         set_sampler_state(ckpt["sampler"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["ema"])
         torch.set_rng_state(ckpt["torch_rng"])
         print(f"resumed {run_dir} at step {state.step}")
     elif not resume:
@@ -114,7 +149,8 @@ def train(model: nn.Module, run_dir: Path, cfg: LoopConfig,
     def checkpoint() -> None:
         _atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                             "state": asdict(state), "sampler": get_sampler_state(),
-                            "torch_rng": torch.get_rng_state()}, ckpt_path)
+                            "torch_rng": torch.get_rng_state(),
+                            **({"ema": ema.state_dict()} if ema is not None else {})}, ckpt_path)
 
     bar = tqdm(total=cfg.steps, initial=state.step, desc=run_dir.name, mininterval=5, dynamic_ncols=True)
     window_t, window_n, running = time.perf_counter(), 0, None
@@ -127,6 +163,8 @@ def train(model: nn.Module, run_dir: Path, cfg: LoopConfig,
         loss.backward()
         opt.step()
         sched.step()
+        if ema is not None:
+            ema.update_parameters(model)
         state.step += 1
         state.seconds += time.perf_counter() - t0
         state.images += n
@@ -140,17 +178,20 @@ def train(model: nn.Module, run_dir: Path, cfg: LoopConfig,
         bar.update(1)
         if state.step % cfg.val_every == 0 or state.step == cfg.steps:
             model.eval()
-            with torch.inference_mode():
-                metrics = validate()
+            with weights_of(model, ema.module if ema is not None else None):
+                with torch.inference_mode():
+                    metrics = validate()
+                if metrics[val_key] < state.best_val:
+                    state.best_val, state.best_step = metrics[val_key], state.step
+                    _atomic_torch_save(model.state_dict(), best_path)
             log({"step": state.step, "val": metrics})
             bar.write(f"step {state.step}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-            if metrics[val_key] < state.best_val:
-                state.best_val, state.best_step = metrics[val_key], state.step
-                _atomic_torch_save(model.state_dict(), best_path)
             window_t = time.perf_counter()
         if state.step % cfg.ckpt_every == 0 or state.step in (cfg.steps, end):
             checkpoint()
     bar.close()
+    if ema is not None and state.step >= cfg.steps:
+        model.load_state_dict(ema.module.state_dict())
     return state
 
 

@@ -418,6 +418,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=int, default=320, help="router input long side at inference")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--dice", type=float, default=0.5, help="weight of the Dice loss added to cross-entropy")
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="validate, select and export a moving average of the weights with this decay (0 = off)")
     p.add_argument("--val-every", type=int, default=250)
     p.add_argument("--val-limit", type=int, default=40, help="val masks per category used during training")
     p.add_argument(
@@ -517,13 +519,14 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         warmup=min(150, max(1, args.steps // 10)),
         stop_at=args.stop_at,
         weight_decay=1e-4,
+        ema=args.ema,
     )
     run_dir = Path(args.run_dir)
     if (
         args.export_only
     ):  # e.g. out of time: ship the last checkpoint of an unfinished run, say so in the config
         ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
-        net.load_state_dict(ckpt["model"])
+        net.load_state_dict(loop.checkpoint_weights(ckpt))
         state = loop.TrainState(**ckpt["state"])
         print(f"exporting {run_dir}/checkpoint.pt at step {state.step} of {args.steps}")
     else:
@@ -581,6 +584,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
             "lr": args.lr,
             "init": args.init,
             "dice": args.dice,
+            "weight_ema": args.ema or None,
             "bf16_autocast": args.amp,
             "images_per_second": round(loop.train_throughput(state), 1),
             "train_seconds": round(state.seconds),
