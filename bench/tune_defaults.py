@@ -5,7 +5,8 @@
 The composites are rendered at 256 px and enlarged x2 to 512 px, so that the working resolution
 and the ab upsampling actually matter (as for real photos, which are larger than the working
 size). Coordinate descent, one knob at a time in this order, keeping the best so far:
-working size, ab upsampling, router temperature, router feathering, generalist decoding, saturation.
+working size, ab upsampling, router temperature, router feathering, generalist decoding, saturation,
+router input size, fallback minimum, crop quantile, crop threshold, background owner, context sharing.
 The criterion is AuC (the fraction-within-threshold area: rewards plausible colour without the
 pure-MSE preference for gray); AuC differences within ``--tol`` are ties, broken by cost (working
 pixels the experts ran on) and then L2ab. Writes docs/tuning.{md,json}.
@@ -38,6 +39,7 @@ GRID = {
     "crop_quantile": [0.0, 0.005, 0.02],
     "threshold": [0.02, 0.1],
     "background": ["scenes", "generalist", "scenes+generalist"],
+    "context": [None, (0.2, 0.5)],
 }
 
 
@@ -69,7 +71,8 @@ def apply(pipe: Pipeline, config: dict) -> Pipeline:
     assign = {} if config["background"] == "scenes" else {"background": tuple(config["background"].split("+"))}
     p = pipe.with_options(work_size=config["work_size"], upsample=config["upsample"],
                           saturation=config["saturation"], fallback_min=config["fallback_min"], assign=assign,
-                          crop_quantile=config["crop_quantile"], threshold=config["threshold"])
+                          crop_quantile=config["crop_quantile"], threshold=config["threshold"],
+                          context=config["context"])
     p.router.input_size = config["router_size"]
     p.router.temperature = config["temperature"]
     p.router.feather = config["feather"]
@@ -96,7 +99,8 @@ def main() -> None:
             "decode": gen.model.decode if gen else "soft", "saturation": base.options.saturation,
             "router_size": base.router.input_size, "fallback_min": base.options.fallback_min,
             "crop_quantile": base.options.crop_quantile, "threshold": base.options.threshold,
-            "background": "+".join(base.options.assign.get("background", ("scenes",)))}
+            "background": "+".join(base.options.assign.get("background", ("scenes",))),
+            "context": base.options.context}
     trials = []
     best_score = score(apply(base, best), images)
     trials.append({"config": dict(best), **best_score, "knob": "start"})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import glob
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .io import ImageLoadError, load_image, save_image, to_pil
@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--assign", action="append", default=[], metavar="CLASS=EXPERT[+EXPERT]",
                    help="colour a route class with these experts instead of the ones whose manifests claim it "
                         "(e.g. background=scenes+generalist); repeatable")
+    p.add_argument("--context", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="let subjects' experts also colour the background when the subjects fill more than LO of "
+                        "the frame (all of it from HI), e.g. 0.2 0.5 for photos of one bird or animal; off by "
+                        "default: it loses on multi-subject scenes (docs/tuning.md)")
     p.add_argument("--save-masks", action="store_true", help="also write {stem}_routing.png (routing overlay)")
     p.add_argument("--per-expert", action="store_true", help="also write each expert's own colourisation")
     p.add_argument("--batch-size", type=int, default=4, help="images colourised together")
@@ -72,6 +76,14 @@ def expand_inputs(items: Iterable[str], recursive: bool) -> tuple[list[Path], li
     seen: set[Path] = set()
     unique = [f for f in files if not (f.resolve() in seen or seen.add(f.resolve()))]
     return unique, errors
+
+
+def parse_context(values: Sequence[float]) -> tuple[float, float]:
+    """``--context LO HI`` -> (lo, hi), checked: 0 <= LO < HI <= 1 (fractions of the frame)."""
+    lo, hi = (float(v) for v in values)
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ValueError(f"--context needs 0 <= LO < HI <= 1 (fractions of the frame), got {lo} {hi}")
+    return lo, hi
 
 
 def parse_assign(items: Iterable[str]) -> dict[str, tuple[str, ...]]:
@@ -148,6 +160,8 @@ def colorize_files(args: argparse.Namespace) -> int:
     try:
         if args.assign:
             overrides["assign"] = parse_assign(args.assign)
+        if args.context is not None:
+            overrides["context"] = parse_context(args.context)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

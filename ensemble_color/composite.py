@@ -91,6 +91,38 @@ def expert_weights(probs: torch.Tensor, route_classes: Sequence[str], experts: S
     return weights
 
 
+def share_context(probs: torch.Tensor, route_classes: Sequence[str], ramp: tuple[float, float] | None,
+                  background: str = "background") -> torch.Tensor:
+    """Hand part of the background to the subject classes when subjects fill much of the frame.
+
+    Why: a specialist also learned its subject's usual surroundings (the birds expert: CUB's foliage,
+    bark, sky and water; the faces expert: LFW's studio and street backgrounds). On a photo *of* a bird
+    the scenes expert colours that background worse than the birds expert does, while on a landscape
+    with a small bird the scenes expert is right. So the share of background moved grows linearly with
+    the subjects' total area, from 0 at ``ramp[0]`` to all of it at ``ramp[1]``, and is split between
+    the subject classes in proportion to their areas. It is one number per image, so weights stay
+    smooth inside the image (no seams) and still sum to 1. ``ramp=None`` (or no background class) is a no-op.
+    """
+    if ramp is None or background not in route_classes:
+        return probs
+    lo, hi = ramp
+    b = list(route_classes).index(background)
+    subjects = [i for i in range(len(route_classes)) if i != b]
+    area = probs[subjects].mean(dim=(-2, -1))
+    total = float(area.sum())
+    if total <= 0.0:
+        return probs
+    moved_share = min(1.0, max(0.0, (total - lo) / max(hi - lo, 1e-6)))
+    if moved_share == 0.0:
+        return probs
+    moved = probs[b] * moved_share
+    out = probs.clone()
+    out[b] = probs[b] - moved
+    for j, i in enumerate(subjects):
+        out[i] = probs[i] + moved * (float(area[j]) / total)
+    return out
+
+
 def region_box(weight: torch.Tensor, threshold: float, margin: int, multiple: int, quantile: float = 0.0
                ) -> Box | None:
     """Box around ``weight > threshold``, grown by ``margin`` and to a multiple of ``multiple``.

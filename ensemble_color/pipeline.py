@@ -32,6 +32,7 @@ from .composite import (
     expert_weights,
     plan_regions,
     served_by,
+    share_context,
 )
 from .io import LoadedImage
 from .nets import ModelDescriptor
@@ -51,6 +52,9 @@ class PipelineOptions:
     fallback_min: float = 0.25    #: the fallback runs only where unclaimed weight exceeds this; tuned
     crop_quantile: float = 0.02   #: crops span the q..1-q quantiles of an expert's weight (ignores specks); tuned
     assign: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  #: route class -> experts (overrides)
+    #: subjects' area (fraction of the frame) from which their experts start / finish taking the background
+    #: too (composite.share_context); None = background always goes to its own experts
+    context: tuple[float, float] | None = None
     max_batch: int = 8            #: crops per expert forward pass
     upsample: str = "guided"      #: "guided" (edge-aware, follows full-res L) or "bilinear"
 
@@ -191,8 +195,10 @@ class Pipeline:
         t2 = time.perf_counter()
         fallback = choose_fallback(self.routes)
         multiple = max(e.descriptor.size_multiple for e in self.experts.values())
-        plans = [plan_regions(expert_weights(p, self.router.route_classes, self.routes, opt.assign), fallback,
-                              opt.threshold, opt.margin, multiple, opt.min_fraction, opt.fallback_min,
+        classes = self.router.route_classes
+        plans = [plan_regions(expert_weights(share_context(p, classes, opt.context), classes, self.routes,
+                                             opt.assign),
+                              fallback, opt.threshold, opt.margin, multiple, opt.min_fraction, opt.fallback_min,
                               opt.crop_quantile)
                  for p in probs]
         ab_layers = self._run_experts(L_works, [boxes for boxes, _ in plans])

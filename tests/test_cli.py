@@ -78,3 +78,13 @@ def test_assign_routes_a_class_to_the_named_expert(tmp_path, tiny_experts, photo
     assert main([*common, "--assign", "background", "-o", str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err
     assert "'nobody'" in err and "expected CLASS=EXPERT" in err
+
+
+def test_context_option_is_checked(tmp_path, tiny_experts, photo, capsys):
+    from ensemble_color.cli import parse_context
+
+    assert parse_context(["0.2", "0.5"]) == (0.2, 0.5)
+    common = [str(photo), "--experts", str(tiny_experts), "--router", "background", "-o", str(tmp_path / "o")]
+    assert main([*common, "--context", "0.5", "0.2"]) == 1
+    assert "--context needs 0 <= LO < HI <= 1" in capsys.readouterr().err
+    assert main([*common, "--context", "0.2", "0.5"]) == 0

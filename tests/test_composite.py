@@ -7,6 +7,7 @@ from ensemble_color.composite import (
     expert_weights,
     plan_regions,
     region_box,
+    share_context,
     upsample_ab,
 )
 
@@ -175,3 +176,38 @@ def test_pixels_left_with_no_weight_go_to_the_fallback():
     assert torch.allclose(total, torch.ones_like(total), atol=1e-6)  # nothing is left uncoloured
     assert final["generalist"][0, 0] == 1.0 and final["generalist"][10, 10] == 1.0
     assert boxes["generalist"].y0 == 0 and boxes["generalist"].x0 == 0
+
+
+def _subjects(bird_area: float, person_area: float = 0.0, h: int = 20, w: int = 50) -> torch.Tensor:
+    """Background everywhere except a bird block (and a person block) covering the given frame shares."""
+    p = _probs(h, w)
+    nb, npers = round(bird_area * w), round(person_area * w)
+    p[0, :, :nb + npers] = 0.0
+    p[2, :, :nb] = 1.0
+    p[1, :, nb:nb + npers] = 1.0
+    return p
+
+
+def test_context_is_left_alone_when_subjects_are_small():
+    p = _subjects(0.1)
+    torch.testing.assert_close(share_context(p, CLASSES, (0.2, 0.5)), p)
+    torch.testing.assert_close(share_context(_subjects(0.6), CLASSES, None), _subjects(0.6))
+
+
+def test_context_goes_to_the_subjects_in_proportion_to_their_area():
+    p = _subjects(0.4, person_area=0.2)  # subjects fill 60 % >= 50 %: all background moves
+    out = share_context(p, CLASSES, (0.2, 0.5))
+    torch.testing.assert_close(out.sum(0), torch.ones(20, 50))
+    assert float(out[0].max()) == 0.0
+    bg = p[0] > 0.5
+    torch.testing.assert_close(out[2][bg], torch.full_like(out[2][bg], 2 / 3))  # bird 40 of 60 % of subject area
+    torch.testing.assert_close(out[1][bg], torch.full_like(out[1][bg], 1 / 3))
+    torch.testing.assert_close(out[:, ~bg], p[:, ~bg])  # subject pixels keep their own class
+
+
+def test_context_share_ramps_linearly_between_the_two_areas():
+    p = _subjects(0.3)  # halfway between 0.2 and 0.4
+    out = share_context(p, CLASSES, (0.2, 0.4))
+    bg = p[0] > 0.5
+    torch.testing.assert_close(out[0][bg], torch.full_like(out[0][bg], 0.5))
+    torch.testing.assert_close(out[2][bg], torch.full_like(out[2][bg], 0.5))

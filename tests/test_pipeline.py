@@ -45,6 +45,21 @@ def test_router_regions_pick_experts(tiny_experts):
     assert torch.allclose(res.weights["faces"][:, :40], torch.ones(64, 40), atol=1e-3)
 
 
+def test_context_option_gives_a_dominant_subjects_background_to_its_expert(tiny_experts):
+    from ensemble_color.routing import RoutingTable
+
+    m, classes = RoutingTable.load().matrix("ensemble")
+    router = Router("lr", _LeftRightRouter(), m, classes, input_size=64, size_multiple=8)
+    image = torch.rand(3, 64, 96)
+    plain, shared = _pipe(tiny_experts), _pipe(tiny_experts, context=(0.2, 0.5))
+    plain.router = shared.router = router
+    assert set(plain.colorize(image).boxes) == {"faces", "scenes"}
+    res = shared.colorize(image)  # the person fills half the frame: its expert takes the background too
+    assert set(res.boxes) == {"faces"}
+    torch.testing.assert_close(res.weights["faces"], torch.ones(64, 96))
+    torch.testing.assert_close(res.probs, plain.colorize(image).probs)  # the routing overlay is unchanged
+
+
 def test_batch_equals_single(tiny_experts):
     pipe = _pipe(tiny_experts, work_size=80)
     a, b = torch.rand(3, 50, 70), torch.rand(3, 90, 60)
