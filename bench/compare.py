@@ -11,6 +11,8 @@ Methods (all see only L; all measured on exactly the same images):
                        specialist picked by the hard arg-max route (no blending, no crops)
   routed (shipped)     the pipeline as shipped: soft blend, experts on crops, generalist fallback
   routed (gen. router) the same with the generalist's segmentation head as router
+  routed + context     the shipped pipeline with --context 0.2 0.5 (subjects filling much of the frame
+                       take the background too; opt-in, quality only)
 Data: each category's val split and the seeded val composites. Writes docs/results.md + .json,
 docs/figures/ab_error_curves.png and docs/figures/composites_contact_sheet.png.
 """
@@ -40,6 +42,7 @@ from ensemble_color.io import to_pil
 from ensemble_color.pipeline import Pipeline, working_size
 
 SPECIALISTS = ("scenes", "faces", "birds", "animals")
+CONTEXT = (0.2, 0.5)  #: the opt-in --context ramp measured as its own method (fixed before measuring, not tuned)
 AbMethod = Callable[[torch.Tensor], torch.Tensor]  # L (1, h, w) -> ab (2, h, w)
 
 
@@ -105,6 +108,7 @@ def build_methods(shipped: Pipeline, gen_routed: Pipeline | None) -> dict[str, A
     m["routed (shipped)"] = routed(shipped)
     if gen_routed is not None:
         m["routed (generalist router)"] = routed(gen_routed)
+    m["routed + context"] = routed(shipped.with_options(context=CONTEXT))
     return m
 
 

@@ -41,6 +41,12 @@ def contact_sheet(pipe: Pipeline, name: str, folder: Path, out: Path, n: int = 8
     to_pil(torch.cat(rows, dim=1)).save(out)
 
 
+def images_won(me: dict, other: dict) -> str:
+    """'k of n': images where ``me`` has the lower L2ab than ``other`` (a paired view of a mean difference)."""
+    pairs = list(zip(me["l2ab_per_image"], other["l2ab_per_image"], strict=True))
+    return f"{sum(a < b for a, b in pairs)} of {len(pairs)}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="../shared/data")
@@ -58,18 +64,23 @@ def main() -> None:
         r = results[ds]
         me = r[f"expert:{name}"]
         others = {m: v["l2ab"] for m, v in r.items() if m.startswith("expert:") and m != f"expert:{name}"}
+        rival = min(others, key=others.get) if others else None
         checks.append({"expert": name, "val_set": ds, "l2ab": me["l2ab"], "gray_l2ab": r["gray"]["l2ab"],
                        "auc": me["auc"], "gray_auc": r["gray"]["auc"],
                        "beats_gray": me["l2ab"] < r["gray"]["l2ab"] and me["auc"] > r["gray"]["auc"],
                        "best_other_l2ab": min(others.values()) if others else None,
-                       "beats_other_specialists": all(me["l2ab"] < v for v in others.values())})
+                       "beats_other_specialists": all(me["l2ab"] < v for v in others.values()),
+                       "best_other": rival and rival.removeprefix("expert:"),
+                       "images_won_vs_best_other": rival and images_won(me, r[rival])})
         contact_sheet(pipe, name, Path(args.data) / "colorize" / HOME[name] / "val",
                       pipe.experts[name].spec.folder / "contact_sheet.png")
     lines = ["| expert | own val set | L2ab | gray L2ab | AuC | gray AuC | best other specialist L2ab | "
-             "beats gray | beats other specialists |", "|---|---|---:|---:|---:|---:|---:|---|---|"]
+             "images where it beats that one | beats gray | beats other specialists |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for c in checks:
         lines.append(f"| {c['expert']} | {c['val_set']} | {c['l2ab']:.2f} | {c['gray_l2ab']:.2f} | {c['auc']:.4f} | "
-                     f"{c['gray_auc']:.4f} | {c['best_other_l2ab']:.2f} | {'yes' if c['beats_gray'] else 'NO'} | "
+                     f"{c['gray_auc']:.4f} | {c['best_other_l2ab']:.2f} ({c['best_other']}) | "
+                     f"{c['images_won_vs_best_other']} | {'yes' if c['beats_gray'] else 'NO'} | "
                      f"{'yes' if c['beats_other_specialists'] else 'NO'} |")
     train_lines = ["| expert | routes | train images | steps (best) | init | train time (s) | images/s during run |",
                    "|---|---|---:|---:|---|---:|---:|"]

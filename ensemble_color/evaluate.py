@@ -62,6 +62,7 @@ class Scores:
         out = {k: float(np.mean(v)) for k, v in self.values.items()}
         out["n"] = n
         out["curve"] = (self.curve_sum / max(n, 1)).tolist()
+        out["l2ab_per_image"] = [round(x, 3) for x in self.values["l2ab"]]  # paired comparisons (wins per image)
         return out
 
 

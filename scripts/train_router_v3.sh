@@ -6,10 +6,10 @@
 # INIT must be router v2: run this right after scripts/train_router_v2.sh, or extract v2 as committed with
 #   mkdir -p runs/router_v2_init && for f in model.safetensors config.json; do git show 7f3048c:router/$f > runs/router_v2_init/$f; done
 # and pass INIT=runs/router_v2_init. The export goes to runs/export/router_v3 and was copied into router/ after
-# evaluation. One torch thread (it shares the 2 cores with an expert run). Resumable: RESUME=--resume.
+# evaluation. Weight EMA 0.995 (the validated, exported weights are the average). Threads: THREADS (default 1). Resumable: RESUME=--resume.
 set -euo pipefail
 python -m ensemble_color train router --data "${DATA:-../shared/data}" --init "${INIT:-router}" \
   --out "${OUT:-runs/export/router_v3}" --run-dir runs/router_v3 \
   --steps 3000 --batch-size 16 --crop 224 --scale 0.25 1.0 --composite-frac 0.7 \
   --mask-cutouts faces birds animals --balanced-cutouts --paste-range 0.2 0.75 --lr 5e-4 \
-  --input-size 256 --val-every 500 --val-limit 40 --seed 2 --threads "${THREADS:-1}" ${RESUME:-}
+  --input-size 256 --val-every 500 --val-limit 40 --ema 0.995 --seed 2 --threads "${THREADS:-1}" ${RESUME:-}

@@ -53,3 +53,13 @@ def test_scores_curve_is_monotone():
     s.add(torch.zeros(2, 24, 32), lab)
     curve = torch.tensor(s.summary()["curve"])
     assert torch.all(curve[1:] >= curve[:-1]) and curve[-1] <= 1
+
+
+def test_summary_keeps_each_images_l2ab_for_paired_comparisons():
+    s = Scores()
+    images = _images()[:2]
+    s.add(torch.zeros(2, *images[0].shape[-2:]), images[0])
+    s.add(images[1][1:].clone(), images[1])  # perfect colours: zero error
+    per_image = s.summary()["l2ab_per_image"]
+    assert len(per_image) == 2 and per_image[1] == 0.0 and per_image[0] > 0.0
+    assert abs(sum(per_image) / 2 - s.summary()["l2ab"]) < 1e-3
