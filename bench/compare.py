@@ -36,13 +36,12 @@ import torch.nn.functional as F
 
 from ensemble_color import metrics
 from ensemble_color.color import join_l_ab, rgb_to_l
-from ensemble_color.composite import ExpertRoute, choose_fallback, compose, upsample_ab
+from ensemble_color.composite import SUBJECT_CONTEXT_RAMP, ExpertRoute, choose_fallback, compose, upsample_ab
 from ensemble_color.evaluate import evaluate, load_datasets, markdown
 from ensemble_color.io import to_pil
 from ensemble_color.pipeline import Pipeline, working_size
 
 SPECIALISTS = ("scenes", "faces", "birds", "animals")
-CONTEXT = (0.2, 0.5)  #: the opt-in --context ramp measured as its own method (fixed before measuring, not tuned)
 AbMethod = Callable[[torch.Tensor], torch.Tensor]  # L (1, h, w) -> ab (2, h, w)
 
 
@@ -108,7 +107,7 @@ def build_methods(shipped: Pipeline, gen_routed: Pipeline | None) -> dict[str, A
     m["routed (shipped)"] = routed(shipped)
     if gen_routed is not None:
         m["routed (generalist router)"] = routed(gen_routed)
-    m["routed + context"] = routed(shipped.with_options(context=CONTEXT))
+    m["routed + context"] = routed(shipped.with_options(context=SUBJECT_CONTEXT_RAMP))
     return m
 
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from ensemble_color import metrics
 from ensemble_color.color import rgb_to_lab
+from ensemble_color.composite import SUBJECT_CONTEXT_RAMP
 from ensemble_color.pipeline import Pipeline
 from ensemble_color.train.composites import val_composites
 
@@ -39,7 +40,7 @@ GRID = {
     "crop_quantile": [0.0, 0.005, 0.02],
     "threshold": [0.02, 0.1],
     "background": ["scenes", "generalist", "scenes+generalist"],
-    "context": [None, (0.2, 0.5)],
+    "context": [None, SUBJECT_CONTEXT_RAMP],
 }
 
 

@@ -42,6 +42,7 @@ import torch
 from PIL import Image
 
 from .color import join_l_ab, rgb_to_l
+from .composite import SUBJECT_CONTEXT_RAMP
 from .io import ImageLoadError, LoadedImage, load_image, save_image, to_pil
 from .pipeline import Pipeline
 from .routing import TORCHVISION_BACKENDS, available_routers
@@ -153,8 +154,11 @@ class DemoHandler:
     def __call__(self, image: str | Path | dict[str, Any] | None, work_size: float = 512,
                  saturation: float = 1.0,
                  experts: Sequence[str] | None = None, router: str | None = None, show_routing: bool = True,
-                 show_experts: bool = True) -> DemoOutputs:
-        """Colourise ``image`` (a path or Gradio's FileData dict); user errors come back in ``.error``."""
+                 show_experts: bool = True, main_subject: bool = False) -> DemoOutputs:
+        """Colourise ``image`` (a path or Gradio's FileData dict); user errors come back in ``.error``.
+
+        ``main_subject``: the photo is *of* one subject, so its expert also colours the background in
+        proportion to the subject's area (``composite.share_context``), as it learned with its subject."""
         t0 = time.perf_counter()
         path = _payload_path(image)
         if path is None:
@@ -172,7 +176,8 @@ class DemoHandler:
         except (ValueError, OSError, RuntimeError) as err:  # e.g. a router whose weights need a download
             log.exception("router %r failed to load", router)
             return DemoOutputs(error=f"Router {router!r} could not be loaded: {err}")
-        pipe = pipe.subset(chosen).with_options(work_size=int(work_size), saturation=float(saturation))
+        pipe = pipe.subset(chosen).with_options(work_size=int(work_size), saturation=float(saturation),
+                                                context=SUBJECT_CONTEXT_RAMP if main_subject else None)
         result = pipe.colorize(loaded, per_expert=show_experts)
 
         out = DemoOutputs()
@@ -190,6 +195,7 @@ class DemoHandler:
         note = " Only its lightness was used." if loaded.was_color else ""
         out.status = (f"{w}×{h} px, worked at {max(result.L_work.shape[-2:])} px long side with "
                       f"{', '.join(chosen)}; router {_router_label(router, pipe.router.name)}; "
+                      f"{'main subject also colours the background; ' if main_subject else ''}"
                       f"{time.perf_counter() - t0:.1f} s.{note}")
         return out
 
@@ -295,9 +301,9 @@ def build_demo(pipeline_factory: PipelineFactory, default_router: str = "embedde
     handler = DemoHandler(PipelineCache(pipeline_factory), config, default_router)
     experts = handler.expert_names
 
-    def run(image, work_size, saturation, chosen, router, show_routing, show_experts):
+    def run(image, work_size, saturation, chosen, router, show_routing, show_experts, main_subject=False):
         """Plain values only (no ``gr.update``), so API clients get files, not update dicts."""
-        out = handler(image, work_size, saturation, chosen, router, show_routing, show_experts)
+        out = handler(image, work_size, saturation, chosen, router, show_routing, show_experts, main_subject)
         if out.error:
             gr.Warning(out.error)
             return None, None, "", [], None, f"⚠️ {out.error}"
@@ -334,6 +340,9 @@ def build_demo(pipeline_factory: PipelineFactory, default_router: str = "embedde
                                            label="Saturation")
                     chosen = gr.CheckboxGroup(experts, value=experts, label="Enabled experts",
                                               info="Disabled experts' regions go to the fallback expert.")
+                    main_subject = gr.Checkbox(False, label="One main subject",
+                                               info="A photo of one bird, animal or person: its expert also "
+                                                    "colours the background, as it learned with its subject.")
                     router = gr.Dropdown(handler.routers, value=default_router, label="Router")
                     show_routing = gr.Checkbox(True, label="Show routing")
                     show_experts = gr.Checkbox(True, label="Show each expert's own colourisation")
@@ -352,7 +361,7 @@ def build_demo(pipeline_factory: PipelineFactory, default_router: str = "embedde
                 gallery = gr.Gallery(label="Each expert alone (whole image)", columns=3, height=360,
                                      object_fit="contain", elem_id="gallery", format="png")
 
-        inputs = [image, work_size, saturation, chosen, router, show_routing, show_experts]
+        inputs = [image, work_size, saturation, chosen, router, show_routing, show_experts, main_subject]
         outputs = [slider, overlay, legend_box, gallery, download, status]
         run_btn.click(run, inputs, outputs, api_name="colorize", preprocess=False, trigger_mode="always_last")
         # Uploading or picking an example colourises at once; clearing the photo just clears the results.

@@ -44,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(e.g. background=scenes+generalist); repeatable")
     p.add_argument("--context", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="let subjects' experts also colour the background when the subjects fill more than LO of "
-                        "the frame (all of it from HI), e.g. 0.2 0.5 for photos of one bird or animal; off by "
-                        "default: it loses on multi-subject scenes (docs/tuning.md)")
+                        "the frame (all of it from HI), e.g. 0.2 0.5 for photos of one bird or animal (wins there, "
+                        "docs/results.md); off by default: it loses a little on multi-subject composites "
+                        "(docs/tuning.md)")
     p.add_argument("--save-masks", action="store_true", help="also write {stem}_routing.png (routing overlay)")
     p.add_argument("--per-expert", action="store_true", help="also write each expert's own colourisation")
     p.add_argument("--batch-size", type=int, default=4, help="images colourised together")

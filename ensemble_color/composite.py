@@ -91,6 +91,12 @@ def expert_weights(probs: torch.Tensor, route_classes: Sequence[str], experts: S
     return weights
 
 
+#: The ramp measured in docs/results.md ("routed + context"): fixed before measuring, not tuned. Opt-in
+#: (CLI ``--context 0.2 0.5``, the app's "one main subject" box): it wins on single-subject photos
+#: and loses a little on multi-subject composites, where the defaults were tuned.
+SUBJECT_CONTEXT_RAMP: tuple[float, float] = (0.2, 0.5)
+
+
 def share_context(probs: torch.Tensor, route_classes: Sequence[str], ramp: tuple[float, float] | None,
                   background: str = "background") -> torch.Tensor:
     """Hand part of the background to the subject classes when subjects fill much of the frame.
