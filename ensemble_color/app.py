@@ -28,6 +28,7 @@ import argparse
 import html
 import logging
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -406,9 +407,21 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
                      concurrency=args.concurrency)
 
 
+def _exit_on_sigterm() -> None:
+    """Turn SIGTERM (docker stop, systemd, kill) into ``SystemExit``.
+
+    Why: Python's default SIGTERM action ends the process without finalisers, so the demo's temp
+    folder of results would be left behind; as an exception, the interpreter exits normally and
+    removes it. Only the main thread may install handlers; elsewhere (tests) this does nothing.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+
 def serve(args: argparse.Namespace) -> int:
     """Load the pipeline, build the page and serve until interrupted (blocks)."""
     config = config_from_args(args)
+    _exit_on_sigterm()
     experts_dirs, device, use_shipped = tuple(args.experts), args.device, not args.no_shipped
 
     def factory(router: str) -> Pipeline:

@@ -215,6 +215,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_server_stopped_with_sigterm_removes_its_temp_folder(experts_dir: Path, tmp_path: Path) -> None:
+    """docker stop / systemd / kill send SIGTERM, which by default ends Python without finalisers."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    port = free_port()
+    env = {**os.environ, "TMPDIR": str(tmp), "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
+    proc = subprocess.Popen([sys.executable, "-m", "ensemble_color", "serve", "--port", str(port), "--no-shipped",
+                             "--experts", str(experts_dir), "--router", "background", "--device", "cpu"],
+                            env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.5)
+        assert list(tmp.glob("ensemble_color_app_*")), "the demo should keep its outputs in a temp folder"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not list(tmp.glob("ensemble_color_app_*"))
+
+
 @pytest.fixture(scope="module")
 def served(experts_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """The demo on a free loopback port, started from an empty working directory (checked after)."""
