@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from .composite import SUBJECT_CONTEXT_RAMP
 from .io import ImageLoadError, load_image, save_image, to_pil
 from .train.data import IMAGE_SUFFIXES
 
@@ -42,11 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--assign", action="append", default=[], metavar="CLASS=EXPERT[+EXPERT]",
                    help="colour a route class with these experts instead of the ones whose manifests claim it "
                         "(e.g. background=scenes+generalist); repeatable")
-    p.add_argument("--context", type=float, nargs=2, default=None, metavar=("LO", "HI"),
-                   help="let subjects' experts also colour the background when the subjects fill more than LO of "
-                        "the frame (all of it from HI), e.g. 0.2 0.5 for photos of one bird or animal (wins there, "
-                        "docs/results.md); off by default: it loses a little on multi-subject composites "
-                        "(docs/tuning.md)")
+    subject = p.add_mutually_exclusive_group()
+    subject.add_argument("--context", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                         help="let subjects' experts also colour the background when the subjects fill more "
+                              "than LO of the frame (all of it from HI), e.g. 0.2 0.5 for photos of one bird or "
+                              "animal (wins there, docs/results.md); off by default: it loses a little on "
+                              "multi-subject composites (docs/tuning.md)")
+    subject.add_argument("--main-subject", action="store_const", const=SUBJECT_CONTEXT_RAMP, dest="context",
+                         help=f"photos of one bird, animal or person: same as --context "
+                              f"{SUBJECT_CONTEXT_RAMP[0]} {SUBJECT_CONTEXT_RAMP[1]} (the web demo's 'One main "
+                              f"subject' box)")
     p.add_argument("--save-masks", action="store_true", help="also write {stem}_routing.png (routing overlay)")
     p.add_argument("--per-expert", action="store_true", help="also write each expert's own colourisation")
     p.add_argument("--batch-size", type=int, default=4, help="images colourised together")
