@@ -92,7 +92,7 @@ def expert_weights(probs: torch.Tensor, route_classes: Sequence[str], experts: S
 
 
 #: The ramp measured in docs/results.md ("routed + context"): fixed before measuring, not tuned. Opt-in
-#: (CLI ``--context 0.2 0.5``, the app's "one main subject" box): it wins on single-subject photos
+#: (CLI ``--main-subject``, the app's "One main subject" box): it wins on single-subject photos
 #: and loses a little on multi-subject composites, where the defaults were tuned.
 SUBJECT_CONTEXT_RAMP: tuple[float, float] = (0.2, 0.5)
 

@@ -50,5 +50,22 @@ def photo(tmp_path: Path) -> Path:
     return path
 
 
+
+@pytest.fixture
+def contexts_used(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The ``options.context`` of every pipeline run from now on (``colorize`` goes through
+    ``colorize_batch``), so front-end tests can check which context ramp a setting reaches."""
+    from ensemble_color.pipeline import Pipeline
+
+    seen: list = []
+    colorize_batch = Pipeline.colorize_batch
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.options.context)
+        return colorize_batch(self, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "colorize_batch", spy)
+    return seen
+
 requires_data = pytest.mark.skipif(not (DATA / "colorize").is_dir(),
                                    reason="../shared/data is absent (training data lives beside the repo)")

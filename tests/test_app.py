@@ -106,21 +106,13 @@ def test_handler_options(handler: DemoHandler, gray_photo: Path) -> None:
 
 
 def test_handler_main_subject_switches_context_sharing_on(handler: DemoHandler, gray_photo: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+                                                          contexts_used: list) -> None:
     from ensemble_color.composite import SUBJECT_CONTEXT_RAMP
 
-    seen = []
-    colorize = Pipeline.colorize
-
-    def spy(self, *args, **kwargs):
-        seen.append(self.options.context)
-        return colorize(self, *args, **kwargs)
-
-    monkeypatch.setattr(Pipeline, "colorize", spy)
     plain = handler(str(gray_photo), work_size=128)
     subject = handler(str(gray_photo), work_size=128, main_subject=True)
     assert plain.error is None and subject.error is None
-    assert seen == [None, SUBJECT_CONTEXT_RAMP]
+    assert contexts_used == [None, SUBJECT_CONTEXT_RAMP]
     assert "main subject" in subject.status and "main subject" not in plain.status
 
 

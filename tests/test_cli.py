@@ -91,22 +91,13 @@ def test_context_option_is_checked(tmp_path, tiny_experts, photo, capsys):
     assert main([*common, "--context", "0.2", "0.5"]) == 0
 
 
-def test_main_subject_flag_is_the_shared_context_ramp(tmp_path, tiny_experts, photo, capsys, monkeypatch):
+def test_main_subject_flag_is_the_shared_context_ramp(tmp_path, tiny_experts, photo, capsys, contexts_used):
     from ensemble_color.composite import SUBJECT_CONTEXT_RAMP
-    from ensemble_color.pipeline import Pipeline
 
-    seen = []
-    colorize_batch = Pipeline.colorize_batch
-
-    def spy(self, *args, **kwargs):
-        seen.append(self.options.context)
-        return colorize_batch(self, *args, **kwargs)
-
-    monkeypatch.setattr(Pipeline, "colorize_batch", spy)
     common = [str(photo), "--experts", str(tiny_experts), "--router", "background", "--overwrite"]
     assert main([*common, "-o", str(tmp_path / "a")]) == 0
     assert main([*common, "--main-subject", "-o", str(tmp_path / "b")]) == 0
-    assert seen == [None, SUBJECT_CONTEXT_RAMP]
+    assert contexts_used == [None, SUBJECT_CONTEXT_RAMP]
     with pytest.raises(SystemExit):  # one or the other, not both
         main([*common, "--main-subject", "--context", "0.1", "0.3"])
     assert "not allowed with" in capsys.readouterr().err
