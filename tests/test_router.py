@@ -133,6 +133,55 @@ def test_tiny_training_exports_a_loadable_smp_folder(tmp_path: Path) -> None:
             torch.testing.assert_close(loaded[k], v.half().float(), rtol=1e-3, atol=1e-4, msg=k)
     assert load_router(str(folder)).name == f"smp:{folder.name}"
 
+    # ... and `evaluate router` measures it: masks, composites, pasted and single-subject recall, latency
+    parser = argparse.ArgumentParser()
+    train_router.add_eval_arguments(parser)
+    argv = ["--data", str(data), "--router", str(folder), "--composites", "4", "--single", "2",
+            "--composite-size", "48", "--latency-repeats", "1", "--threads", "1", "--out", str(tmp_path / "m")]
+    result = train_router.run_eval(parser.parse_args(argv), argv)
+    assert result["val_masks"]["images"] == 9 and result["val_composites"]["images"] == 4
+    assert {k: v["composites"] for k, v in result["val_single_subject_recall"].items()} == {
+        "person": 2, "bird": 2, "animal": 2}
+    assert json.loads((tmp_path / "m.json").read_text())["val_single_subject_recall"]
+    assert "One clean val cut-out pasted on a val scene" in (tmp_path / "m.md").read_text()
+
+
+def test_router_loss_class_weights_scale_each_class_and_skip_ignored() -> None:
+    labels = torch.tensor([[[0, 0, 2, 255]]])  # two right background pixels, one missed bird, one ignored
+    logits = torch.zeros(1, 4, 1, 4)
+    logits[0, 0] = 5.0  # confident background everywhere
+    plain = train_router.RouterLoss(0.0)(logits, labels)[0]
+    bird_heavy = train_router.RouterLoss(0.0, [1, 1, 2, 1])(logits, labels)[0]
+    bird_off = train_router.RouterLoss(0.0, [1, 1, 0, 1])(logits, labels)[0]
+    per_pixel = -torch.log_softmax(logits, 1)[0, :, 0]
+    right, missed = per_pixel[0, 0], per_pixel[2, 2]
+    torch.testing.assert_close(plain, (2 * right + missed) / 3)  # the 255 pixel is not counted
+    torch.testing.assert_close(bird_heavy, (2 * right + 2 * missed) / 4)
+    torch.testing.assert_close(bird_off, right)
+    total, ce = train_router.RouterLoss(0.5, [1, 1, 2, 1])(logits, labels)
+    torch.testing.assert_close(ce, bird_heavy)
+    assert total > ce  # the Dice term is added on top
+
+
+def test_single_subject_composites_paste_one_clean_cutout_each(tmp_path: Path) -> None:
+    from ensemble_color.train.composites import LABELS, single_subject_composites
+
+    data = _tiny_data(tmp_path / "data")
+    (data / "route" / "mask_stats.csv").write_text(
+        "mask,teacher,status,fg_frac,ignore_frac,n_parts,human_face,person_pixels_set_to_255\n"
+        "route/masks/birds/val/birds1.png,isnet@768 fallback,ok,0.2,0.1,1,0,0.0\n")
+    bad = train_router.unreliable_masks(data)
+    assert bad == {"route/masks/birds/val/birds1.png"}
+    pairs = single_subject_composites(data, "birds", n=5, size=32, seed=3, exclude=bad)
+    assert len(pairs) == 2  # three val birds, one excluded
+    assert len(single_subject_composites(data, "birds", n=5, size=32, seed=3)) == 3
+    for rgb, labels in pairs:
+        assert rgb.shape == (32, 32, 3)
+        assert set(np.unique(labels)) <= {0, LABELS["bird"], 255} and (labels == LABELS["bird"]).any()
+    again = single_subject_composites(data, "birds", n=5, size=32, seed=3, exclude=bad)
+    assert all((a[0] == b[0]).all() and (a[1] == b[1]).all() for a, b in zip(pairs, again, strict=True))
+    assert len(single_subject_composites(data, "birds", n=1, size=32, seed=3)) == 1
+
 
 shipped = pytest.mark.skipif(not (router_dir() / "model.safetensors").exists(),
                              reason="router/model.safetensors is absent (train with scripts/train_router.sh)")

@@ -48,13 +48,18 @@ def load_cutouts(root: str | Path) -> list[Cutout]:
 
 
 def cutouts_from_masks(data_root: str | Path, split: str, categories=("faces", "birds", "animals"),
-                       limit_per_category: int | None = None, min_fg: float = 0.05) -> list[Cutout]:
-    """Foregrounds cut from ``colorize/<cat>/<split>`` images with their masks (alpha = label pixels)."""
+                       limit_per_category: int | None = None, min_fg: float = 0.05,
+                       exclude: frozenset[str] | set[str] = frozenset()) -> list[Cutout]:
+    """Foregrounds cut from ``colorize/<cat>/<split>`` images with their masks (alpha = label pixels).
+
+    ``exclude``: mask paths relative to ``data_root`` to skip (e.g. the ones ``mask_stats.csv`` marks unreliable).
+    """
     data_root = Path(data_root)
     out = []
     for cat in categories:
         label = CATEGORY_LABEL[cat]
         masks = sorted((data_root / "route" / "masks" / cat / split).glob("*.png"))
+        masks = [m for m in masks if str(m.relative_to(data_root)) not in exclude]
         taken = 0
         for mpath in masks:
             if limit_per_category is not None and taken >= limit_per_category:
@@ -156,4 +161,27 @@ def val_composites(data_root: str | Path, n: int = 100, size: int = 256, seed: i
     for i in range(n):
         scene = np.array(Image.open(scenes[i % len(scenes)]).convert("RGB"))
         out.append(make_composite(scene, cuts, rng, size))
+    return out
+
+
+def single_subject_composites(data_root: str | Path, category: str, n: int = 60, size: int = 256, seed: int = 0,
+                             exclude: frozenset[str] | set[str] = frozenset()
+                             ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Seeded "one subject pasted on a landscape" images: n val cut-outs of ``category`` (evenly spaced over
+    the sorted val masks), the i-th on val scene i.
+
+    Why besides :func:`val_composites`: those paste 1-3 random cut-outs that may hide each other (a face over
+    half a bird), which is a harder question than "is a bird on a landscape routed to the birds expert".
+    ``exclude`` removes unreliable val masks (shredded or fallback machine masks would make the "bird" region
+    mostly water or twigs). Same arguments -> the same images on any machine.
+    """
+    rng = np.random.default_rng(seed)
+    scenes = scene_paths(data_root, "val")
+    cuts = cutouts_from_masks(data_root, "val", categories=(category,), exclude=exclude)
+    if len(cuts) > n:  # evenly spaced: val files are sorted by species, the first n would be a few species
+        cuts = [cuts[i] for i in np.linspace(0, len(cuts) - 1, n).round().astype(int)]
+    out = []
+    for i, cut in enumerate(cuts):
+        scene = np.array(Image.open(scenes[i % len(scenes)]).convert("RGB"))
+        out.append(make_composite(scene, [cut], rng, size, n_range=(1, 1)))
     return out
