@@ -1,8 +1,8 @@
-"""Router design probes: inference input size, horizontal-flip averaging, and a class-prior shift.
+"""Router design probes: inference input size, flip and multi-scale averaging, and a class-prior shift.
 
     python bench/router_probe.py [--router embedded|PATH] [--n 100] [--out bench/results/router_probe]
 
-Both are measured on **seed-1** val composites (the reported router metrics use seed 0) and on
+All are measured on **seed-1** val composites (the reported router metrics use seed 0) and on
 60 val masks per category, with the router's own resize/softmax path. Writes JSON + Markdown.
 """
 
@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ensemble_color.routing import Router, load_router
@@ -43,6 +44,25 @@ class _FlipAveraged(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = torch.softmax(self.segmenter(x).float(), 1) + torch.softmax(self.segmenter(x.flip(-1)).float(), 1).flip(-1)
         return torch.log(p / 2)
+
+
+class _MultiScale(nn.Module):
+    """A segmenter whose class probabilities are averaged over the input and copies resized by ``factors``
+    (multiples of 32 px), returned as log-probabilities like :class:`_FlipAveraged`."""
+
+    def __init__(self, segmenter: nn.Module, factors: tuple[float, ...]) -> None:
+        super().__init__()
+        self.segmenter, self.factors = segmenter, factors
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        p = torch.softmax(self.segmenter(x).float(), 1)
+        for f in self.factors:
+            size = (max(32, round(h * f / 32) * 32), max(32, round(w * f / 32) * 32))
+            xs = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            p = p + F.interpolate(torch.softmax(self.segmenter(xs).float(), 1), size=(h, w), mode="bilinear",
+                                  align_corners=False)
+        return torch.log(p / (1 + len(self.factors)))
 
 
 def _wrapped(router: Router, segmenter: nn.Module) -> Router:
@@ -86,6 +106,11 @@ def main() -> None:
     rows.append({"probe": "flip averaging", "value": router.input_size,
                  "composites_seed1": miou(flipped, comps, recall=True), "val_masks_60": miou(flipped, masks)})
     print(rows[-1], flush=True)
+    for factors in ((1.25,), (1.5,)):
+        multi = _wrapped(router, _MultiScale(router.segmenter, factors))
+        rows.append({"probe": "multi-scale averaging", "value": [1.0, *factors],
+                     "composites_seed1": miou(multi, comps, recall=True), "val_masks_60": miou(multi, masks)})
+        print(rows[-1], flush=True)
     for b_bird, b_animal in itertools.product([0.0, 0.5, 1.0, 1.5], [0.0, 0.5, 1.0]):
         bias = torch.tensor([0.0, 0.0, b_bird, b_animal])  # ensemble labels: background, person, bird, animal
         rows.append({"probe": "logit_bias bird,animal", "value": [b_bird, b_animal],

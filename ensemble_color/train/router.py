@@ -394,8 +394,9 @@ class RouterLoss:
     """Cross-entropy (optionally class-weighted) + ``dice_weight`` x multiclass Dice, 255 ignored.
 
     Class weights exist because the router underfits the rare, small classes: v3 routed more than half
-    of a pasted bird to ``bird`` in only 36 of 59 *train* composites, so up-weighting bird and animal
-    pixels trades some background precision for subject recall.
+    of a pasted bird to ``bird`` in only 36 of 59 *train* composites (``bench/router_fit.py``), so
+    up-weighting bird and animal pixels trades some background precision for subject recall (measured:
+    v4 in ``router/README.md``).
     """
 
     def __init__(self, dice_weight: float = 0.5, class_weights: list[float] | None = None) -> None:
