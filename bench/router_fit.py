@@ -6,6 +6,8 @@ Builds ``n`` composites exactly like the val composites (``make_composite``, see
 from the first 80 masks per category) once from *train* scenes and *train* mask cut-outs (which the router
 was trained on) and once from val, and reports per class the share of visible pasted subjects routed more
 than half to their class. Similar shares on both mean the misses are underfitting, not overfitting.
+A third row routes the val composites saved as gray photos (8-bit Rec.601 luma, what a user's scan gives),
+not their Lab L (what the router was trained and is evaluated on).
 Writes JSON + Markdown.
 """
 
@@ -44,6 +46,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     router = load_router(args.router).eval()
     result = {split: pasted_recall(router, composites(args.data, split, args.n)) for split in ("train", "val")}
+    # what a user's gray photo gives: Rec.601 luma of the composite instead of its Lab L (the training input)
+    gray = [(np.repeat(np.array(Image.fromarray(rgb).convert("L"))[..., None], 3, 2), labels)
+            for rgb, labels in composites(args.data, "val", args.n)]
+    result["val, as gray photos"] = pasted_recall(router, gray)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"router": router.name, **result}, indent=1) + "\n")
