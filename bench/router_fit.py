@@ -2,7 +2,7 @@
 
     python bench/router_fit.py [--router embedded|PATH] [--n 100] [--out bench/results/router_fit]
 
-Builds ``n`` composites exactly like the val composites (``make_composite``, seed 0, 256 px, 1-3 cut-outs
+Builds ``n`` composites with the val composites' recipe (``val_composites``, seed 0, 256 px, 1-3 cut-outs
 from the first 80 masks per category) once from *train* scenes and *train* mask cut-outs (which the router
 was trained on) and once from val, and reports per class the share of visible pasted subjects routed more
 than half to their class. Similar shares on both mean the misses are underfitting, not overfitting.
@@ -22,17 +22,8 @@ import torch
 from PIL import Image
 
 from ensemble_color.routing import load_router
-from ensemble_color.train.composites import cutouts_from_masks, make_composite, scene_paths
+from ensemble_color.train.composites import val_composites
 from ensemble_color.train.router import pasted_recall
-
-
-def composites(data: str, split: str, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``val_composites``' recipe on any split."""
-    rng = np.random.default_rng(0)
-    scenes = scene_paths(data, split)
-    cuts = cutouts_from_masks(data, split, limit_per_category=80)
-    return [make_composite(np.array(Image.open(scenes[i % len(scenes)]).convert("RGB")), cuts, rng, 256)
-            for i in range(n)]
 
 
 def main() -> None:
@@ -45,10 +36,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     router = load_router(args.router).eval()
-    result = {split: pasted_recall(router, composites(args.data, split, args.n)) for split in ("train", "val")}
+    pairs = {split: val_composites(args.data, n=args.n, size=256, seed=0, split=split) for split in ("train", "val")}
+    result = {split: pasted_recall(router, p) for split, p in pairs.items()}
     # what a user's gray photo gives: Rec.601 luma of the composite instead of its Lab L (the training input)
     gray = [(np.repeat(np.array(Image.fromarray(rgb).convert("L"))[..., None], 3, 2), labels)
-            for rgb, labels in composites(args.data, "val", args.n)]
+            for rgb, labels in pairs["val"]]
     result["val, as gray photos"] = pasted_recall(router, gray)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

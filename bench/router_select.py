@@ -25,16 +25,17 @@ from ensemble_color.train.router import (
     pasted_recall,
     segmentation_scores,
     single_subject_recall,
+    single_subject_sets,
 )
 
 #: mIoU a candidate may lose (composites, val masks) and still ship if its bird recall is better
 TOLERANCE = 0.005
 
 
-def measure(router: Router, data: str, comps: list, masks: list) -> dict:
+def measure(router: Router, comps: list, single_sets: dict, masks: list) -> dict:
     """Tuning-set numbers of one router."""
     c = segmentation_scores(router, comps)
-    single = single_subject_recall(router, data, n=60, size=256, seed=1)
+    single = single_subject_recall(router, single_sets)
     return {
         "composites_miou": round(c["miou"], 4),
         "composites_iou": {k: None if v is None else round(v, 4) for k, v in c["iou"].items()},
@@ -67,10 +68,11 @@ def main() -> None:
     comps = val_composites(args.data, n=100, size=256, seed=1)
     val = load_masked(args.data, "val", limit=60, clean=False)
     masks = list(zip(val.images, val.masks, strict=True))
+    single_sets = single_subject_sets(args.data, n=60, size=256, seed=1)
     rows = []
     for spec in args.routers:
         router = load_router(spec).eval()
-        rows.append({"router": spec, "name": router.name, **measure(router, args.data, comps, masks)})
+        rows.append({"router": spec, "name": router.name, **measure(router, comps, single_sets, masks)})
         print(rows[-1], flush=True)
     for row in rows[1:]:
         row["ship"], row["checks"] = verdict(rows[0], row)

@@ -26,8 +26,12 @@ def route_color(name: str) -> tuple[int, int, int]:
     return 60 + h[0] % 180, 60 + h[1] % 180, 60 + h[2] % 180
 
 
+#: weight of the route tint over the gray photo in :func:`routing_overlay` (what ``--save-masks`` writes)
+OVERLAY_ALPHA = 0.55
+
+
 def routing_overlay(L: torch.Tensor, probs: torch.Tensor, route_classes: tuple[str, ...] | list[str],
-                    alpha: float = 0.55) -> torch.Tensor:
+                    alpha: float = OVERLAY_ALPHA) -> torch.Tensor:
     """Gray image tinted by soft route probabilities: (1, h, w) L + (R, h, w) probs -> (3, h, w) RGB [0, 1]."""
     colors = torch.tensor([route_color(c) for c in route_classes], dtype=torch.float32) / 255
     tint = torch.einsum("rhw,rc->chw", probs.float(), colors)

@@ -210,28 +210,35 @@ def test_shipped_router_routes_pasted_birds_to_bird() -> None:
     assert all(f > 0.5 for f in checked), checked
 
 
+@pytest.fixture(scope="module")
+def seed0_single_birds() -> list[tuple[np.ndarray, np.ndarray]]:
+    """60 seed-0 "one clean val bird pasted on a val scene" composites (see ``single_subject_composites``)."""
+    from ensemble_color.train.composites import single_subject_composites
+
+    return single_subject_composites(DATA, "birds", n=60, size=256, seed=0,
+                                     exclude=train_router.unreliable_masks(DATA))
+
+
 @pytest.mark.data
 @requires_data
 @shipped
-def test_shipped_router_routes_most_birds_pasted_on_a_landscape_to_bird() -> None:
+def test_shipped_router_routes_most_birds_pasted_on_a_landscape_to_bird(seed0_single_birds) -> None:
     """Regression floor under the measured 40 of 60: one clean val bird pasted on a val scene (seed 0), routed
     more than half to ``bird`` in at least 60 % of 60 such composites (router fed the composite's own L)."""
-    from ensemble_color.train.composites import LABELS, single_subject_composites
+    from ensemble_color.train.composites import LABELS
 
     router = load_router("embedded").eval()
-    pairs = single_subject_composites(DATA, "birds", n=60, size=256, seed=0,
-                                      exclude=train_router.unreliable_masks(DATA))
     fractions = [train_router.routed_fraction(router, rgb, labels == LABELS["bird"], "bird")
-                 for rgb, labels in pairs]
+                 for rgb, labels in seed0_single_birds]
     assert len(fractions) == 60
     assert np.mean(np.array(fractions) > 0.5) >= 0.6, sorted(fractions)
 
 
 def _probs_from_overlay(overlay: np.ndarray, L: np.ndarray, route_classes: tuple[str, ...]) -> np.ndarray:
-    """Invert ``visualize.routing_overlay`` (alpha 0.55): per-pixel route probabilities from the saved PNG."""
-    from ensemble_color.visualize import route_color
+    """Invert ``visualize.routing_overlay``: per-pixel route probabilities from the saved PNG."""
+    from ensemble_color.visualize import OVERLAY_ALPHA, route_color
 
-    tint = (overlay.astype(np.float64) / 255 - 0.45 * (L[..., None] / 100)) / 0.55
+    tint = (overlay.astype(np.float64) / 255 - (1 - OVERLAY_ALPHA) * (L[..., None] / 100)) / OVERLAY_ALPHA
     A = np.vstack([np.array([route_color(c) for c in route_classes], np.float64).T / 255,
                    np.ones(len(route_classes))])  # 3 colour rows + "probabilities sum to 1"
     rhs = np.concatenate([tint, np.ones((*tint.shape[:2], 1))], -1)
@@ -244,16 +251,15 @@ def _probs_from_overlay(overlay: np.ndarray, L: np.ndarray, route_classes: tuple
 @pytest.mark.xfail(strict=True, reason="issue 4 blocked: on the gray versions of the first five seed-0 single-bird "
                    "composites the shipped router (v3) routes 0.90, 0.74, 0.80, 0.46 and 0.91 of the bird to 'bird' "
                    "(40 of 60 pass 0.5); strict, so it must be un-marked once it passes")
-def test_cli_saved_mask_shows_pasted_birds_routed_to_bird(tmp_path: Path) -> None:
+def test_cli_saved_mask_shows_pasted_birds_routed_to_bird(tmp_path: Path, seed0_single_birds) -> None:
     """The issue's check end to end, as a user would make it: a bird pasted on a landscape (one clean val bird on
     a val scene, seed 0), saved as a *gray* photo, default CLI with --save-masks; the saved overlay, read back,
     must show more than half of each of the first five birds routed to ``bird``."""
     from ensemble_color.cli import main
     from ensemble_color.color import rgb_to_lab
-    from ensemble_color.train.composites import LABELS, single_subject_composites
+    from ensemble_color.train.composites import LABELS
 
-    pairs = single_subject_composites(DATA, "birds", n=60, size=256, seed=0,
-                                      exclude=train_router.unreliable_masks(DATA))[:5]
+    pairs = seed0_single_birds[:5]
     for i, (rgb, _) in enumerate(pairs):
         Image.fromarray(rgb).convert("L").save(tmp_path / f"bird{i}.png")
     assert main([str(tmp_path / f"bird{i}.png") for i in range(5)] + ["-o", str(tmp_path / "out"),

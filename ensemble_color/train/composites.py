@@ -147,16 +147,17 @@ def scene_paths(data_root: str | Path, split: str) -> list[Path]:
             if str(p.relative_to(data_root)) not in skip]
 
 
-def val_composites(data_root: str | Path, n: int = 100, size: int = 256, seed: int = 0
+def val_composites(data_root: str | Path, n: int = 100, size: int = 256, seed: int = 0, split: str = "val"
                    ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The fixed, seeded evaluation composites: val foregrounds pasted on val scenes.
 
     Same ``(data, n, size, seed)`` -> the same images, on any machine: every method in
-    ``bench/compare.py`` and ``evaluate`` is measured on exactly these.
+    ``bench/compare.py`` and ``evaluate`` is measured on exactly these. ``split="train"`` builds the same
+    recipe from train data (``bench/router_fit.py``: does the router miss what it was trained on too?).
     """
     rng = np.random.default_rng(seed)
-    scenes = scene_paths(data_root, "val")
-    cuts = cutouts_from_masks(data_root, "val", limit_per_category=80)
+    scenes = scene_paths(data_root, split)
+    cuts = cutouts_from_masks(data_root, split, limit_per_category=80)
     out = []
     for i in range(n):
         scene = np.array(Image.open(scenes[i % len(scenes)]).convert("RGB"))

@@ -327,13 +327,20 @@ def pasted_recall(router: Router, pairs: list[tuple[np.ndarray, np.ndarray]], mi
                 "mean_fraction": float(np.mean(v))} for k, v in fractions.items()}
 
 
-def single_subject_recall(router: Router, data_root: str | Path, n: int = 60, size: int = 256, seed: int = 0
+def single_subject_sets(data_root: str | Path, n: int = 60, size: int = 256, seed: int = 0
+                        ) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """Per mask category, ``n`` "one clean subject pasted on a val scene" images (built once, scored by any
+    number of routers with :func:`single_subject_recall`)."""
+    bad = unreliable_masks(data_root)
+    return {category: single_subject_composites(data_root, category, n=n, size=size, seed=seed, exclude=bad)
+            for category in MASK_CATEGORIES}
+
+
+def single_subject_recall(router: Router, sets: dict[str, list[tuple[np.ndarray, np.ndarray]]]
                           ) -> dict[str, dict[str, float]]:
-    """:func:`pasted_recall` on "one subject pasted on a val scene" images, per mask category (n each)."""
+    """:func:`pasted_recall` on each of :func:`single_subject_sets`' sets, keyed by route class."""
     out: dict[str, dict[str, float]] = {}
-    for category in MASK_CATEGORIES:
-        pairs = single_subject_composites(data_root, category, n=n, size=size, seed=seed,
-                                          exclude=unreliable_masks(data_root))
+    for pairs in sets.values():
         out.update(pasted_recall(router, pairs))
     return out
 
@@ -784,7 +791,7 @@ def run_eval(args: argparse.Namespace, argv: list[str] | None = None) -> dict[st
     comps = val_composites(data, n=args.composites, size=args.composite_size, seed=args.seed)
     comp = segmentation_scores(router, comps)
     recall = pasted_recall(router, comps)
-    single = single_subject_recall(router, data, args.single, args.composite_size, args.seed)
+    single = single_subject_recall(router, single_subject_sets(data, args.single, args.composite_size, args.seed))
     scenes = load_scenes(data, "val", limit=args.limit)
     bg = [float((predict_labels(router, s) == LABELS["background"]).mean()) for s in scenes]
     result = {
