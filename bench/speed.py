@@ -1,20 +1,25 @@
 """Speed and memory of the full pipeline vs a single expert, measured side by side in one run.
 
-    python bench/speed.py [--repeats 7] [--out bench/results/speed]
+    python bench/speed.py [--repeats 7] [--out bench/results/speed] [--backends torch onnxruntime]
 
 For each input size (512x512 and 1024x768 by default) it times, interleaved round by round so
 machine noise hits every variant alike:
   * ``pipeline``: load-free colourisation (router + experts on crops + blend + full-res join);
   * ``single_expert``: the fallback/background expert alone on the same working-size L, joined the
     same way (the cheapest honest colouriser at the same working size);
-and reports medians, the ratio pipeline / single expert, the router's share of pipeline time, and
-peak RSS (process high-water mark, so it only grows: read it per size in run order).
+  * ``pipeline_onnxruntime``: the same pipeline with the router's segmenter and the experts on
+    onnxruntime (``--backend onnxruntime``, converted in memory at load), when onnxruntime is installed;
+and reports medians, the ratio pipeline / single expert, the router's share of pipeline time, the
+onnxruntime speed-up end to end and per stage (where the time goes), and peak RSS (process high-water
+mark, so it only grows: read it per size in run order).
 Writes JSON and Markdown.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import importlib.util
 import json
 import platform
 import resource
@@ -26,7 +31,9 @@ import torch
 
 from ensemble_color.color import join_l_ab, rgb_to_l
 from ensemble_color.composite import choose_fallback, upsample_ab
-from ensemble_color.pipeline import Pipeline, working_size
+from ensemble_color.pipeline import Pipeline, PipelineOptions, working_size
+
+STAGES = ("load_resize", "router", "experts", "compose")  #: ColorizeResult.seconds keys, in pipeline order
 
 
 def peak_rss_mb() -> float:
@@ -63,36 +70,57 @@ def main() -> None:
     ap.add_argument("--router", default="embedded")
     ap.add_argument("--experts", action="append", default=[])
     ap.add_argument("--out", default="bench/results/speed")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads and each onnxruntime session's")
+    ap.add_argument("--backends", nargs="+", default=None, choices=["torch", "onnxruntime"],
+                    help="default: both when onnxruntime is installed, else torch")
+    ap.add_argument("--note", default="", help="a line printed above the tables (e.g. 'measured under load')")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    pipe = Pipeline.load(args.experts, router=args.router, device="cpu")
+    backends = args.backends or ["torch", *(["onnxruntime"] if importlib.util.find_spec("onnxruntime") else [])]
+    pipes = {b: Pipeline.load(args.experts, router=args.router, device="cpu",
+                              options=PipelineOptions(backend=b, threads=args.threads)) for b in backends}
+    pipe = pipes[backends[0]]
     single, single_name = single_expert_fn(pipe)
     rows = []
     for size in args.sizes:
         w, h = map(int, size.split("x"))
         img = photo_like(h, w)
-        pipe.colorize(img)  # warm-up: builds every expert, allocator settles
+        for p in pipes.values():
+            p.colorize(img)  # warm-up: builds every expert, allocator settles
         single(img)
-        t_pipe, t_single, t_router = [], [], []
+        t_pipe: dict[str, list[float]] = {b: [] for b in pipes}
+        t_stage: dict[str, dict[str, list[float]]] = {b: {k: [] for k in STAGES} for b in pipes}
+        t_single, t_router, results = [], [], {}
         for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            res = pipe.colorize(img)
-            t_pipe.append(time.perf_counter() - t0)
-            t_router.append(res.seconds["router"])
+            for b, p in pipes.items():  # interleaved: the backends share every round's machine noise
+                t0 = time.perf_counter()
+                results[b] = p.colorize(img)
+                t_pipe[b].append(time.perf_counter() - t0)
+                for k in STAGES:
+                    t_stage[b][k].append(results[b].seconds[k])
+            t_router.append(results[backends[0]].seconds["router"])
             t0 = time.perf_counter()
             single(img)
             t_single.append(time.perf_counter() - t0)
-        med_p, med_s = statistics.median(t_pipe), statistics.median(t_single)
-        rows.append({"size": size, "work_size": pipe.options.work_size, "pipeline_s": med_p, "single_expert_s": med_s,
-                     "ratio_pipeline_over_single": med_p / med_s, "router_s": statistics.median(t_router),
-                     "router_share": statistics.median(r / p for r, p in zip(t_router, t_pipe, strict=True)),
-                     "experts_run": sorted(res.boxes), "peak_rss_mb_after": peak_rss_mb(),
-                     "pipeline_all_s": t_pipe, "single_all_s": t_single})
+        res = results[backends[0]]
+        med_p, med_s = statistics.median(t_pipe[backends[0]]), statistics.median(t_single)
+        row = {"size": size, "work_size": pipe.options.work_size, "backend": backends[0], "pipeline_s": med_p,
+               "single_expert_s": med_s, "ratio_pipeline_over_single": med_p / med_s,
+               "router_s": statistics.median(t_router),
+               "router_share": statistics.median(r / p for r, p in zip(t_router, t_pipe[backends[0]], strict=True)),
+               "experts_run": sorted(res.boxes), "peak_rss_mb_after": peak_rss_mb(),
+               "pipeline_all_s": t_pipe[backends[0]], "single_all_s": t_single,
+               "backends": {b: {"pipeline_s": statistics.median(t_pipe[b]), "pipeline_all_s": t_pipe[b],
+                                "stages_s": {k: statistics.median(v) for k, v in t_stage[b].items()},
+                                "experts_run": sorted(results[b].boxes)} for b in pipes}}
+        rows.append(row)
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor(),
             "router": pipe.router.name, "experts": sorted(pipe.experts), "single_expert": single_name,
-            "repeats": args.repeats, "image": "synthetic smooth gray (bench/speed.py photo_like)"}
+            "repeats": args.repeats, "image": "synthetic smooth gray (bench/speed.py photo_like)",
+            "backends": backends, "note": args.note}
+    if "onnxruntime" in pipes:
+        meta["onnxruntime"] = importlib.metadata.version("onnxruntime")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
@@ -103,8 +131,30 @@ def main() -> None:
            for r in rows]
     md.append(f"\nrouter `{meta['router']}`, experts {meta['experts']}, single expert = `{single_name}`, "
               f"{meta['threads']} threads, {args.repeats} interleaved repeats, torch {meta['torch']}.")
+    if len(pipes) > 1:
+        md += backend_table(rows, backends, meta)
+    if args.note:
+        md.insert(0, f"**{args.note}**\n")
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
+
+
+def backend_table(rows: list[dict], backends: list[str], meta: dict) -> list[str]:
+    """Markdown: end-to-end medians per backend, the speed-up over the first, and per-stage medians."""
+    base = backends[0]
+    head = "| input | " + " | ".join(f"{b} (s)" for b in backends) + " | " + \
+        " | ".join(f"{base} / {b}" for b in backends[1:]) + " | " + \
+        " | ".join(f"{b}: {' / '.join(STAGES)} (ms)" for b in backends) + " |"
+    md = ["", head, "|---|" + "---:|" * (2 * len(backends) - 1 + len(backends))]
+    for r in rows:
+        med = {b: r["backends"][b]["pipeline_s"] for b in backends}
+        stages = [" / ".join(f"{r['backends'][b]['stages_s'][k] * 1000:.0f}" for k in STAGES) for b in backends]
+        md.append(f"| {r['size']} | " + " | ".join(f"{med[b]:.3f}" for b in backends) + " | "
+                  + " | ".join(f"{med[base] / med[b]:.2f}×" for b in backends[1:]) + " | " + " | ".join(stages) + " |")
+    md.append(f"\nBackends measured in the same rounds, interleaved; onnxruntime {meta.get('onnxruntime', '-')} "
+              "runs the router's segmenter and the experts, torch everything else (resize, routing table, crops, "
+              "blend, guided upsampling, Lab join), so `router`/`experts` are what it can speed up.")
+    return md
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import html
 import logging
+import math
 import shutil
 import signal
 import sys
@@ -47,6 +48,7 @@ from .composite import SUBJECT_CONTEXT_RAMP
 from .io import ImageLoadError, LoadedImage, load_image, save_image, to_pil
 from .pipeline import Pipeline
 from .routing import TORCHVISION_BACKENDS, available_routers
+from .video import FALLBACK_FPS, VideoError, colorize_video, probe_video
 from .visualize import legend, routing_overlay
 
 if TYPE_CHECKING:
@@ -64,6 +66,7 @@ EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 #: does not check API callers' values against the sliders.
 WORK_SIZE_RANGE = (128, 1024)
 SATURATION_RANGE = (0.0, 2.0)
+VIDEO_LIMIT_HINT = ": trim or downscale it, or colourise it with the command line"
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ class AppConfig:
     keep_results_s: float = 3600.0   #: downloads older than this are deleted from the temp folder
     examples_dir: Path | None = EXAMPLES_DIR
     routers: tuple[str, ...] | None = None  #: router choices; None = those usable offline
+    max_video_seconds: float = 15.0  #: Video tab: longer clips are refused (2 CPU cores colour ~8 frames/s)
+    max_video_megapixels: float = 1.0  #: Video tab: largest frame (720p); the CLI takes up to 4K and any length
 
 
 class PipelineCache:
@@ -128,6 +133,15 @@ class DemoOutputs:
     legend: list[tuple[str, str]] = field(default_factory=list)  #: ("bird → birds", "#3cbe50")
     gallery: list[tuple[Image.Image, str]] = field(default_factory=list)  #: each expert alone
     download: Path | None = None               #: full-resolution PNG in the demo's temp folder
+    status: str = ""
+    error: str | None = None
+
+
+@dataclass
+class DemoVideoOutputs:
+    """What one Video-tab request shows. ``error`` set means nothing else is."""
+
+    video: Path | None = None                  #: the colourised clip (WebM/VP8: plays in every browser)
     status: str = ""
     error: str | None = None
 
@@ -200,6 +214,42 @@ class DemoHandler:
                       f"{time.perf_counter() - t0:.1f} s.{note}")
         return out
 
+    def video(self, video: str | Path | dict[str, Any] | None, work_size: float = 256, saturation: float = 1.0,
+              stabilize: bool = True) -> DemoVideoOutputs:
+        """Colourise a short clip (bounded by ``max_video_seconds`` / ``max_video_megapixels``) with every
+        expert and the default router; user errors come back in ``.error``, nothing half-written is served."""
+        t0 = time.perf_counter()
+        path = _payload_path(video)
+        if path is None:
+            return DemoVideoOutputs(error="Upload a video first.")
+        if problem := self._check_settings(work_size, saturation, self.expert_names, self.default_router):
+            return DemoVideoOutputs(error=problem)
+        name, cfg = _display_name(video, path), self.config
+        try:
+            if path.is_file() and path.stat().st_size > cfg.max_upload_mb * 1024 * 1024:
+                raise VideoError(f"{path}: file is {path.stat().st_size / 2**20:.1f} MB, over the "
+                                 f"{cfg.max_upload_mb:g} MB limit")
+            max_pixels = int(cfg.max_video_megapixels * 1e6)
+            info = probe_video(path)
+            if info.width * info.height > max_pixels:
+                raise VideoError(f"{path}: frames are {info.width}×{info.height}, over this demo's "
+                                 f"{cfg.max_video_megapixels:g} MP limit{VIDEO_LIMIT_HINT}")
+            if info.seconds > cfg.max_video_seconds:
+                raise VideoError(f"{path}: {info.seconds:.1f} s long, over this demo's {cfg.max_video_seconds:g} s "
+                                 f"limit{VIDEO_LIMIT_HINT}")
+            pipe = self.base.with_options(work_size=int(work_size), saturation=float(saturation))
+            dst = self._result_folder() / f"{Path(name).stem or 'video'}_colorized.webm"
+            report = colorize_video(pipe, path, dst, stabilize=bool(stabilize), max_pixels=max_pixels,
+                                    max_frames=math.ceil(cfg.max_video_seconds * (info.fps or FALLBACK_FPS)))
+        except VideoError as err:
+            return DemoVideoOutputs(error=str(err).replace(str(path), name))
+        carried = (f"colour carried along motion, reset at {len(report.cuts)} scene cut(s)" if report.stabilized
+                   else "each frame coloured on its own")
+        notes = "".join(f" {n[0].upper()}{n[1:]}." for n in report.notes)
+        return DemoVideoOutputs(video=dst, status=f"{report.width}×{report.height}, {report.frames} frames at "
+                                f"{report.fps:.3g} fps; {carried}; audio {report.audio}; "
+                                f"{time.perf_counter() - t0:.1f} s.{notes}")
+
     def _check_settings(self, work_size: float, saturation: float, chosen: list[str],
                         router: str) -> str | None:
         """A sentence saying what is wrong with the request's settings, or None."""
@@ -233,12 +283,16 @@ class DemoHandler:
 
     def _save(self, im: Image.Image, name: str) -> Path:
         """Write the full-res PNG into a fresh sub-folder (keeps the user's file name), prune old ones."""
+        path = self._result_folder() / f"{Path(name).stem or 'photo'}_colorized.png"
+        save_image(im, path)
+        return path
+
+    def _result_folder(self) -> Path:
+        """A fresh sub-folder for one request's result (keeps the user's file name); prunes old ones."""
         self._prune()
         folder = self.out_dir / uuid.uuid4().hex
         folder.mkdir()
-        path = folder / f"{Path(name).stem or 'photo'}_colorized.png"
-        save_image(im, path)
-        return path
+        return folder
 
     def _prune(self) -> None:
         """Delete result folders older than ``keep_results_s`` so a long-running demo doesn't fill /tmp."""
@@ -324,43 +378,46 @@ def build_demo(pipeline_factory: PipelineFactory, default_router: str = "embedde
         gr.Markdown("## ensemble_color: routed photo colouriser\n"
                     "A router decides which expert colours each region (people, birds, animals, scenery); "
                     "their predictions are blended and joined with your photo's original lightness.")
-        with gr.Row():
-            with gr.Column(scale=2):
-                image = gr.Image(type="filepath", label="Photo (black-and-white or colour)",
-                                 sources=["upload", "clipboard"], height=340, elem_id="input-image")
-                if examples := example_files(config.examples_dir):
-                    gr.Examples(examples=examples, inputs=[image], label="Example photos",
-                                cache_examples=False, examples_per_page=8)
-                run_btn = gr.Button("Colourise", variant="primary", elem_id="run")
-                with gr.Accordion("Settings", open=True):
-                    work_size = gr.Slider(*WORK_SIZE_RANGE, value=handler.base.options.work_size, step=32,
-                                          label="Working resolution (long side, px)",
-                                          info="Higher: finer colour detail, slower.")
-                    saturation = gr.Slider(*SATURATION_RANGE, value=handler.base.options.saturation,
-                                           step=0.05,
-                                           label="Saturation")
-                    chosen = gr.CheckboxGroup(experts, value=experts, label="Enabled experts",
-                                              info="Disabled experts' regions go to the fallback expert.")
-                    main_subject = gr.Checkbox(False, label="One main subject",
-                                               info="A photo of one bird, animal or person: its expert also "
-                                                    "colours the background, as it learned with its subject.")
-                    router = gr.Dropdown(handler.routers, value=default_router, label="Router")
-                    show_routing = gr.Checkbox(True, label="Show routing")
-                    show_experts = gr.Checkbox(True, label="Show each expert's own colourisation")
-            with gr.Column(scale=3):
-                slider = gr.ImageSlider(label="Before / after (drag the handle)", type="pil", format="png",
-                                        elem_id="result", max_height=640)
-                status = gr.Markdown(elem_id="status")
-                download = gr.File(label="Download: full-resolution PNG", interactive=False,
-                                   elem_id="download")
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=2):
-                overlay = gr.Image(label="Routing: which expert coloured where", type="pil", format="png",
-                                   interactive=False, height=360, elem_id="overlay")
-                legend_box = gr.HTML(elem_id="legend")
-            with gr.Column(scale=3):
-                gallery = gr.Gallery(label="Each expert alone (whole image)", columns=3, height=360,
-                                     object_fit="contain", elem_id="gallery", format="png")
+        with gr.Tab("Photo", id="photo"):
+            with gr.Row():
+                with gr.Column(scale=2):
+                    image = gr.Image(type="filepath", label="Photo (black-and-white or colour)",
+                                     sources=["upload", "clipboard"], height=340, elem_id="input-image")
+                    if examples := example_files(config.examples_dir):
+                        gr.Examples(examples=examples, inputs=[image], label="Example photos",
+                                    cache_examples=False, examples_per_page=8)
+                    run_btn = gr.Button("Colourise", variant="primary", elem_id="run")
+                    with gr.Accordion("Settings", open=True):
+                        work_size = gr.Slider(*WORK_SIZE_RANGE, value=handler.base.options.work_size, step=32,
+                                              label="Working resolution (long side, px)",
+                                              info="Higher: finer colour detail, slower.")
+                        saturation = gr.Slider(*SATURATION_RANGE, value=handler.base.options.saturation,
+                                               step=0.05,
+                                               label="Saturation")
+                        chosen = gr.CheckboxGroup(experts, value=experts, label="Enabled experts",
+                                                  info="Disabled experts' regions go to the fallback expert.")
+                        main_subject = gr.Checkbox(False, label="One main subject",
+                                                   info="A photo of one bird, animal or person: its expert also "
+                                                        "colours the background, as it learned with its subject.")
+                        router = gr.Dropdown(handler.routers, value=default_router, label="Router")
+                        show_routing = gr.Checkbox(True, label="Show routing")
+                        show_experts = gr.Checkbox(True, label="Show each expert's own colourisation")
+                with gr.Column(scale=3):
+                    slider = gr.ImageSlider(label="Before / after (drag the handle)", type="pil", format="png",
+                                            elem_id="result", max_height=640)
+                    status = gr.Markdown(elem_id="status")
+                    download = gr.File(label="Download: full-resolution PNG", interactive=False,
+                                       elem_id="download")
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=2):
+                    overlay = gr.Image(label="Routing: which expert coloured where", type="pil", format="png",
+                                       interactive=False, height=360, elem_id="overlay")
+                    legend_box = gr.HTML(elem_id="legend")
+                with gr.Column(scale=3):
+                    gallery = gr.Gallery(label="Each expert alone (whole image)", columns=3, height=360,
+                                         object_fit="contain", elem_id="gallery", format="png")
+        with gr.Tab("Video", id="video"):
+            _video_tab(gr, handler)
 
         inputs = [image, work_size, saturation, chosen, router, show_routing, show_experts, main_subject]
         outputs = [slider, overlay, legend_box, gallery, download, status]
@@ -372,6 +429,38 @@ def build_demo(pipeline_factory: PipelineFactory, default_router: str = "embedde
                             api_visibility="private")
     demo.queue(max_size=config.queue_size, default_concurrency_limit=config.concurrency)
     return demo
+
+
+def _video_tab(gr: Any, handler: DemoHandler) -> None:
+    """The Video tab's components and event (inside the caller's ``gr.Tab``): upload, settings, result."""
+    cfg = handler.config
+
+    def run_video(video, work_size, saturation, stabilize):
+        out = handler.video(video, work_size, saturation, stabilize)
+        if out.error:
+            gr.Warning(out.error)
+            return None, f"⚠️ {out.error}"
+        return str(out.video), out.status
+
+    gr.Markdown(f"Clips up to {cfg.max_video_seconds:g} s and {cfg.max_video_megapixels:g} MP per frame "
+                f"(longer films: `python -m ensemble_color film.mp4 -o out/`). Colour is carried along the "
+                f"motion between frames, so it does not flicker, and starts afresh at scene cuts.")
+    with gr.Row():
+        with gr.Column(scale=2):
+            video_in = gr.Video(label="Film (black-and-white or colour)", sources=["upload"], height=300,
+                                elem_id="input-video")
+            run_btn = gr.Button("Colourise video", variant="primary", elem_id="run-video")
+            work_size = gr.Slider(*WORK_SIZE_RANGE, value=handler.base.options.work_size, step=32,
+                                  label="Working resolution (long side, px)", info="Higher: finer, slower.")
+            saturation = gr.Slider(*SATURATION_RANGE, value=handler.base.options.saturation, step=0.05,
+                                   label="Saturation")
+            stabilize = gr.Checkbox(True, label="Temporally stable",
+                                    info="Off: every frame coloured on its own (flickers).")
+        with gr.Column(scale=3):
+            video_out = gr.Video(label="Colourised (WebM)", interactive=False, elem_id="result-video")
+            status = gr.Markdown(elem_id="video-status")
+    run_btn.click(run_video, [video_in, work_size, saturation, stabilize], [video_out, status],
+                  api_name="colorize_video", preprocess=False, trigger_mode="always_last")
 
 
 def launch_options(config: AppConfig) -> dict[str, Any]:
@@ -397,6 +486,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--queue-size", type=int, default=d.queue_size,
                         help="waiting requests before refusing")
     parser.add_argument("--concurrency", type=int, default=d.concurrency, help="colourisations run at once")
+    parser.add_argument("--max-video-seconds", type=float, default=d.max_video_seconds,
+                        help="longest clip the Video tab accepts")
+    parser.add_argument("--max-video-megapixels", type=float, default=d.max_video_megapixels,
+                        help="largest video frame the Video tab accepts, in megapixels")
     return parser
 
 
@@ -404,7 +497,8 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
     """The :class:`AppConfig` described by parsed :func:`add_serve_arguments` options."""
     return AppConfig(host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
                      max_megapixels=args.max_megapixels, queue_size=args.queue_size,
-                     concurrency=args.concurrency)
+                     concurrency=args.concurrency, max_video_seconds=args.max_video_seconds,
+                     max_video_megapixels=args.max_video_megapixels)
 
 
 def _exit_on_sigterm() -> None:

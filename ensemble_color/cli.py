@@ -10,14 +10,19 @@ from __future__ import annotations
 import argparse
 import glob
 import sys
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING
 
 from .composite import SUBJECT_CONTEXT_RAMP
 from .io import ImageLoadError, load_image, save_image, to_pil
 from .train.data import IMAGE_SUFFIXES
+from .video import ANIMATION_SUFFIXES, VIDEO_SUFFIXES, is_frame_sequence
 
-SUBCOMMANDS = ("train", "evaluate", "serve")
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+SUBCOMMANDS = ("train", "evaluate", "serve", "batch", "export")
 OUTPUT_TAGS = ("_colorized", "_routing")
 
 
@@ -25,13 +30,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ensemble_color",
         description="Colourise grayscale photos with a routed ensemble of expert models. "
-                    "Other commands: 'ensemble_color train|evaluate|serve --help'.")
-    p.add_argument("inputs", nargs="*", help="image files, folders or glob patterns")
+                    "Other commands: 'ensemble_color train|evaluate|serve|batch|export --help'.")
+    p.add_argument("inputs", nargs="*", help="image or video files (animated GIFs too), folders or glob patterns")
     p.add_argument("-o", "--output", help="output folder (default: next to each input)")
-    p.add_argument("--format", choices=["png", "jpg", "webp", "tif"], help="output format (default: the input's)")
+    p.add_argument("--format", choices=["png", "jpg", "webp", "tif"],
+                   help="output format of still images (default: the input's; videos and animations keep theirs)")
     p.add_argument("--overwrite", action="store_true", help="replace earlier outputs (inputs are never replaced)")
     p.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 …")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="run the router and experts in torch or onnxruntime (faster on CPU; needs the 'onnx' "
+                        "extra; converts in memory unless the plugins ship model.onnx, see 'export onnx')")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch and each onnxruntime session")
     p.add_argument("--size", type=int, default=None, help="working resolution: long side in pixels")
     p.add_argument("--saturation", type=float, default=None, help="chroma multiplier (1 = as predicted)")
     p.add_argument("--router", default="embedded", help="embedded | background | generalist | lraspp | "
@@ -55,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                               f"subject' box)")
     p.add_argument("--save-masks", action="store_true", help="also write {stem}_routing.png (routing overlay)")
     p.add_argument("--per-expert", action="store_true", help="also write each expert's own colourisation")
-    p.add_argument("--batch-size", type=int, default=4, help="images colourised together")
+    p.add_argument("--batch-size", type=int, default=4, help="images (or video frames) colourised together")
+    p.add_argument("--no-stabilize", action="store_true",
+                   help="videos: colour every frame on its own (default: colour carried along motion, less flicker)")
     p.add_argument("--list-experts", action="store_true", help="list plugins found / skipped and exit")
     return p
 
@@ -68,8 +80,7 @@ def expand_inputs(items: Iterable[str], recursive: bool) -> tuple[list[Path], li
         path = Path(item)
         if path.is_dir():
             found = sorted(p for p in (path.rglob("*") if recursive else path.iterdir())
-                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                           and not p.stem.endswith(OUTPUT_TAGS) and not p.name.startswith("."))
+                           if p.is_file() and (is_input_image(p) or is_input_sequence(p)))
             files.extend(found)
         elif path.exists():
             files.append(path)
@@ -83,6 +94,20 @@ def expand_inputs(items: Iterable[str], recursive: bool) -> tuple[list[Path], li
     seen: set[Path] = set()
     unique = [f for f in files if not (f.resolve() in seen or seen.add(f.resolve()))]
     return unique, errors
+
+
+def is_input_image(path: PurePath) -> bool:
+    """Whether a file found in a folder is an input: an image, not hidden, not one of our outputs.
+    A pure name test, so ``batch`` applies the same rule to remote (pyarrow filesystem) listings."""
+    return (path.suffix.lower() in IMAGE_SUFFIXES and not path.stem.endswith(OUTPUT_TAGS)
+            and not path.name.startswith("."))
+
+
+def is_input_sequence(path: PurePath) -> bool:
+    """Whether a file found in a folder is a video or a (possibly animated) GIF/PNG/WebP, by the naming rules
+    of :func:`is_input_image`; GIFs used to be skipped without a word."""
+    return (path.suffix.lower() in (*VIDEO_SUFFIXES, *ANIMATION_SUFFIXES) and not path.stem.endswith(OUTPUT_TAGS)
+            and not path.name.startswith("."))
 
 
 def parse_context(values: Sequence[float]) -> tuple[float, float]:
@@ -108,31 +133,42 @@ def parse_assign(items: Iterable[str]) -> dict[str, tuple[str, ...]]:
 def output_path(src: Path, out_dir: Path | None, tag: str, fmt: str | None, overwrite: bool,
                 protected: set[Path]) -> Path:
     """``{stem}{tag}.{ext}``; never an input file, and never an existing file unless ``overwrite``."""
+    folder = out_dir or src.parent
+    return folder / output_name(src, tag, fmt, lambda name: (folder / name).resolve() in protected
+                                or ((folder / name).exists() and not overwrite))
+
+
+def output_name(src: PurePath, tag: str, fmt: str | None, taken: Callable[[str], bool]) -> str:
+    """``{stem}{tag}.{ext}``, else ``{stem}{tag}_1.{ext}``, ``_2``… until ``taken`` says no: the naming rule
+    alone, so ``batch`` can plan names against a folder listing (local or remote) instead of the disk."""
     ext = f".{fmt}" if fmt else (src.suffix.lower() if src.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp",
                                                                                ".tif", ".tiff") else ".png")
-    folder = out_dir or src.parent
-    candidate = folder / f"{src.stem}{tag}{ext}"
-    n = 1
-    while candidate.resolve() in protected or (candidate.exists() and not overwrite):
-        candidate = folder / f"{src.stem}{tag}_{n}{ext}"
-        n += 1
-    return candidate
+    name, n = f"{src.stem}{tag}{ext}", 1
+    while taken(name):
+        name, n = f"{src.stem}{tag}_{n}{ext}", n + 1
+    return name
 
 
 def list_experts(args: argparse.Namespace) -> int:
     from .composite import ExpertRoute, served_by
+    from .onnx_backend import is_onnx_router_folder, onnx_router
     from .plugins import discover, expert_search_path
     from .routing import RoutingTable, load_router
 
     table = RoutingTable.load()
     scan = discover(expert_search_path(args.experts), table.known_classes())
-    router = load_router(args.router, table, generalist=None) if args.router != "generalist" else None
+    if is_onnx_router_folder(args.router):  # an exported router: its classes come from the table's backend
+        router = onnx_router(args.router, table)
+    else:
+        router = load_router(args.router, table, generalist=None) if args.router != "generalist" else None
     predicted = set(router.route_classes) if router is not None else set(table.classes_of("ensemble"))
     print(f"router: {args.router}  (predicts: {', '.join(sorted(predicted))})")
     print("experts:")
     for name, spec in scan.experts.items():
         routes = ", ".join(spec.routes) or "-"
         note = "  [fallback: colours every unclaimed class]" if spec.fallback else ""
+        if "onnx" in spec.formats:
+            note += "  [model.onnx" + ("]" if "torch" in spec.backends else " only: runs on onnxruntime]")
         missing = [r for r in spec.routes if r not in predicted]
         if missing:
             note += f"  [no router predicts this class: {', '.join(missing)}]"
@@ -151,7 +187,7 @@ def list_experts(args: argparse.Namespace) -> int:
 def colorize_files(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .pipeline import Pipeline
+    from .pipeline import Pipeline, PipelineOptions
     from .visualize import routing_overlay
 
     files, errors = expand_inputs(args.inputs, args.recursive)
@@ -173,10 +209,15 @@ def colorize_files(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     router_options = {"temperature": args.temperature} if args.temperature is not None else {}
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         pipe = Pipeline.load(args.experts, router=args.router, device=args.device, enabled=args.only,
-                             router_options=router_options)
-    except (ValueError, KeyError, OSError) as err:
+                             router_options=router_options,
+                             options=PipelineOptions(backend=args.backend, threads=args.threads))
+    except (ValueError, KeyError, OSError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if overrides:
@@ -187,10 +228,12 @@ def colorize_files(args: argparse.Namespace) -> int:
         return 1
     protected = {f.resolve() for f in files}
     failed = len(errors)
-    bar = tqdm(total=len(files), unit="img", disable=len(files) < 2, file=sys.stderr)
-    for start in range(0, len(files), max(1, args.batch_size)):
+    moving = {f: is_frame_sequence(f) for f in files}  # videos and animated images go frame by frame
+    images, sequences = [f for f in files if not moving[f]], [f for f in files if moving[f]]
+    bar = tqdm(total=len(images), unit="img", disable=len(images) < 2, file=sys.stderr)
+    for start in range(0, len(images), max(1, args.batch_size)):
         batch = []
-        for f in files[start:start + args.batch_size]:
+        for f in images[start:start + args.batch_size]:
             try:
                 im = load_image(f)
             except ImageLoadError as err:
@@ -222,17 +265,63 @@ def colorize_files(args: argparse.Namespace) -> int:
                 failed += 1
             bar.update(1)
     bar.close()
+    failed += colorize_sequences(pipe, sequences, out_dir, args, protected)
     if failed:
         print(f"{failed} of {len(files) + len(errors)} input(s) failed", file=sys.stderr)
     return 1 if failed else 0
 
 
+def colorize_sequences(pipe: Pipeline, files: Sequence[Path], out_dir: Path | None, args: argparse.Namespace,
+                       protected: set[Path]) -> int:
+    """Videos and animated images, one at a time with a progress bar in frames; returns how many failed.
+
+    Same rules as stills: one ``error: <file>: <reason>`` line per bad input, outputs named by
+    :func:`output_path` (videos keep their container when it can be written, else .mp4), written atomically.
+    """
+    from tqdm import tqdm
+
+    from .video import VideoError, colorize_sequence, output_suffix
+
+    failed = 0
+    for src in files:
+        dst = output_path(src, out_dir, "_colorized", output_suffix(src)[1:], args.overwrite, protected)
+        with tqdm(unit="frame", desc=src.name, file=sys.stderr, leave=False) as bar:
+            try:
+                report = colorize_sequence(pipe, src, dst, stabilize=not args.no_stabilize,
+                                           batch_size=max(1, args.batch_size), progress=_frame_progress(bar))
+            except VideoError as err:
+                bar.write(f"error: {err}", file=sys.stderr)
+                failed += 1
+                continue
+            except (OSError, ValueError) as err:
+                bar.write(f"error: {src}: cannot write output ({err})", file=sys.stderr)
+                failed += 1
+                continue
+        for note in report.notes:
+            print(f"note: {src}: {note}", file=sys.stderr)
+        if report.audio.startswith("dropped"):
+            print(f"note: {src}: audio {report.audio}", file=sys.stderr)
+        cuts = f", carried colour reset at {len(report.cuts)} scene cut(s)" if report.stabilized else ""
+        print(f"{src} -> {dst} ({report.frames} frames, {report.width}x{report.height} at {report.fps:.3g} fps"
+              f"{cuts}; audio {report.audio.split(' (')[0]})", file=sys.stderr)
+    return failed
+
+
+def _frame_progress(bar) -> Callable[[int, int], None]:
+    """The video module's ``progress(done, total)`` driving a tqdm bar (no total when the container has none)."""
+    def update(done: int, total: int) -> None:
+        bar.total = total if total >= done else None
+        bar.update(done - bar.n)
+    return update
+
+
 def _train_main(argv: list[str]) -> int:
-    from .train import expert, generalist, router
+    from .train import distill, expert, generalist, router
 
     trainers = {"expert": (expert, "a resnet18-deconv specialist"),
                 "router": (router, "the grayscale segmenter that routes pixels to experts"),
-                "generalist": (generalist, "the multi-head U-Net fallback expert")}
+                "generalist": (generalist, "the multi-head U-Net fallback expert"),
+                "distill": (distill, "the grayscale ResNet-18 trunk distilled from ImageNet EfficientNet-Lite")}
     parser = argparse.ArgumentParser(prog="ensemble_color train", description="Train a model and export it.")
     sub = parser.add_subparsers(dest="what", required=True)
     for name, (module, help_text) in trainers.items():
@@ -256,7 +345,16 @@ def _evaluate_main(argv: list[str]) -> int:
                                      description="Measure colourisation quality ('evaluate router' / "
                                                  "'evaluate generalist' for those models' own reports).")
     evaluate.add_arguments(parser)
-    return evaluate.run(parser.parse_args(argv))
+    return evaluate.run(parser.parse_args(argv), argv)
+
+
+def _data_main(argv: list[str]) -> int:
+    from .train import roots
+
+    parser = argparse.ArgumentParser(prog="ensemble_color data", description="Inspect training data packs.")
+    sub = parser.add_subparsers(dest="what", required=True)
+    roots.add_summary_arguments(sub.add_parser("summary", help="images and masks per category/split/source"))
+    return roots.run_summary(parser.parse_args(argv))
 
 
 def _serve_main(argv: list[str]) -> int:
@@ -267,6 +365,19 @@ def _serve_main(argv: list[str]) -> int:
     return app.serve(parser.parse_args(argv))
 
 
+def _export_main(argv: list[str]) -> int:
+    from . import export
+
+    parser = argparse.ArgumentParser(prog="ensemble_color export",
+                                     description="Export the router and every expert (ONNX, dynamic H and W).")
+    export.add_arguments(parser)
+    try:
+        return export.run(parser.parse_args(argv))
+    except (ValueError, OSError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "train":
@@ -275,6 +386,14 @@ def main(argv: list[str] | None = None) -> int:
         return _evaluate_main(argv[1:])
     if argv and argv[0] == "serve":
         return _serve_main(argv[1:])
+    if argv and argv[0] == "batch":
+        from . import batch
+
+        return batch.main(argv[1:])
+    if argv and argv[0] == "data":
+        return _data_main(argv[1:])
+    if argv and argv[0] == "export":
+        return _export_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.list_experts:
         return list_experts(args)

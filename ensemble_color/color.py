@@ -34,6 +34,23 @@ def gray_to_l(gray: torch.Tensor) -> torch.Tensor:
     return rgb_to_l(gray.expand(*gray.shape[:-3], 3, *gray.shape[-2:]))
 
 
+def l_to_gray(L: torch.Tensor) -> torch.Tensor:
+    """L (..., 1, H, W) -> the sRGB gray value in [0, 1] with that lightness (inverse of :func:`gray_to_l`).
+
+    Closed form (gray has Y = linear value, a = b = 0), so ImageNet models that expect RGB can be fed
+    exactly what the gray photo replicated to three channels would give them.
+    """
+    t = (L.float() + 16.0) / 116.0
+    delta = 6.0 / 29.0
+    y = torch.where(t > delta, t**3, 3 * delta**2 * (t - 4.0 / 29.0)).clamp(0.0, 1.0)
+    return torch.where(y > 0.0031308, 1.055 * y.clamp_min(1e-12) ** (1 / 2.4) - 0.055, 12.92 * y).clamp(0.0, 1.0)
+
+
+def l_to_gray_unit(L: torch.Tensor) -> torch.Tensor:
+    """L -> the gray value scaled to [-1, 1] ((g - 0.5) / 0.5): the input ImageNet EfficientNet-Lite expects."""
+    return l_to_gray(L) * 2.0 - 1.0
+
+
 def join_l_ab(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
     """Join L (..., 1, H, W) and ab (..., 2, H, W) into sRGB in [0, 1] (gamut clipped)."""
     return lab_to_rgb(torch.cat([L.float(), ab.float()], dim=-3))

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ from tqdm import tqdm
 from . import metrics
 from .color import join_l_ab, rgb_to_lab
 from .io import atomic_write_bytes, load_image
+from .perceptual import PerceptualScorer, PerceptualSet
 from .pipeline import Pipeline
 from .train.data import list_images
 
@@ -44,7 +47,8 @@ class Scores:
     values: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in METRIC_KEYS})
     curve_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(len(metrics.AUC_THRESHOLDS)))
 
-    def add(self, ab_pred: torch.Tensor, lab_true: torch.Tensor) -> None:
+    def add(self, ab_pred: torch.Tensor, lab_true: torch.Tensor) -> torch.Tensor:
+        """Score one prediction; returns its sRGB image (1, 3, H, W) for the perceptual metrics."""
         L, ab_true = lab_true[:1], lab_true[1:]
         rgb_pred = join_l_ab(L[None], ab_pred[None].float())
         rgb_true = join_l_ab(L[None], ab_true[None])
@@ -56,6 +60,7 @@ class Scores:
         for k, v in row.items():
             self.values[k].append(v)
         self.curve_sum += metrics.cumulative_curve(err)[0].cpu()
+        return rgb_pred
 
     def summary(self) -> dict[str, float]:
         n = len(self.values["l2ab"])
@@ -100,6 +105,9 @@ def load_datasets(folders: Sequence[str], composites: int, data_root: str | None
     for folder in folders:
         path = Path(folder)
         name = f"{path.parent.name}/{path.name}" if path.name in ("val", "train", "test") else path.name
+        if name in sets:  # the same category/split of a second data root: name it by that root's folder
+            root = path.parent.parent.parent if path.parent.parent.name == "colorize" else path.parent
+            name = f"{root.name}:{name}"
         files = list_images(path)
         if limit and len(files) > limit:  # an even stride, not the first N: sorted names cluster by class
             files = [files[round(i * len(files) / limit)] for i in range(limit)]
@@ -115,35 +123,67 @@ def load_datasets(folders: Sequence[str], composites: int, data_root: str | None
     return sets
 
 
-def evaluate(methods: dict[str, Method], datasets: dict[str, list[torch.Tensor]]) -> dict[str, dict[str, dict]]:
-    """{dataset: {method: summary}}; every method sees exactly the same L images."""
+def evaluate(methods: dict[str, Method], datasets: dict[str, list[torch.Tensor]],
+             scorer: PerceptualScorer | None = None) -> dict[str, dict[str, dict]]:
+    """{dataset: {method: summary}}; every method sees exactly the same L images.
+
+    With a ``scorer``, each summary also holds agree1 / gt_class_prob / frechet (``perceptual``), and a
+    ``ground truth`` row gives the classifier's view of the real photos (agree1 = 1, Fréchet = 0 by
+    definition; its gt_class_prob is the ceiling the others are read against).
+    """
     out: dict[str, dict[str, dict]] = {}
     for ds_name, images in datasets.items():
         scores = {m: Scores() for m in methods}
+        seen = {m: PerceptualSet() for m in methods}
+        truth = PerceptualSet()
         for lab in tqdm(images, desc=ds_name, leave=False, mininterval=5):
+            if scorer is not None:
+                truth.add(*scorer(join_l_ab(lab[None, :1], lab[None, 1:])))
             for m, fn in methods.items():
-                scores[m].add(fn(lab[:1].clone()), lab)
+                rgb = scores[m].add(fn(lab[:1].clone()), lab)
+                if scorer is not None:
+                    seen[m].add(*scorer(rgb))
         out[ds_name] = {m: s.summary() for m, s in scores.items()}
+        if scorer is not None:
+            for m in methods:
+                out[ds_name][m].update(seen[m].summary(truth))
+            out[ds_name]["ground truth"] = {"n": len(images), **truth.summary(truth)}
     return out
 
 
+def _fmt(v: float | None, fmt: str) -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
 def markdown(results: dict[str, dict[str, dict]], bold_best: bool = True) -> str:
-    """One table per data set; best value per column in bold (higher is better except l2ab, cf_gap)."""
+    """One table per data set; best value per column in bold (higher is better except l2ab, cf_gap, frechet)."""
     lines = []
     for ds_name, by_method in results.items():
         n = next(iter(by_method.values()))["n"]
-        lines += [f"### {ds_name} ({n} images)", "",
-                  "| method | PSNR ↑ | SSIM ↑ | L2ab ↓ | AuC ↑ | colourfulness | GT colourfulness | gap |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        perceptual = "agree1" in next(iter(by_method.values()))
+        head = "| method | PSNR ↑ | SSIM ↑ | L2ab ↓ | AuC ↑ | colourfulness | GT colourfulness | gap |"
+        rule = "|---|---:|---:|---:|---:|---:|---:|---:|"
+        if perceptual:
+            head += " agree@1 ↑ | GT-class prob ↑ | Fréchet ↓ |"
+            rule += "---:|---:|---:|"
+        lines += [f"### {ds_name} ({n} images)", "", head, rule]
+        models = {m: v for m, v in by_method.items() if "l2ab" in v}
         best = {
-            "psnr": max(v["psnr"] for v in by_method.values()), "ssim": max(v["ssim"] for v in by_method.values()),
-            "l2ab": min(v["l2ab"] for v in by_method.values()), "auc": max(v["auc"] for v in by_method.values())}
-        for m, v in by_method.items():
+            "psnr": max(v["psnr"] for v in models.values()), "ssim": max(v["ssim"] for v in models.values()),
+            "l2ab": min(v["l2ab"] for v in models.values()), "auc": max(v["auc"] for v in models.values())}
+        for m, v in models.items():
             def cell(k: str, fmt: str, v=v, best=best) -> str:
                 s = format(v[k], fmt)
                 return f"**{s}**" if bold_best and k in best and v[k] == best[k] else s
-            lines.append(f"| {m} | {cell('psnr', '.2f')} | {cell('ssim', '.4f')} | {cell('l2ab', '.2f')} | "
-                         f"{cell('auc', '.4f')} | {v['cf']:.1f} | {v['cf_gt']:.1f} | {v['cf_gap']:+.1f} |")
+            row = (f"| {m} | {cell('psnr', '.2f')} | {cell('ssim', '.4f')} | {cell('l2ab', '.2f')} | "
+                   f"{cell('auc', '.4f')} | {v['cf']:.1f} | {v['cf_gt']:.1f} | {v['cf_gap']:+.1f} |")
+            if perceptual:
+                row += f" {v['agree1']:.3f} | {v['gt_class_prob']:.3f} | {_fmt(v['frechet'], '.1f')} |"
+            lines.append(row)
+        if perceptual and "ground truth" in by_method:
+            g = by_method["ground truth"]
+            lines.append(f"| ground truth | | | | | | | | {g['agree1']:.3f} | {g['gt_class_prob']:.3f} | "
+                         f"{_fmt(g['frechet'], '.1f')} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -160,6 +200,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="at most N images per folder (evenly spaced)")
     p.add_argument("--out", default=None, help="write OUT.md and OUT.json")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--no-perceptual", action="store_true",
+                   help="skip agree@1 / Fréchet (they need the train extra's ImageNet weights package)")
 
 
 def build_methods(names: Sequence[str], pipe: Pipeline) -> dict[str, Method]:
@@ -179,22 +222,27 @@ def build_methods(names: Sequence[str], pipe: Pipeline) -> dict[str, Method]:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     if not args.data and not args.composites:
         raise SystemExit("error: give --data FOLDER(s) and/or --composites N")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     pipe = Pipeline.load(args.experts, router=args.router, device=args.device)
     if args.size:
         pipe = pipe.with_options(work_size=args.size)
     methods = build_methods(args.methods, pipe)
     datasets = load_datasets(args.data, args.composites, args.data_root, args.limit)
-    results = evaluate(methods, datasets)
+    scorer = None if args.no_perceptual else PerceptualScorer(device=pipe.device)
+    results = evaluate(methods, datasets, scorer)
     table = markdown(results)
     print(table)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(out.with_suffix(".md"), table.encode())
-        payload = {"results": results, "options": dataclasses.asdict(pipe.options), "router": pipe.router.name}
+        command = "python -m ensemble_color evaluate " + shlex.join(argv if argv is not None else sys.argv[2:])
+        payload = {"command": command, "results": results, "options": dataclasses.asdict(pipe.options),
+                   "router": pipe.router.name}
         atomic_write_bytes(out.with_suffix(".json"), json.dumps(payload, indent=1).encode())
     return 0
 

@@ -11,6 +11,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -61,13 +62,17 @@ def _to_float_rgb(im: Image.Image) -> tuple[np.ndarray, int, np.ndarray | None]:
 
 
 def check_size(size: tuple[int, int], source: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-    """Refuse too large / too small images from their header, before any pixel is decoded."""
+    """Refuse too large images from their header, before any pixel is decoded.
+
+    Tiny or thin ones (2x2, 4x1500) are fine: the pipeline's models pad their input to their size
+    multiple and crop the result back (``LoadedExpert.run``, the router's resize).
+    """
     w, h = size
     if w * h > max_pixels:
         raise ImageLoadError(f"{source}: image is {w}x{h} = {w * h / 1e6:.0f} MP, over the "
                              f"{max_pixels / 1e6:.0f} MP limit")
-    if w < 8 or h < 8:
-        raise ImageLoadError(f"{source}: image is {w}x{h}, too small to colourise (min 8x8)")
+    if w < 1 or h < 1:
+        raise ImageLoadError(f"{source}: image is {w}x{h}: it has no pixels")
 
 
 def decode_image(data: Image.Image, source: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
@@ -90,18 +95,24 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loaded
         raise ImageLoadError(f"{path}: no such file")
     if path.is_dir():
         raise ImageLoadError(f"{path}: is a directory")
+    return read_image(path, str(path), max_pixels)
+
+
+def read_image(file: str | Path | BinaryIO, source: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Decode a path or an open binary file (e.g. bytes fetched from a remote filesystem, ``batch``);
+    ``source`` names it in the one-line :class:`ImageLoadError`, so every reader fails the same way."""
     Image.MAX_IMAGE_PIXELS = None  # we apply our own limit with a clearer message
     try:
-        with Image.open(path) as im:
-            check_size(im.size, str(path), max_pixels)  # a 200 KB PNG can hold 225 MP: check before load()
+        with Image.open(file) as im:
+            check_size(im.size, source, max_pixels)  # a 200 KB PNG can hold 225 MP: check before load()
             im.load()
-            return decode_image(im, str(path), max_pixels)
+            return decode_image(im, source, max_pixels)
     except UnidentifiedImageError:
-        raise ImageLoadError(f"{path}: not an image file (or a format Pillow cannot read)") from None
+        raise ImageLoadError(f"{source}: not an image file (or a format Pillow cannot read)") from None
     except (OSError, SyntaxError, ValueError) as err:
         if isinstance(err, ImageLoadError):
             raise
-        raise ImageLoadError(f"{path}: corrupt or truncated image ({err})") from None
+        raise ImageLoadError(f"{source}: corrupt or truncated image ({err})") from None
 
 
 def to_pil(rgb: torch.Tensor | np.ndarray, alpha: np.ndarray | None = None) -> Image.Image:
@@ -133,8 +144,8 @@ _FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".t
             ".bmp": "BMP"}
 
 
-def save_image(im: Image.Image, path: str | Path, quality: int = 95) -> None:
-    """Encode by extension and write atomically (a crash never leaves a truncated output)."""
+def encode_image(im: Image.Image, path: str | Path, quality: int = 95) -> bytes:
+    """The file bytes for ``path``, format chosen by its extension (shared by local and remote writers)."""
     path = Path(path)
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -143,4 +154,9 @@ def save_image(im: Image.Image, path: str | Path, quality: int = 95) -> None:
         im = im.convert("RGB")
     buf = _io.BytesIO()
     im.save(buf, format=fmt, **({"quality": quality} if fmt in ("JPEG", "WEBP") else {}))
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_image(im: Image.Image, path: str | Path, quality: int = 95) -> None:
+    """Encode by extension and write atomically (a crash never leaves a truncated output)."""
+    atomic_write_bytes(path, encode_image(im, path, quality))

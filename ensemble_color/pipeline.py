@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +38,10 @@ from .composite import (
 from .io import LoadedImage
 from .nets import ModelDescriptor
 from .plugins import ExpertSpec, PluginScan, discover, expert_search_path
-from .routing import Router, RoutingTable, load_router
+from .routing import Router, RoutingTable, available_routers, load_router
+
+if TYPE_CHECKING:
+    from .video import VideoReport
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,9 @@ class PipelineOptions:
     context: tuple[float, float] | None = None
     max_batch: int = 8            #: crops per expert forward pass
     upsample: str = "guided"      #: "guided" (edge-aware, follows full-res L) or "bilinear"
+    #: where the router's segmenter and the experts run, one of :data:`BACKENDS`; fixed when the models load
+    backend: str = "torch"
+    threads: int | None = None    #: onnxruntime intra-op threads (None: one per core); torch's are process-wide
 
 
 @dataclass
@@ -72,6 +79,19 @@ class ColorizeResult:
     boxes: dict[str, Box]
     per_expert: dict[str, torch.Tensor] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+class FrameCarry(Protocol):
+    """Hook for frame sequences (video): :meth:`Pipeline.colorize_batch` hands it each batch's router
+    probabilities and blended ab, at working size and in frame order, and uses what it returns.
+
+    Why a hook and not a video pipeline: carrying colour along motion (``video.FlowCarry``) needs the
+    intermediate results, and everything else (routing, experts, the join with L) must stay this code.
+    """
+
+    def carry_probs(self, L_works: list[torch.Tensor], probs: list[torch.Tensor]) -> list[torch.Tensor]: ...
+
+    def carry_ab(self, L_works: list[torch.Tensor], ab_works: list[torch.Tensor]) -> list[torch.Tensor]: ...
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -90,18 +110,55 @@ def working_size(h: int, w: int, long_side: int) -> tuple[int, int]:
     return max(8, round(h * s)), max(8, round(w * s))
 
 
-class LoadedExpert:
-    """A plugin expert with its model built lazily on first use (nothing loads at import or scan)."""
+def _torch_expert(spec: ExpertSpec, device: torch.device, threads: int | None) -> nn.Module:
+    return spec.build().to(device)
 
-    def __init__(self, spec: ExpertSpec, device: torch.device) -> None:
-        self.spec, self.device = spec, device
+
+def _onnxruntime_expert(spec: ExpertSpec, device: torch.device, threads: int | None) -> nn.Module:
+    from .onnx_backend import load_expert
+
+    return load_expert(spec, device, threads)
+
+
+def _torch_router(router: Router, device: torch.device, threads: int | None) -> Router:
+    return router
+
+
+def _onnxruntime_router(router: Router, device: torch.device, threads: int | None) -> Router:
+    from .onnx_backend import router_on_onnxruntime
+
+    return router_on_onnxruntime(router, threads, device)
+
+
+#: backend -> (expert loader, router converter). A loaded model knows its backend; the code path is one.
+BACKENDS = {"torch": (_torch_expert, _torch_router), "onnxruntime": (_onnxruntime_expert, _onnxruntime_router)}
+
+
+class LoadedExpert:
+    """A plugin expert with its model built lazily on first use (nothing loads at import or scan).
+
+    ``backend`` is the one asked for; :attr:`backend` the one used (an ONNX-only plugin runs on onnxruntime).
+    """
+
+    def __init__(self, spec: ExpertSpec, device: torch.device, backend: str = "torch",
+                 threads: int | None = None) -> None:
+        self.spec, self.device, self.requested_backend, self.threads = spec, device, backend, threads
         self._model: nn.Module | None = None
+
+    @property
+    def backend(self) -> str:
+        return self.requested_backend if self.requested_backend in self.spec.backends else self.spec.backends[0]
 
     @property
     def model(self) -> nn.Module:
         if self._model is None:
-            self._model = self.spec.build().to(self.device)
+            self._model = BACKENDS[self.backend][0](self.spec, self.device, self.threads)
         return self._model
+
+    def torch_model(self) -> nn.Module:
+        """The torch module itself (the generalist's seg head as router needs it), shared with :attr:`model`
+        on the torch backend."""
+        return self.model if self.backend == "torch" else self.spec.build().to(self.device)
 
     @cached_property
     def descriptor(self) -> ModelDescriptor:
@@ -149,19 +206,26 @@ class Pipeline:
         scan = discover(path, table.known_classes())
         scan.warn_skipped()
         dev = resolve_device(device)
-        experts = {n: LoadedExpert(s, dev) for n, s in scan.experts.items() if enabled is None or n in enabled}
+        opt = options or PipelineOptions()
+        if opt.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {opt.backend!r}; known: {', '.join(BACKENDS)}")
+        experts = {n: LoadedExpert(s, dev, opt.backend, opt.threads) for n, s in scan.experts.items()
+                   if enabled is None or n in enabled}
         if enabled is not None and (unknown := set(enabled) - set(scan.experts)):
             raise ValueError(f"unknown expert(s) {sorted(unknown)}; installed: {sorted(scan.experts)}")
         generalist = experts.get("generalist")
-        r = load_router(router, table, generalist=(lambda: generalist.model) if generalist else None,
-                        **(router_options or {}))
+        r = _load_router(router, table, opt, dev, (lambda: generalist.torch_model()) if generalist else None,
+                         router_options or {})
         unserved = [c for c in r.route_classes if not any(c in e.spec.routes for e in experts.values())]
         if unserved and not any(e.spec.fallback for e in experts.values()):
             warnings.warn(f"route classes {unserved} have no expert; the fallback expert colours them", stacklevel=2)
-        return cls(experts, r, dev, options, scan)
+        return cls(experts, r, dev, opt, scan)
 
     def with_options(self, **changes) -> Pipeline:
         """Same loaded models, other options (cheap: used by the app per request)."""
+        fixed = sorted(k for k in ("backend", "threads") if k in changes and changes[k] != getattr(self.options, k))
+        if fixed:
+            raise ValueError(f"{', '.join(fixed)} belong to the loaded models: pass them to Pipeline.load(options=…)")
         return Pipeline(self.experts, self.router, self.device, replace(self.options, **changes), self.scan)
 
     def subset(self, names: Sequence[str]) -> Pipeline:
@@ -181,9 +245,13 @@ class Pipeline:
         return self.colorize_batch([image], per_expert=per_expert)[0]
 
     @torch.inference_mode()
-    def colorize_batch(self, images: Sequence[LoadedImage | torch.Tensor], per_expert: bool = False
-                       ) -> list[ColorizeResult]:
-        """Colourise several images; each expert runs once per ``max_batch`` crops across all of them."""
+    def colorize_batch(self, images: Sequence[LoadedImage | torch.Tensor], per_expert: bool = False,
+                       carry: FrameCarry | None = None) -> list[ColorizeResult]:
+        """Colourise several images; each expert runs once per ``max_batch`` crops across all of them.
+
+        ``carry``: the images are consecutive frames and this hook may replace their probabilities and
+        ab (see :class:`FrameCarry`); ``probs`` and ``ab_work`` in the results are then the carried ones.
+        """
         opt = self.options
         t0 = time.perf_counter()
         L_fulls = [_to_l(im) for im in images]
@@ -192,6 +260,8 @@ class Pipeline:
                    else L for L in L_fulls]
         t1 = time.perf_counter()
         probs = [self.router(L.to(self.device)[None])[0].float().cpu() for L in L_works]
+        if carry is not None:
+            probs = carry.carry_probs(L_works, probs)
         t2 = time.perf_counter()
         fallback = choose_fallback(self.routes)
         multiple = max(e.descriptor.size_multiple for e in self.experts.values())
@@ -203,10 +273,13 @@ class Pipeline:
                  for p in probs]
         ab_layers = self._run_experts(L_works, [boxes for boxes, _ in plans])
         t3 = time.perf_counter()
+        ab_works = [blend(layers, weights) for layers, (_, weights) in zip(ab_layers, plans, strict=True)]
+        if carry is not None:
+            ab_works = carry.carry_ab(L_works, ab_works)
         results = []
         for i, (L_full, L_work) in enumerate(zip(L_fulls, L_works, strict=True)):
             boxes, weights = plans[i]
-            ab_work = blend(ab_layers[i], weights)
+            ab_work = ab_works[i]
             rgb = compose(L_full, ab_work, opt.saturation, L_work if opt.upsample == "guided" else None)
             results.append(ColorizeResult(rgb=rgb.cpu(), L_work=L_work, ab_work=ab_work, probs=probs[i],
                                           route_classes=self.router.route_classes, weights=weights, boxes=boxes))
@@ -219,6 +292,12 @@ class Pipeline:
             res.seconds = {"load_resize": (t1 - t0) / n, "router": (t2 - t1) / n, "experts": (t3 - t2) / n,
                            "compose": (t4 - t3) / n}
         return results
+
+    def colorize_video(self, src: str | Path, dst: str | Path, **options) -> VideoReport:
+        """Colourise a video file into ``dst``, temporally stable (see :func:`ensemble_color.video.colorize_video`)."""
+        from .video import colorize_video
+
+        return colorize_video(self, src, dst, **options)
 
     def _run_experts(self, L_works: list[torch.Tensor], boxes: list[dict[str, Box]]
                      ) -> list[dict[str, torch.Tensor]]:
@@ -251,6 +330,22 @@ class Pipeline:
                 ab = expert.run(L_work[None].to(self.device))[0].cpu()
                 out[name] = join_l_ab(L_work, ab)
         return out
+
+
+def _load_router(spec: str, table: RoutingTable, opt: PipelineOptions, device: torch.device,
+                 generalist: Callable[[], nn.Module] | None, router_options: dict) -> Router:
+    """The router on the options' backend. An exported router folder (``model.onnx``) runs on onnxruntime
+    (on either backend when it ships no torch weights); any other router loads in torch, then converts."""
+    from .onnx_backend import is_onnx_router_folder
+
+    folder = Path(spec)
+    exported = spec not in available_routers() and is_onnx_router_folder(folder)
+    if exported and (opt.backend == "onnxruntime" or not (folder / "model.safetensors").is_file()):
+        from .onnx_backend import onnx_router
+
+        return onnx_router(folder, table, opt.threads, device, **router_options)
+    r = load_router(spec, table, generalist=generalist, **router_options)
+    return BACKENDS[opt.backend][1](r, device, opt.threads)
 
 
 def _to_l(image: LoadedImage | torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Plugin registry: discover expert folders, validate them, load them safely.
 
-One expert = one folder holding ``model.safetensors`` (weights only) and ``expert.json`` (manifest).
+One expert = one folder holding ``model.safetensors`` (weights only) and ``expert.json`` (manifest);
+``model.onnx`` may stand instead of, or beside, the weights (checked by :mod:`ensemble_color.onnx_backend`).
 Plugin files are untrusted: weights are read with safetensors only (never unpickled), the manifest
 and every tensor name/shape are checked against the declared architecture *before* anything is
 loaded, and a bad folder is skipped with a reason instead of crashing the program.
@@ -27,6 +28,7 @@ from .nets import ModelDescriptor, create_model, list_architectures
 
 MANIFEST = "expert.json"
 WEIGHTS = "model.safetensors"
+ONNX_WEIGHTS = "model.onnx"  #: an ONNX graph instead of, or beside, the weights (runs on onnxruntime)
 ENV_VAR = "ENSEMBLE_COLOR_EXPERTS"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -47,13 +49,22 @@ class ExpertSpec:
     routes: tuple[str, ...]
     manifest: dict[str, Any]
     fallback: bool = False
+    formats: tuple[str, ...] = ("safetensors",)  #: validated model files: "safetensors" and/or "onnx"
 
     @property
     def config(self) -> dict[str, Any]:
         return dict(self.manifest.get("config", {}))
 
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """Backends that can run it, preferred first: weights run on torch (or converted, on onnxruntime);
+        an ONNX graph alone runs on onnxruntime only."""
+        return ("torch", "onnxruntime") if "safetensors" in self.formats else ("onnxruntime",)
+
     def build(self) -> nn.Module:
         """Instantiate the architecture and load the (already validated) weights, in eval mode."""
+        if "safetensors" not in self.formats:
+            raise PluginError(f"expert {self.name} ships only {ONNX_WEIGHTS}: it has no torch weights")
         model = create_model(self.architecture, **self.config)
         state = read_state_dict(self.folder / WEIGHTS)
         model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in state.items()}, strict=True)
@@ -177,26 +188,42 @@ def check_tensors(header: dict[str, tuple[str, tuple[int, ...]]], model: nn.Modu
             raise PluginError(f"tensor {k} has dtype {dtype}, expected a float type")
 
 
+def check_onnx(path: Path, descriptor: ModelDescriptor) -> None:
+    """Raise PluginError unless ``path`` is a safe ONNX expert graph (``onnx_backend.check_graph``) that
+    maps a probe L batch to ab of the same size."""
+    from .onnx_backend import OnnxModelError, OnnxUnavailableError, validate_expert_file
+
+    try:
+        validate_expert_file(path, descriptor)
+    except (OnnxModelError, OnnxUnavailableError) as err:
+        raise PluginError(f"{ONNX_WEIGHTS}: {err}") from None
+
+
 def validate_folder(folder: Path, known_routes: set[str]) -> ExpertSpec:
-    """Check one plugin folder completely (manifest, weights format, tensor names and shapes)."""
+    """Check one plugin folder completely (manifest, weights format, tensor names and shapes; an ONNX
+    graph's safety, names and probe shapes). A bad ``model.onnx`` rejects the folder even beside good weights."""
     manifest = _read_manifest(folder)
     _check_manifest(manifest, known_routes)
     weights = folder / WEIGHTS
-    if not weights.exists():
+    formats = tuple(f for f, name in (("safetensors", WEIGHTS), ("onnx", ONNX_WEIGHTS)) if (folder / name).exists())
+    if not formats:
         pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
         if pickles:
             raise PluginError(f"only pickle weights ({', '.join(pickles)}) found: refused, need {WEIGHTS}")
-        raise PluginError(f"no {WEIGHTS}")
-    header = read_header(weights)
+        raise PluginError(f"no {WEIGHTS} (or {ONNX_WEIGHTS})")
+    header = read_header(weights) if "safetensors" in formats else None
     try:
         with torch.device("meta"):
             model = create_model(manifest["architecture"], **manifest.get("config", {}))
     except (TypeError, ValueError) as err:
         raise PluginError(f"bad architecture config {manifest.get('config')} ({err})") from None
-    check_tensors(header, model)
+    if header is not None:
+        check_tensors(header, model)
+    if "onnx" in formats:
+        check_onnx(folder / ONNX_WEIGHTS, model.descriptor)
     return ExpertSpec(name=manifest["name"], folder=folder, architecture=manifest["architecture"],
                       routes=tuple(manifest["routes"]), manifest=manifest,
-                      fallback=bool(manifest.get("fallback", False)))
+                      fallback=bool(manifest.get("fallback", False)), formats=formats)
 
 
 def export_expert(model: nn.Module, folder: str | Path, manifest: dict[str, Any], fp16: bool = True) -> Path:

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .color import l_to_gray_unit
+
 BACKGROUND = "background"
 
 
@@ -115,14 +117,29 @@ def background_router() -> Router:
 
 
 class _LToUnit(nn.Module):
-    """Wraps a 1-channel segmenter: L (Lab units) -> [-1, 1] before the network (model owns normalisation)."""
+    """Wraps a 1-channel segmenter: L (Lab units) -> its input scale before the network (model owns normalisation).
 
-    def __init__(self, net: nn.Module) -> None:
+    ``mapping`` is one of :data:`INPUT_MAPPINGS`: ``l_unit`` (L/50 - 1, our from-scratch routers) or
+    ``gray_unit`` (the sRGB gray value, normalised as ImageNet EfficientNet-Lite expects, for routers whose
+    encoder starts from those weights: the summed stem then sees what it saw in ImageNet training).
+    """
+
+    def __init__(self, net: nn.Module, mapping: str = "l_unit") -> None:
         super().__init__()
-        self.net = net
+        if mapping not in INPUT_MAPPINGS:
+            raise ValueError(f"unknown router input mapping {mapping!r}; known: {', '.join(INPUT_MAPPINGS)}")
+        self.net, self.mapping = net, mapping
 
     def forward(self, L: torch.Tensor) -> torch.Tensor:
-        return self.net(L / 50.0 - 1.0)
+        return self.net(INPUT_MAPPINGS[self.mapping](L))
+
+
+def _l_unit(L: torch.Tensor) -> torch.Tensor:
+    return L / 50.0 - 1.0
+
+
+#: router input mappings by the name a router's config gives (``ensemble_color.input_mapping``)
+INPUT_MAPPINGS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"l_unit": _l_unit, "gray_unit": l_to_gray_unit}
 
 
 def _load_smp_folder(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -153,7 +170,8 @@ def smp_router(folder: str | Path, table: RoutingTable, **options: Any) -> Route
     backend = extra.get("backend", "ensemble")
     matrix, classes = table.matrix(backend)
     in_ch = net.encoder._in_channels if hasattr(net.encoder, "_in_channels") else 1
-    seg: nn.Module = _LToUnit(net) if in_ch == 1 else _GrayToRGB(net, None, None)
+    mapping = extra.get("input_mapping", "l_unit")
+    seg: nn.Module = _LToUnit(net, mapping) if in_ch == 1 else _GrayToRGB(net, None, None)
     opts = {"input_size": extra.get("input_size", 320), **options}
     return Router(f"smp:{folder.name}", seg, matrix, classes, **opts)
 

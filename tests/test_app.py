@@ -182,7 +182,7 @@ def test_demo_queue_is_bounded(experts_dir: Path) -> None:
                       config=AppConfig(queue_size=5, concurrency=2))
     assert demo._queue.max_size == 5 and demo._queue.default_concurrency_limit == 2  # no public getter
     public = [fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"]
-    assert public == ["colorize"]
+    assert sorted(public) == ["colorize", "colorize_video"]  # the Video tab has its own endpoint
 
 
 def test_serve_arguments_default_to_loopback() -> None:

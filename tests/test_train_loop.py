@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -64,3 +66,45 @@ def test_checkpoint_weights_are_the_average_when_there_is_one(tmp_path: Path) ->
     _run(tmp_path / "plain", steps=1)
     plain = torch.load(tmp_path / "plain" / "checkpoint.pt", weights_only=True)
     assert loop.checkpoint_weights(plain) is plain["model"]
+
+
+def test_compact_resume_point_continues_step_schedule_and_batches(tmp_path):
+    """A run stopped, compacted (fp16 weights, no optimiser moments) and resumed on a 'fresh machine' (the full
+    checkpoint deleted) continues at the same step, learning rate and batch sequence as the uninterrupted run."""
+    import numpy as np
+
+    from ensemble_color.train import loop
+
+    def run(run_dir, stop_at=None, resume=False):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 1)
+        rng = {"g": np.random.default_rng(0)}
+        seen = []
+
+        def step_fn(step):
+            x = torch.from_numpy(rng["g"].random((4, 3))).float()
+            seen.append((step, float(x.sum())))
+            return model(x).pow(2).mean(), 4, {}
+
+        def sampler_state():
+            return json.dumps(rng["g"].bit_generator.state)
+
+        def set_sampler_state(s):
+            rng["g"].bit_generator.state = json.loads(s)
+
+        cfg = loop.LoopConfig(steps=6, warmup=2, val_every=100, ckpt_every=2, stop_at=stop_at, ema=0.9, amp=False,
+                              log_every=1)
+        state = loop.train(model, run_dir, cfg, step_fn, lambda: {"v": 0.0}, "v", (sampler_state, set_sampler_state),
+                           resume=resume)
+        lrs = [json.loads(line)["lr"] for line in (run_dir / "log.jsonl").read_text().splitlines()
+               if "lr" in json.loads(line)]
+        return state, seen, lrs
+
+    full_state, full_seen, full_lrs = run(tmp_path / "full")
+    run(tmp_path / "half", stop_at=2)
+    compact = loop.compact_checkpoint(tmp_path / "half")
+    (tmp_path / "half" / "checkpoint.pt").unlink()
+    state, seen, lrs = run(tmp_path / "half", resume=True)
+    assert compact.name == loop.COMPACT and state.step == full_state.step == 6
+    assert seen == full_seen[2:]  # the batch sampler continued where it stopped
+    assert lrs == pytest.approx(full_lrs)  # ... and so did the learning-rate schedule

@@ -22,7 +22,7 @@ from .data import list_images
 
 #: route class index per data category / cut-out folder (the data pack's label convention)
 LABELS = {"background": 0, "person": 1, "bird": 2, "animal": 3}
-CATEGORY_LABEL = {"faces": 1, "birds": 2, "animals": 3}
+CATEGORY_LABEL = {"faces": 1, "people": 1, "birds": 2, "animals": 3}
 CUTOUT_LABEL = {"person": 1, "bird": 2, "animal": 3}
 IGNORE = 255
 
@@ -47,7 +47,7 @@ def load_cutouts(root: str | Path) -> list[Cutout]:
     return out
 
 
-def cutouts_from_masks(data_root: str | Path, split: str, categories=("faces", "birds", "animals"),
+def cutouts_from_masks(data_root: str | Path, split: str, categories=("faces", "people", "birds", "animals"),
                        limit_per_category: int | None = None, min_fg: float = 0.05,
                        exclude: frozenset[str] | set[str] = frozenset()) -> list[Cutout]:
     """Foregrounds cut from ``colorize/<cat>/<split>`` images with their masks (alpha = label pixels).

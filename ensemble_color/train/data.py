@@ -63,6 +63,14 @@ class ImageCache:
         images = [read_rgb(p, max_short_side) for p in tqdm(paths, desc=desc, leave=False, mininterval=2)]
         return cls(images, paths, [None] * len(paths), [g for _, g in tagged])
 
+    @classmethod
+    def concat(cls, caches: Sequence[ImageCache]) -> ImageCache:
+        """One cache of several (e.g. the same category from several data roots); group ids are kept."""
+        if not caches:
+            raise ValueError("nothing to concatenate")
+        return cls([im for c in caches for im in c.images], [p for c in caches for p in c.paths],
+                   [m for c in caches for m in c.masks], [g for c in caches for g in c.groups])
+
     def split_off(self, n: int, group: int = 0, seed: int = 0) -> ImageCache:
         """Move ``n`` seeded random images of ``group`` out of this cache into a new one (a held-out set)."""
         members = [i for i, g in enumerate(self.groups) if g == group]

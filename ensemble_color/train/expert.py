@@ -22,11 +22,15 @@ from ..nets import create_model
 from ..plugins import export_expert, read_state_dict
 from . import loop
 from .data import CropSampler, ImageCache, center_crop_batch
+from .roots import counts_by_root, expand_data
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", nargs="+", required=True, help="training image folder(s), any nesting")
-    p.add_argument("--val", nargs="*", default=[], help="validation image folder(s)")
+    p.add_argument("--data", nargs="+", action="extend", required=True,
+                   help="data root(s) (read with --categories) or training image folder(s); repeatable")
+    p.add_argument("--categories", nargs="+", default=None,
+                   help="categories read from each data root's colorize/<category>/train (and /val for --val-roots)")
+    p.add_argument("--val", nargs="*", default=[], help="validation image folder(s) or data root(s)")
     p.add_argument("--name", required=True, help="expert name (plugin folder name)")
     p.add_argument("--routes", nargs="+", required=True, help="route classes this expert serves")
     p.add_argument("--out", default="experts", help="plugin folder to export into (default: experts/)")
@@ -38,7 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-side", type=int, default=256, help="cache images with short side capped at this")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--saturation-boost", type=float, default=1.0, help="multiply target ab by this")
-    p.add_argument("--init", default=None, help="start from these weights (plugin folder or .safetensors)")
+    p.add_argument("--init", default=None,
+                   help="start from these weights (plugin folder or .safetensors), or 'imagenet-gray': the "
+                        "distilled grayscale ResNet-18 trunk in inits/resnet18-gray (decoder random)")
     p.add_argument("--imagenet-init", action="store_true", help="ImageNet ResNet-18 encoder init (downloads)")
     p.add_argument("--folder-weights", type=float, nargs="+", default=None,
                    help="share of batches drawn from each --data folder (default: proportional to its size)")
@@ -62,11 +68,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-export", action="store_true")
 
 
+#: ``--init`` value for the distilled grayscale ResNet-18 trunk (``train distill``; inits/resnet18-gray)
+IMAGENET_GRAY = "imagenet-gray"
+
+
 def _load_init(model: torch.nn.Module, init: str) -> None:
-    path = Path(init)
+    """Whole-model weights (plugin folder or .safetensors), or a trunk: a file holding only ``encoder.*``
+    tensors, such as ``imagenet-gray`` (the distilled grayscale ResNet-18, inits/resnet18-gray).
+
+    A trunk must provide every ``encoder.*`` tensor with its shape; the decoder keeps its random init.
+    """
+    from .distill import DEFAULT_OUT
+
+    path = DEFAULT_OUT if init == IMAGENET_GRAY else Path(init)
     path = path / "model.safetensors" if path.is_dir() else path
-    state = read_state_dict(path)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    state = {k: v.float() if v.is_floating_point() else v for k, v in read_state_dict(path).items()}
+    if not all(k.startswith("encoder.") for k in state):
+        model.load_state_dict(state)
+        return
+    own = {k: v for k, v in model.state_dict().items() if k.startswith("encoder.")}
+    bad = sorted(set(own) ^ set(state)) + [k for k in own if k in state and own[k].shape != state[k].shape]
+    if bad:
+        raise SystemExit(f"error: {path}: not a resnet18-deconv trunk (mismatched: {', '.join(bad[:4])})")
+    model.load_state_dict(state, strict=False)
 
 
 def val_metrics(model: torch.nn.Module, val_lab: torch.Tensor, amp: bool, batch: int = 64) -> dict[str, float]:
@@ -85,14 +109,14 @@ def val_metrics(model: torch.nn.Module, val_lab: torch.Tensor, amp: bool, batch:
 
 
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    amp = loop.cpu_has_bf16() and not args.no_amp
+    amp = loop.start_run(args.threads, args.seed, args.no_amp)
     t_start = time.time()
-    train_cache = ImageCache.from_folders(args.data, args.max_side, args.limit, desc=f"{args.name} train")
-    if args.folder_weights is not None and len(args.folder_weights) != len(args.data):
-        raise SystemExit(f"--folder-weights needs {len(args.data)} values (one per --data folder)")
+    train_folders = expand_data(args.data, args.categories, "train")
+    val_folders = expand_data(args.val, args.categories, "val")
+    train_cache = ImageCache.from_folders(train_folders, args.max_side, args.limit, desc=f"{args.name} train")
+    if args.folder_weights is not None and len(args.folder_weights) != len(train_folders):
+        raise SystemExit(f"--folder-weights needs {len(train_folders)} values (one per training folder: "
+                         f"{', '.join(map(str, train_folders))})")
     held = train_cache.split_off(args.holdout, group=0, seed=args.seed) if args.holdout else None
     model = create_model("resnet18-deconv", imagenet_init=args.imagenet_init, input_size=args.crop)
     if args.init:
@@ -100,7 +124,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     model = model.to(memory_format=torch.channels_last)
     val_lab = None
     if args.val:
-        val_cache = ImageCache.from_folders(args.val, args.max_side, args.val_limit, desc=f"{args.name} val")
+        val_cache = ImageCache.from_folders(val_folders, args.max_side, args.val_limit, desc=f"{args.name} val")
         val_lab = rgb_to_lab(center_crop_batch(val_cache.images, args.val_size))
     sampler = CropSampler(train_cache, args.crop, args.seed, tuple(args.scale), groups=train_cache.groups,
                           group_weights=args.folder_weights)
@@ -146,7 +170,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         "input_size": args.crop,
         "version": "1.0",
         "license": "weights: research use only (trained on data with research-only terms, see data)",
-        "data": {"train": train_cache.summary(), "val_images_during_training": len(val_lab) if args.val else 0,
+        "data": {"train": train_cache.summary(), "train_by_root": counts_by_root(train_cache.paths),
+                 "categories": args.categories, "val_images_during_training": len(val_lab) if args.val else 0,
                  "folder_weights": args.folder_weights, "held_out_for_selection": len(held) if held else 0,
                  "checkpoint_chosen_on": "held-out train images" if held else ("val" if args.val else "train")},
         "command": command,

@@ -44,8 +44,12 @@ from ..plugins import export_expert
 from . import loop
 from .composites import IGNORE, Cutout, load_cutouts, make_composite, scene_paths, val_composites
 from .data import ImageCache, center_crop_batch, list_images, random_resized_crop
+from .roots import counts_by_root
 
 CATEGORIES = ("scenes", "faces", "birds", "animals")
+#: categories a training run may read (``people`` exists in the extension pack only; its photos count as faces
+#: for the scene-context head, whose classes stay the four source categories)
+TRAIN_CATEGORIES = (*CATEGORIES, "people")
 #: route label (0..3) -> scene class index (scenes, faces, birds, animals): what a composite pixel shows
 LABEL_TO_CATEGORY = (0, 1, 2, 3)
 DEFAULT_MIX = "scenes=0.3,composites=0.25,faces=0.15,birds=0.15,animals=0.15"
@@ -133,7 +137,7 @@ class GeneralistSampler:
                 return np.full(self.n_scene, 1.0 / self.n_scene, np.float32), 0.0
             return smooth_scene_label(self.scene_labels[key], self.topk, self.eps), 1.0
         onehot = np.zeros(self.n_scene, np.float32)
-        onehot[CATEGORIES.index(category)] = 1.0
+        onehot[CATEGORIES.index("faces" if category == "people" else category)] = 1.0
         return smooth_scene_label(onehot, self.topk, self.eps), 1.0
 
     def sample(self) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, float]:
@@ -214,8 +218,9 @@ def generalist_loss(model: torch.nn.Module, heads: dict[str, torch.Tensor], ab: 
 # ------------------------------------------------------------------------------------- training
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``train generalist``."""
-    p.add_argument("--data-root", default="../shared/data", help="the data pack (colorize/, route/)")
-    p.add_argument("--categories", nargs="+", default=list(CATEGORIES), choices=CATEGORIES)
+    p.add_argument("--data", "--data-root", dest="data_root", action="append", default=None,
+                   help="data root (colorize/, route/); repeat for several (default ../shared/data)")
+    p.add_argument("--categories", nargs="+", default=list(CATEGORIES), choices=TRAIN_CATEGORIES)
     p.add_argument("--mix", default=DEFAULT_MIX, help="sampling probability per source (categories, composites)")
     p.add_argument("--scene-csv", default=None, help="CSV of soft scene labels (path,<class>...); "
                    "default: the 4 source categories")
@@ -253,7 +258,7 @@ def _parse_mix(text: str) -> dict[str, float]:
     out = {}
     for part in text.split(","):
         key, _, val = part.partition("=")
-        if key.strip() not in (*CATEGORIES, "composites"):
+        if key.strip() not in (*TRAIN_CATEGORIES, "composites"):
             raise ValueError(f"--mix: unknown source {key!r}")
         out[key.strip()] = float(val)
     return out
@@ -307,18 +312,21 @@ def run(args: argparse.Namespace, argv: list[str] | None = None, prog: str = "py
     torch.manual_seed(args.seed)
     amp = loop.cpu_has_bf16() and not args.no_amp
     t_start = time.time()
-    data_root = Path(args.data_root)
+    roots = [Path(r) for r in (args.data_root or ["../shared/data"])]
+    data_root = roots[0]  # scene-label CSV keys and the route cut-outs are relative to the first root
     mix = _parse_mix(args.mix)
     scene_labels, scene_classes = None, list(CATEGORIES)
     if args.scene_csv:
         scene_classes, scene_labels = read_scene_csv(args.scene_csv)
-    caches = {c: load_category(data_root, c, "train", args.max_side, args.limit) for c in args.categories
-              if mix.get(c, 0) > 0 and list_images(data_root / "colorize" / c / "train")}
+    caches = {c: ImageCache.concat([load_category(r, c, "train", args.max_side, args.limit) for r in roots
+                                    if list_images(r / "colorize" / c / "train")])
+              for c in args.categories
+              if mix.get(c, 0) > 0 and any(list_images(r / "colorize" / c / "train") for r in roots)}
     cut_root = data_root / "route" / "cutouts"
     cutouts = load_cutouts(cut_root) if mix.get("composites", 0) > 0 and list_images(cut_root) else []
     comp_scenes: list[np.ndarray] = []
     if cutouts and "scenes" in caches:
-        allowed = {str(p) for p in scene_paths(data_root, "train")}
+        allowed = {str(p) for r in roots for p in scene_paths(r, "train")}
         comp_scenes = [im for im, p in zip(caches["scenes"].images, caches["scenes"].paths, strict=True)
                        if str(p) in allowed]
     sampler = GeneralistSampler(caches, cutouts, comp_scenes, mix, args.crop, args.seed, tuple(args.scale),
@@ -330,7 +338,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None, prog: str = "py
         model.bin_prior.copy_(prior)
         model.bin_weights.copy_(softencode.rebalancing_weights(prior, model.ab_bins, args.rebalance_lambda))
     model = model.to(memory_format=torch.channels_last)
-    val_lab = _val_batch(data_root, list(caches), args.val_per_category, args.max_side, args.crop)
+    val_lab = torch.cat([_val_batch(r, list(caches), args.val_per_category, args.max_side, args.crop) for r in roots])
 
     def step_fn(step: int):
         b = sampler.batch(args.batch_size)
@@ -377,7 +385,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None, prog: str = "py
         "version": "1.0",
         "license": "weights: research use only (trained on LFW, CUB-200-2011 and ImageNet images, "
                    "non-commercial research terms; see data and README.md)",
-        "data": {"root": str(data_root), "train": {c: caches[c].summary()["images"] for c in caches},
+        "data": {"roots": [str(r) for r in roots], "train": {c: caches[c].summary()["images"] for c in caches},
+                 "train_by_root": counts_by_root([p for c in caches.values() for p in c.paths]),
                  "composites": {"cutouts": len(cutouts), "scenes": len(comp_scenes)}, "mix": mix,
                  "scene_classes": scene_classes, "scene_csv": args.scene_csv},
         "command": command,

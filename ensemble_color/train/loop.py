@@ -32,6 +32,14 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def start_run(threads: int | None, seed: int, no_amp: bool) -> bool:
+    """Common start of a trainer: torch threads, the seed; returns whether bf16 autocast is used."""
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    return cpu_has_bf16() and not no_amp
+
+
 def autocast_for(device: torch.device, enabled: bool) -> AbstractContextManager:
     """bf16 autocast on CPU, fp16 on CUDA, nothing when disabled."""
     if not enabled:
@@ -109,6 +117,47 @@ def weights_of(model: nn.Module, source: nn.Module | None) -> Iterator[None]:
         model.load_state_dict(live)
 
 
+#: file name of a compact, committable resume point (see :func:`compact_checkpoint`)
+COMPACT = "resume.safetensors"
+
+
+def compact_checkpoint(run_dir: Path, out: Path | None = None) -> Path:
+    """Shrink ``run_dir/checkpoint.pt`` to a committable ``resume.safetensors``: weights (and their moving
+    average) in fp16, step, schedule and sampler state as metadata; the optimiser moments are dropped.
+
+    Why: a run that spans sessions must continue on a fresh machine, and the full checkpoint (fp32 weights,
+    EMA and two Adam moments) is ~4x larger. On resume from it, AdamW restarts its moment estimates at the
+    saved step (the learning-rate schedule continues where it was), which costs a brief re-warm-up, not
+    the run.
+    """
+    ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
+    tensors = {f"model.{k}": v for k, v in ckpt["model"].items()}
+    tensors |= {f"ema.{k}": v for k, v in ckpt.get("ema", {}).items() if isinstance(v, torch.Tensor)}
+    tensors = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
+    meta = {"state": json.dumps(ckpt["state"]), "sampler": ckpt["sampler"], "format": "ensemble_color-resume-1"}
+    out = out or run_dir / COMPACT
+    from safetensors.torch import save_file
+
+    tmp = out.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, out)
+    return out
+
+
+def _load_compact(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iterator
+    split: dict[str, dict[str, torch.Tensor]] = {"model": {}, "ema": {}}
+    for k, v in tensors.items():
+        head, _, rest = k.partition(".")
+        split[head][rest] = v
+    return {"model": split["model"], "ema": split["ema"], "state": json.loads(meta["state"]),
+            "sampler": meta["sampler"]}
+
+
 def train(model: nn.Module, run_dir: Path, cfg: LoopConfig,
           step_fn: Callable[[int], tuple[torch.Tensor, int, dict[str, float]]],
           validate: Callable[[], dict[str, float]], val_key: str,
@@ -138,6 +187,20 @@ def train(model: nn.Module, run_dir: Path, cfg: LoopConfig,
             ema.load_state_dict(ckpt["ema"])
         torch.set_rng_state(ckpt["torch_rng"])
         print(f"resumed {run_dir} at step {state.step}")
+    elif resume and (run_dir / COMPACT).exists():
+        ckpt = _load_compact(run_dir / COMPACT)
+        own = model.state_dict()
+        model.load_state_dict({k: v.to(own[k].dtype) for k, v in ckpt["model"].items()})
+        state = TrainState(**ckpt["state"])
+        set_sampler_state(ckpt["sampler"])
+        sched.last_epoch = state.step  # the schedule continues; AdamW's moments start afresh (compact_checkpoint)
+        for group, base in zip(opt.param_groups, sched.base_lrs, strict=True):
+            group["lr"] = base * cosine_lr(state.step, cfg)
+        if ema is not None and ckpt["ema"]:
+            ema_own = ema.state_dict()
+            ema.load_state_dict({k: v.to(ema_own[k].dtype) for k, v in ckpt["ema"].items()})
+        torch.manual_seed(cfg.seed + state.step)
+        print(f"resumed {run_dir} at step {state.step} from {COMPACT} (fresh optimiser moments)")
     elif not resume:
         log_path.unlink(missing_ok=True)
     (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))

