@@ -5,9 +5,9 @@
 Why: issue 15 asks for at least two encoder/decoder/input-size choices measured for time before one is
 trained. Every candidate is an smp segmenter with a one-channel input, random weights (time does not
 depend on them). Inference: one image at 256x192 and 320x256 (the router's input for a 4:3 photo at input
-size 256 / 320, rounded to multiples of 32), median process-CPU seconds with 1 torch thread (wall time on a shared 2-core machine
-is noisier), interleaved round by round. Training: images per second of forward + backward + AdamW
-step on a batch of 16 x 224², 2 threads. Quality is measured on trained routers only
+size 256 / 320, rounded to multiples of 32), median process-CPU seconds with 1 torch thread (wall time on
+a shared 2-core machine is noisier), interleaved round by round. Training: images per second of
+forward + backward + AdamW step on a batch of 16 x 224², 2 threads. Quality is measured on trained routers only
 (``bench/router_select.py``, which also takes ``FOLDER@SIZE`` to score one router at other input sizes).
 """
 

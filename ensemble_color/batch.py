@@ -95,7 +95,10 @@ class LocalStore:
         files, errors = expand_inputs([self.root], recursive)
         if errors:
             raise FileNotFoundError(errors[0])
-        return [str(f.absolute()) for f in files]
+        # stills only, as for URIs: the CLI's folder listing also holds videos and animations, which batch
+        # does not colourise (a single INPUT file is taken as given)
+        single = Path(self.root).is_file()
+        return [str(f.absolute()) for f in files if single or is_input_image(f)]
 
     def names(self) -> set[str]:
         folder = Path(self.root)

@@ -120,6 +120,7 @@ def test_local_engine_names_like_the_cli_and_redoes_only_what_is_missing(tmp_pat
         Image.fromarray(rng.integers(0, 255, (40, 48), dtype=np.uint8)).save(scans / rel)
     (scans / "bad.jpg").write_bytes(b"not a jpeg")
     (scans / "notes.txt").write_text("ignored")
+    (scans / "clip.mp4").write_bytes(b"not listed: batch colourises stills only")
     inputs_before = digests(scans)
     ref, out = tmp_path / "cli", tmp_path / "batch"
     for folder in (ref, out):  # somebody else's file where b's output would go: kept, b gets _1
