@@ -39,6 +39,7 @@ from ensemble_color.color import join_l_ab, rgb_to_l
 from ensemble_color.composite import SUBJECT_CONTEXT_RAMP, ExpertRoute, choose_fallback, compose, upsample_ab
 from ensemble_color.evaluate import evaluate, load_datasets, markdown
 from ensemble_color.io import to_pil
+from ensemble_color.perceptual import PerceptualScorer
 from ensemble_color.pipeline import Pipeline, working_size
 
 SPECIALISTS = ("scenes", "faces", "birds", "animals")
@@ -219,7 +220,7 @@ def plot_curves(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.8), squeeze=False)
     for ax, ds in zip(axes[0], sets, strict=True):
         for m, v in results[ds].items():
-            if m.endswith(" alone") and not m.startswith("generalist"):
+            if "curve" not in v or (m.endswith(" alone") and not m.startswith("generalist")):
                 continue
             ax.plot(metrics.AUC_THRESHOLDS.numpy(), v["curve"], label=f"{m} ({v['auc']:.3f})")
         ax.set_title(ds, fontsize=9)
@@ -241,6 +242,7 @@ def main() -> None:
     ap.add_argument("--speed-images", type=int, default=4, help="val composites timed (each at every size)")
     ap.add_argument("--sizes", nargs="+", default=["512x512", "1024x768"])
     ap.add_argument("--out", default="docs/results")
+    ap.add_argument("--no-perceptual", action="store_true", help="skip agree@1 / Fréchet (needs the train extra)")
     ap.add_argument("--memory-worker", nargs=2, metavar=("METHOD", "SIZE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_worker:
@@ -251,7 +253,7 @@ def main() -> None:
     methods = build_methods(shipped, gen_routed)
     folders = [f"{args.data}/colorize/{c}/val" for c in SPECIALISTS]
     datasets = load_datasets(folders, args.composites, args.data, args.limit)
-    results = evaluate(methods, datasets)
+    results = evaluate(methods, datasets, None if args.no_perceptual else PerceptualScorer())
     out = Path(args.out)
     fig_dir = out.parent / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -265,7 +267,8 @@ def main() -> None:
             "command": "python bench/compare.py " + " ".join(sys.argv[1:])}
     for ds in results.values():
         for v in ds.values():
-            v["curve"] = [round(x, 5) for x in v["curve"]]
+            if "curve" in v:  # the perceptual "ground truth" row has none
+                v["curve"] = [round(x, 5) for x in v["curve"]]
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "quality": results, "speed": speed_rows}, indent=1))
     speed_md = ["| input | method | median s | × generalist alone | × seed merge | peak RSS MB (fresh process) |",
                 "|---|---|---:|---:|---:|---:|"]

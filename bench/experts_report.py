@@ -19,6 +19,7 @@ import torch
 from ensemble_color.color import join_l_ab, rgb_to_lab
 from ensemble_color.evaluate import build_methods, evaluate, load_datasets, markdown
 from ensemble_color.io import load_image, to_pil
+from ensemble_color.perceptual import PerceptualScorer
 from ensemble_color.pipeline import Pipeline
 from ensemble_color.train.data import list_images
 
@@ -52,12 +53,14 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--out", default="docs/experts_eval")
+    ap.add_argument("--no-perceptual", action="store_true", help="skip agree@1 / Fréchet (needs the train extra)")
     args = ap.parse_args()
     pipe = Pipeline.load(router="background", device="cpu")
     specialists = [n for n in HOME if n in pipe.experts]
     folders = [f"{args.data}/colorize/{HOME[n]}/val" for n in specialists]
     methods = build_methods(["gray", *[f"expert:{n}" for n in specialists]], pipe)
-    results = evaluate(methods, load_datasets(folders, 0, None, args.limit))
+    scorer = None if args.no_perceptual else PerceptualScorer()
+    results = evaluate(methods, load_datasets(folders, 0, None, args.limit), scorer)
     checks = []
     for name in specialists:
         ds = f"{HOME[name]}/val"
