@@ -39,12 +39,11 @@ from ..color import rgb_to_lab
 from ..io import atomic_write_bytes
 from . import loop
 from .data import center_crop_batch, list_images, random_resized_crop, read_rgb
-from .roots import category_folders
+from .roots import CATEGORY_ROUTE, category_folders
 
 #: what ``resnet18-deconv`` keeps of the student (its encoder), by torchvision module name
 TRUNK_MODULES = ("conv1", "bn1", "layer1", "layer2")
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "inits" / "resnet18-gray"
-CATEGORIES = ("scenes", "faces", "people", "birds", "animals")
 
 
 def gray_resnet18(num_classes: int = 1000) -> nn.Module:
@@ -142,7 +141,7 @@ def agreement(student: nn.Module, teacher: TeacherFeatures, rgb: torch.Tensor, b
 
 
 def photo_paths(roots: list[Path], split: str) -> list[Path]:
-    return [p for f in category_folders(roots, CATEGORIES, split) for p in list_images(f.path)]
+    return [p for f in category_folders(roots, tuple(CATEGORY_ROUTE), split) for p in list_images(f.path)]
 
 
 def heldout_photos(roots: list[Path], n: int, size: int) -> torch.Tensor:
@@ -196,7 +195,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     amp = loop.start_run(args.threads, args.seed, args.no_amp)
     t_start = time.time()
     roots = [Path(r) for r in (args.data or ["../shared/data"])]
-    paths = photo_paths(roots, "train")[: args.limit] if args.limit else photo_paths(roots, "train")
+    paths = photo_paths(roots, "train")[: args.limit]
     if not paths:
         raise SystemExit(f"error: no training photos under {', '.join(map(str, roots))}")
     teacher = TeacherFeatures(args.teacher).eval()

@@ -318,10 +318,10 @@ def run(args: argparse.Namespace, argv: list[str] | None = None, prog: str = "py
     scene_labels, scene_classes = None, list(CATEGORIES)
     if args.scene_csv:
         scene_classes, scene_labels = read_scene_csv(args.scene_csv)
-    caches = {c: ImageCache.concat([load_category(r, c, "train", args.max_side, args.limit) for r in roots
-                                    if list_images(r / "colorize" / c / "train")])
-              for c in args.categories
-              if mix.get(c, 0) > 0 and any(list_images(r / "colorize" / c / "train") for r in roots)}
+    holding = {c: [r for r in roots if list_images(r / "colorize" / c / "train")]  # each folder listed once here
+               for c in args.categories if mix.get(c, 0) > 0}
+    caches = {c: ImageCache.concat([load_category(r, c, "train", args.max_side, args.limit) for r in rs])
+              for c, rs in holding.items() if rs}
     cut_root = data_root / "route" / "cutouts"
     cutouts = load_cutouts(cut_root) if mix.get("composites", 0) > 0 and list_images(cut_root) else []
     comp_scenes: list[np.ndarray] = []

@@ -136,17 +136,16 @@ def summarize(root: str | Path) -> dict[str, Any]:
             masks = sorted(folder.mask_dir.glob("*.png")) if folder.mask_dir.is_dir() else []
             if not images and not masks:
                 continue
-            stems = {p.stem for p in images}
-            orphans = sum(1 for m in masks if m.stem not in stems)
+            stems, mask_stems = {p.stem for p in images}, {m.stem for m in masks}
+            orphans, unmasked = len(mask_stems - stems), len(stems - mask_stems)
             cats[f"{cat}/{split}"] = {"images": len(images), "masks": len(masks),
                                       "sources": dict(sources.get(f"{cat}/{split}", Counter()).most_common())}
             if orphans:
                 missing.append(f"{cat}/{split}: {orphans} masks without their image")
             if cat in MASKED_CATEGORIES and images and not masks:
                 missing.append(f"{cat}/{split}: no masks (the router cannot learn {CATEGORY_ROUTE[cat]} from it)")
-            elif cat in MASKED_CATEGORIES and len(stems - {m.stem for m in masks}):
-                missing.append(f"{cat}/{split}: {len(stems - {m.stem for m in masks})} of {len(images)} images "
-                               "without a mask")
+            elif cat in MASKED_CATEGORIES and unmasked:
+                missing.append(f"{cat}/{split}: {unmasked} of {len(images)} images without a mask")
         if f"{cat}/train" in cats and f"{cat}/val" not in cats:
             missing.append(f"{cat}: no val split")
     absent = [c for c in CATEGORY_ROUTE if not any(k.startswith(f"{c}/") for k in cats)]
