@@ -26,8 +26,8 @@ import torch
 
 from ensemble_color.routing import Router, load_router
 from ensemble_color.train.composites import val_composites
-from ensemble_color.train.router import (
-    load_masked,
+from ensemble_color.train.router_data import load_masked
+from ensemble_color.train.router_eval import (
     pasted_recall,
     segmentation_scores,
     single_subject_recall,

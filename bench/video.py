@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ensemble_color.color import rgb_to_l
-from ensemble_color.pipeline import Pipeline
+from ensemble_color.pipeline import Pipeline, PipelineOptions
 from ensemble_color.video import FlowCarry, ab_of, colorize_frames, flicker, l_to_u8
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,6 +85,8 @@ def main() -> None:
     ap.add_argument("--router", default="embedded")
     ap.add_argument("--experts", action="append", default=[])
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"], choices=["torch", "onnxruntime"],
+                    help="pipeline backends, measured one after the other in this run")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "video"))
     args = ap.parse_args()
     if args.threads:
@@ -92,9 +94,11 @@ def main() -> None:
         cv2.setNumThreads(args.threads)
     w, h = map(int, args.size.split("x"))
     load_before = os.getloadavg()
-    pipe = Pipeline.load(args.experts, router=args.router, device="cpu")
-    if args.work_size:
-        pipe = pipe.with_options(work_size=args.work_size)
+    pipes = {}
+    for backend in args.backends:
+        pipe = Pipeline.load(args.experts, router=args.router, device="cpu",
+                             options=PipelineOptions(backend=backend, threads=args.threads))
+        pipes[backend] = pipe.with_options(work_size=args.work_size) if args.work_size else pipe
     rows = {}
     with tempfile.TemporaryDirectory(prefix="bench_video_") as tmp:
         src, color = make_clip(Path(tmp), w, h, args.frames, args.fps)
@@ -102,11 +106,14 @@ def main() -> None:
         inputs = read_frames(src)
         Ls = [l_to_u8(rgb_to_l(rgb[None])[0]) for rgb in inputs]  # the flicker measure's flow
         frames_u8 = [(rgb.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy() for rgb in inputs]
-        for expert in pipe.experts.values():  # warm-up: build every model before timing
-            _ = expert.model
-        pipe.colorize_batch([torch.rand(3, h, w)])
-        for name, stabilize in (("stabilised", True), ("per_frame", False)):
-            dst = Path(tmp) / f"{name}.mp4"
+        for pipe in pipes.values():  # warm-up: build every model (and ONNX session) before timing
+            for expert in pipe.experts.values():
+                _ = expert.model
+            pipe.colorize_batch([torch.rand(3, h, w)])
+        runs = [(b, mode, stab) for b in pipes for mode, stab in (("stabilised", True), ("per_frame", False))]
+        for backend, mode, stabilize in runs:
+            pipe, name = pipes[backend], f"{mode} ({backend})"
+            dst = Path(tmp) / f"{mode}_{backend}.mp4"
             t0 = time.perf_counter()
             report = pipe.colorize_video(src, dst, stabilize=stabilize, batch_size=args.batch_size)
             seconds = time.perf_counter() - t0
@@ -119,15 +126,16 @@ def main() -> None:
                           "flicker": flicker(abs_, Ls), "flicker_written": flicker(written, Ls),
                           "l2ab": l2ab(abs_, truth), "l2ab_written": l2ab(written, truth), "cuts": report.cuts,
                           "flow_seconds_per_frame": carry.seconds / len(abs_) if carry else 0.0}
-    stab, per = rows["stabilised"], rows["per_frame"]
+    first = next(iter(pipes))
+    stab, per = rows[f"stabilised ({first})"], rows[f"per_frame ({first})"]
     summary = {"flicker_ratio": stab["flicker"] / per["flicker"], "l2ab_change": stab["l2ab"] / per["l2ab"] - 1,
                "flicker_ratio_written": stab["flicker_written"] / per["flicker_written"],
                "flicker_of_true_colours": flicker(truth, Ls), "true_cut_at": args.frames - args.frames // 3}
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cv2": cv2.__version__,
             "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
             "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "size": args.size,
-            "frames": args.frames, "batch_size": args.batch_size, "work_size": pipe.options.work_size,
-            "router": pipe.router.name, "experts": sorted(pipe.experts),
+            "frames": args.frames, "batch_size": args.batch_size, "work_size": pipes[first].options.work_size,
+            "router": pipes[first].router.name, "experts": sorted(pipes[first].experts), "backends": list(pipes),
             "clip": "gray MPEG-4, 1 px/frame pan over tests/data/coffee.jpg, cut to tests/data/chelsea.jpg"}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +145,7 @@ def main() -> None:
     md += [f"| {name} | {r['fps']:.1f} ({r['fps_colourise_only']:.1f}) | {r['flicker']:.3f} "
            f"({r['flicker_written']:.3f}) | {r['l2ab']:.2f} ({r['l2ab_written']:.2f}) | {r['cuts'] or '-'} |"
            for name, r in rows.items()]
-    md.append(f"\nflicker ratio stabilised / per-frame **{summary['flicker_ratio']:.2f}** (target ≤ 0.5; "
+    md.append(f"\nflicker ratio stabilised / per-frame ({first}) **{summary['flicker_ratio']:.2f}** (target ≤ 0.5; "
               f"{summary['flicker_ratio_written']:.2f} on the written files, where MPEG-4 noise adds to both), "
               f"L2ab change {summary['l2ab_change']:+.1%} (budget ≤ +5 %); true cut at frame "
               f"{summary['true_cut_at']}; the measure gives {summary['flicker_of_true_colours']:.3f} on the true "

@@ -320,7 +320,7 @@ def _train_main(argv: list[str]) -> int:
 
     trainers = {"expert": (expert, "a resnet18-deconv specialist"),
                 "router": (router, "the grayscale segmenter that routes pixels to experts"),
-                "generalist": (generalist, "the multi-head U-Net fallback expert"),
+                "generalist": (generalist, "the multi-head U-Net generalist on an ImageNet encoder"),
                 "distill": (distill, "the grayscale ResNet-18 trunk distilled from ImageNet EfficientNet-Lite")}
     parser = argparse.ArgumentParser(prog="ensemble_color train", description="Train a model and export it.")
     sub = parser.add_subparsers(dest="what", required=True)
@@ -333,9 +333,9 @@ def _train_main(argv: list[str]) -> int:
 
 def _evaluate_main(argv: list[str]) -> int:
     from . import evaluate
-    from .train import generalist, router
+    from .train import generalist_eval, router_eval
 
-    special = {"router": router, "generalist": generalist}
+    special = {"router": router_eval, "generalist": generalist_eval}
     if argv and argv[0] in special:
         parser = argparse.ArgumentParser(prog=f"ensemble_color evaluate {argv[0]}")
         special[argv[0]].add_eval_arguments(parser)

@@ -46,3 +46,25 @@ def legend(route_classes: tuple[str, ...] | list[str], served_by: dict[str, str]
         r, g, b = route_color(c)
         out.append((f"{c} → {served_by.get(c, '?')}", f"#{r:02x}{g:02x}{b:02x}"))
     return out
+
+
+def fit_square(rgb: torch.Tensor, size: int) -> torch.Tensor:
+    """(3, H, W) -> (3, size, size): short side to ``size``, centre crop (contact-sheet cells)."""
+    h, w = rgb.shape[-2:]
+    s = size / min(h, w)
+    nh, nw = max(size, round(h * s)), max(size, round(w * s))
+    x = torch.nn.functional.interpolate(rgb[None].float(), size=(nh, nw), mode="bilinear", antialias=True,
+                                        align_corners=False)[0]
+    y0, x0 = (nh - size) // 2, (nw - size) // 2
+    return x[:, y0:y0 + size, x0:x0 + size].clamp(0, 1)
+
+
+def contact_sheet(rows: list[list[torch.Tensor]], gap: int = 2) -> torch.Tensor:
+    """A grid of equal-size (3, h, w) cells, one list per row, white gaps between cells: (3, H, W)."""
+    h, w = rows[0][0].shape[-2:]
+    ncol = max(len(r) for r in rows)
+    sheet = torch.ones(3, len(rows) * (h + gap) - gap, ncol * (w + gap) - gap)
+    for i, row in enumerate(rows):
+        for j, cell in enumerate(row):
+            sheet[:, i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = cell
+    return sheet

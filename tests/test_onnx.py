@@ -116,7 +116,8 @@ def test_lite0_fpn_router_exports_with_dynamic_sizes_and_routes_like_torch(tmp_p
 
 def test_in_memory_router_conversion_keeps_the_torch_side_of_the_router() -> None:
     """Only the segmenter moves: temperature, feather, table and sizes are the torch router's."""
-    from ensemble_color.train.router import build_model, net_router
+    from ensemble_color.train.router import build_model
+    from ensemble_color.train.router_eval import net_router
 
     torch.manual_seed(1)
     ref = net_router(build_model("FPN", "tu-tf_efficientnet_lite0"), input_size=96, input_mapping="gray_unit")

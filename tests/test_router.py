@@ -17,6 +17,7 @@ from PIL import Image
 from torch import nn
 
 from ensemble_color.routing import RoutingTable, load_router, router_dir, smp_router, torchvision_router
+from ensemble_color.train import masks, router_data, router_eval
 from ensemble_color.train import router as train_router
 
 VOC_EXPECTED = {"person": "person", "bird": "bird", "cat": "animal", "dog": "animal", "horse": "animal",
@@ -67,7 +68,7 @@ def test_probabilities_sum_to_one_at_input_size() -> None:
 def test_iou_counter_ignores_255_and_scores_errors() -> None:
     target = np.array([[0, 0, 2, 2], [0, 255, 2, 3]], np.uint8)
     pred = np.array([[0, 0, 2, 0], [0, 1, 2, 3]], np.uint8)  # the 1 sits on an ignored pixel
-    c = train_router.IoUCounter()
+    c = router_eval.IoUCounter()
     c.add(pred, target)
     r = c.result()
     assert r["pixels"] == 7
@@ -135,10 +136,10 @@ def test_tiny_training_exports_a_loadable_smp_folder(tmp_path: Path) -> None:
 
     # ... and `evaluate router` measures it: masks, composites, pasted and single-subject recall, latency
     parser = argparse.ArgumentParser()
-    train_router.add_eval_arguments(parser)
+    router_eval.add_eval_arguments(parser)
     argv = ["--data", str(data), "--router", str(folder), "--composites", "4", "--single", "2",
             "--composite-size", "48", "--latency-repeats", "1", "--threads", "1", "--out", str(tmp_path / "m")]
-    result = train_router.run_eval(parser.parse_args(argv), argv)
+    result = router_eval.run_eval(parser.parse_args(argv), argv)
     assert result["val_masks"]["images"] == 9 and result["val_composites"]["images"] == 4
     assert {k: v["composites"] for k, v in result["val_single_subject_recall"].items()} == {
         "person": 2, "bird": 2, "animal": 2}
@@ -170,7 +171,7 @@ def test_single_subject_composites_paste_one_clean_cutout_each(tmp_path: Path) -
     (data / "route" / "mask_stats.csv").write_text(
         "mask,teacher,status,fg_frac,ignore_frac,n_parts,human_face,person_pixels_set_to_255\n"
         "route/masks/birds/val/birds1.png,isnet@768 fallback,ok,0.2,0.1,1,0,0.0\n")
-    bad = train_router.unreliable_masks(data)
+    bad = masks.unreliable_masks(data)
     assert bad == {"route/masks/birds/val/birds1.png"}
     pairs = single_subject_composites(data, "birds", n=5, size=32, seed=3, exclude=bad)
     assert len(pairs) == 2  # three val birds, one excluded
@@ -203,7 +204,7 @@ def test_shipped_router_routes_pasted_birds_to_bird() -> None:
         region = labels == LABELS["bird"]
         if region.mean() < 0.01:  # need a visible pasted bird
             continue
-        checked.append(train_router.routed_fraction(router, rgb, region, "bird"))
+        checked.append(router_eval.routed_fraction(router, rgb, region, "bird"))
         if len(checked) == 5:
             break
     assert len(checked) == 5
@@ -216,7 +217,7 @@ def seed0_single_birds() -> list[tuple[np.ndarray, np.ndarray]]:
     from ensemble_color.train.composites import single_subject_composites
 
     return single_subject_composites(DATA, "birds", n=60, size=256, seed=0,
-                                     exclude=train_router.unreliable_masks(DATA))
+                                     exclude=masks.unreliable_masks(DATA))
 
 
 @pytest.mark.data
@@ -228,7 +229,7 @@ def test_shipped_router_routes_most_birds_pasted_on_a_landscape_to_bird(seed0_si
     from ensemble_color.train.composites import LABELS
 
     router = load_router("embedded").eval()
-    fractions = [train_router.routed_fraction(router, rgb, labels == LABELS["bird"], "bird")
+    fractions = [router_eval.routed_fraction(router, rgb, labels == LABELS["bird"], "bird")
                  for rgb, labels in seed0_single_birds]
     assert len(fractions) == 60
     assert np.mean(np.array(fractions) > 0.5) >= 0.85, sorted(fractions)
@@ -312,7 +313,7 @@ def test_pasted_recall_counts_subjects_routed_to_their_class() -> None:
     labels = np.zeros((64, 64), np.uint8)
     rgb[5:25, 5:25], labels[5:25, 5:25] = 255, 2  # a bright "bird": found
     labels[40:60, 40:60] = 3  # a dark "animal": routed to background
-    recall = train_router.pasted_recall(router, [(rgb, labels)])
+    recall = router_eval.pasted_recall(router, [(rgb, labels)])
     assert recall["bird"]["share_over_half"] == 1.0 and recall["bird"]["mean_fraction"] > 0.9
     assert recall["animal"]["composites"] == 1 and recall["animal"]["share_over_half"] == 0.0
     assert recall["animal"]["mean_fraction"] < 0.1 and "person" not in recall
@@ -337,9 +338,9 @@ def _people_root(root: Path) -> Path:
 
 def test_load_masked_reads_people_and_drops_masks_with_nothing_labelled(tmp_path: Path) -> None:
     root = _people_root(tmp_path / "ext")
-    clean = train_router.load_masked(root, "train")
+    clean = router_data.load_masked(root, "train")
     assert clean.counts() == {"people": 2}  # faces/birds/animals absent here: skipped, not an error
-    assert train_router.load_masked(root, "train", clean=False).counts() == {"people": 3}
+    assert router_data.load_masked(root, "train", clean=False).counts() == {"people": 3}
 
 
 def test_imagenet_router_trains_on_two_roots_and_loads_with_its_input_mapping(tmp_path: Path) -> None:

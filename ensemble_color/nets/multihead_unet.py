@@ -44,15 +44,73 @@ def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
 
 
-class MultiHeadUNet(nn.Module):
+class MultiHeadBase(nn.Module):
+    """What every multi-head generalist shares: the soft-encoding buffers and the decoding of its heads.
+
+    Subclasses implement :meth:`forward_heads` (L in Lab units -> ``reg``, ``soft``, ``seg``, ``scene``
+    ...) and call :meth:`_init_decoding` in ``__init__``; ``forward``, ``decode_heads`` and
+    ``segment`` are then the same contract for all of them (L in, ab out).
+    """
+
+    def _init_decoding(self, decode: str, T: float, blend_w: float) -> None:
+        if decode not in DECODES:
+            raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
+        bins = torch.zeros(softencode.N_BINS, 2)
+        if bins.device.type != "meta":  # validation builds on "meta": no values needed there
+            bins = softencode.ab_bins()
+        self.register_buffer("ab_bins", bins)
+        self.register_buffer("bin_prior", torch.full((softencode.N_BINS,), 1.0 / softencode.N_BINS))
+        self.register_buffer("bin_weights", torch.ones(softencode.N_BINS))
+        self.decode, self.T, self.blend_w = decode, float(T), float(blend_w)
+
+    def _init_heads(self, quarter: int, half: int, n_seg_classes: int) -> None:
+        """The soft-encoding and segmentation heads on the 1/4-resolution decoder features (``quarter``
+        channels), the regression head on the 1/2-resolution ones (``half``)."""
+        self.soft_head = nn.Sequential(_conv(quarter, 2 * quarter), nn.Conv2d(2 * quarter, softencode.N_BINS, 1))
+        self.seg_head = nn.Conv2d(quarter, n_seg_classes, 1)
+        self.reg_head = nn.Conv2d(half, 2, 3, padding=1)
+
+    def forward_heads(self, L: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def decode_heads(self, heads: dict[str, torch.Tensor], decode: str | None = None,
+                     size: tuple[int, int] | None = None, T: float | None = None,
+                     blend_w: float | None = None) -> torch.Tensor:
+        """ab (B, 2, H, W) from :meth:`forward_heads` output with ``decode`` (default ``self.decode``);
+        ``T`` and ``blend_w`` override the stored temperature and blend weight (decode selection)."""
+        decode = decode or self.decode
+        T = self.T if T is None else float(T)
+        blend_w = self.blend_w if blend_w is None else float(blend_w)
+        size = size or tuple(heads["reg"].shape[-2:])
+        if decode == "regression":
+            return heads["reg"].float()
+        if decode == "mode":
+            ab = softencode.mode(heads["soft"], self.ab_bins)
+        else:
+            ab = softencode.annealed_mean(heads["soft"], self.ab_bins, 1.0 if decode == "mean" else T)
+        ab = F.interpolate(ab, size=size, mode="bilinear", align_corners=False)
+        if decode == "blend":
+            ab = blend_w * ab + (1 - blend_w) * heads["reg"].float()
+        elif decode not in ("soft", "mode", "mean"):
+            raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
+        return ab
+
+    def forward(self, L: torch.Tensor) -> torch.Tensor:
+        return self.decode_heads(self.forward_heads(L))
+
+    def segment(self, L: torch.Tensor) -> torch.Tensor:
+        """Route-class logits (B, 4, H/4, W/4) in the order background, person, bird, animal."""
+        return self.forward_heads(L)["seg"].float()
+
+
+class MultiHeadUNet(MultiHeadBase):
     """U-Net generalist with regression, soft-encoding, segmentation and scene-context heads."""
 
     def __init__(self, widths: tuple[int, int, int, int] = (32, 64, 128, 256), n_scene_classes: int = 4,
                  scene_hidden: int = 128, n_seg_classes: int = len(ROUTE_CLASSES), decode: str = "soft",
                  T: float = softencode.DEFAULT_T, blend_w: float = 0.5, input_size: int = 128) -> None:
         super().__init__()
-        if decode not in DECODES:
-            raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
+        self._init_decoding(decode, T, blend_w)
         c0, c1, c2, c3 = widths
         self.enc1 = nn.Sequential(_conv(1, c0, 2), _conv(c0, c0))        # 1/2
         self.enc2 = nn.Sequential(_conv(c0, c1, 2), _conv(c1, c1))       # 1/4
@@ -64,16 +122,7 @@ class MultiHeadUNet(nn.Module):
         self.dec3 = _conv(c3 + c2, c2)                                    # 1/8
         self.dec2 = nn.Sequential(_conv(c2 + c1, c1), _conv(c1, c1))      # 1/4
         self.dec1 = _conv(c1 + c0, c0)                                    # 1/2
-        self.soft_head = nn.Sequential(_conv(c1, 2 * c1), nn.Conv2d(2 * c1, softencode.N_BINS, 1))
-        self.seg_head = nn.Conv2d(c1, n_seg_classes, 1)
-        self.reg_head = nn.Conv2d(c0, 2, 3, padding=1)
-        bins = torch.zeros(softencode.N_BINS, 2)
-        if bins.device.type != "meta":  # validation builds on "meta": no values needed there
-            bins = softencode.ab_bins()
-        self.register_buffer("ab_bins", bins)
-        self.register_buffer("bin_prior", torch.full((softencode.N_BINS,), 1.0 / softencode.N_BINS))
-        self.register_buffer("bin_weights", torch.ones(softencode.N_BINS))
-        self.decode, self.T, self.blend_w = decode, float(T), float(blend_w)
+        self._init_heads(c1, c0, n_seg_classes)
         self.descriptor = ModelDescriptor("multihead-unet", size_multiple=16, supports_half=True,
                                           input_size=input_size,
                                           extra={"route_classes": ROUTE_CLASSES, "decodes": DECODES})
@@ -95,31 +144,6 @@ class MultiHeadUNet(nn.Module):
         reg = torch.tanh(self.reg_head(d1).float()) * AB_RANGE
         reg = F.interpolate(reg, size=L.shape[-2:], mode="bilinear", align_corners=False)
         return {"reg": reg, "soft": self.soft_head(d2), "seg": self.seg_head(d2), "scene": scene}
-
-    def decode_heads(self, heads: dict[str, torch.Tensor], decode: str | None = None,
-                     size: tuple[int, int] | None = None) -> torch.Tensor:
-        """ab (B, 2, H, W) from :meth:`forward_heads` output with ``decode`` (default ``self.decode``)."""
-        decode = decode or self.decode
-        size = size or tuple(heads["reg"].shape[-2:])
-        if decode == "regression":
-            return heads["reg"].float()
-        if decode == "mode":
-            ab = softencode.mode(heads["soft"], self.ab_bins)
-        else:
-            ab = softencode.annealed_mean(heads["soft"], self.ab_bins, 1.0 if decode == "mean" else self.T)
-        ab = F.interpolate(ab, size=size, mode="bilinear", align_corners=False)
-        if decode == "blend":
-            ab = self.blend_w * ab + (1 - self.blend_w) * heads["reg"].float()
-        elif decode not in ("soft", "mode", "mean"):
-            raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
-        return ab
-
-    def forward(self, L: torch.Tensor) -> torch.Tensor:
-        return self.decode_heads(self.forward_heads(L))
-
-    def segment(self, L: torch.Tensor) -> torch.Tensor:
-        """Route-class logits (B, 4, H/4, W/4) in the order background, person, bird, animal."""
-        return self.forward_heads(L)["seg"].float()
 
 
 @register_architecture("multihead-unet", tiny_config={"widths": (8, 8, 16, 16), "scene_hidden": 8})

@@ -64,18 +64,27 @@ def cutouts_from_masks(data_root: str | Path, split: str, categories=("faces", "
         for mpath in masks:
             if limit_per_category is not None and taken >= limit_per_category:
                 break
-            img_path = data_root / "colorize" / cat / split / (mpath.stem + ".jpg")
-            mask = np.array(Image.open(mpath))
-            fg = mask == label
-            if fg.mean() < min_fg or fg.mean() > 0.9 or not img_path.exists():
-                continue
-            ys, xs = np.nonzero(fg)
-            y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-            rgb = np.array(Image.open(img_path).convert("RGB"))
-            rgba = np.dstack([rgb, fg.astype(np.uint8) * 255])[y0:y1, x0:x1]
-            out.append(Cutout(np.ascontiguousarray(rgba), label))
-            taken += 1
+            cut = cutout_from_mask(data_root / "colorize" / cat / split / (mpath.stem + ".jpg"), mpath, label,
+                                   min_fg)
+            if cut is not None:
+                out.append(cut)
+                taken += 1
     return out
+
+
+def cutout_from_mask(img_path: Path, mask_path: Path, label: int, min_fg: float = 0.05) -> Cutout | None:
+    """The ``label`` pixels of one photo, cut to their bounding box; None when the subject covers under
+    ``min_fg`` or over 90 % of the photo (too small to paste, or no background left to replace) or the
+    photo is missing."""
+    mask = np.array(Image.open(mask_path))
+    fg = mask == label
+    if fg.mean() < min_fg or fg.mean() > 0.9 or not img_path.exists():
+        return None
+    ys, xs = np.nonzero(fg)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    rgb = np.array(Image.open(img_path).convert("RGB"))
+    rgba = np.dstack([rgb, fg.astype(np.uint8) * 255])[y0:y1, x0:x1]
+    return Cutout(np.ascontiguousarray(rgba), label)
 
 
 def paste(scene: np.ndarray, labels: np.ndarray, cut: Cutout, rng: np.random.Generator,
@@ -153,7 +162,7 @@ def val_composites(data_root: str | Path, n: int = 100, size: int = 256, seed: i
 
     Same ``(data, n, size, seed)`` -> the same images, on any machine: every method in
     ``bench/compare.py`` and ``evaluate`` is measured on exactly these. ``split="train"`` builds the same
-    recipe from train data (``bench/router_fit.py``: does the router miss what it was trained on too?).
+    recipe from train data (does the router miss what it was trained on too? ``router/README.md``, v4).
     """
     rng = np.random.default_rng(seed)
     scenes = scene_paths(data_root, split)

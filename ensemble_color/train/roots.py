@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .data import IMAGE_SUFFIXES
+import numpy as np
+
+from .data import IMAGE_SUFFIXES, list_images
 
 #: every category a pack may hold, and the route class its subject is served as
 CATEGORY_ROUTE: dict[str, str] = {"scenes": "background", "faces": "person", "people": "person",
@@ -62,6 +64,42 @@ def category_folders(roots: Iterable[str | Path], categories: Sequence[str], spl
             if folder.path.is_dir():
                 out.append(folder)
     return out
+
+
+@dataclass(frozen=True)
+class Photo:
+    """One photo of a data root, with where it came from."""
+
+    path: Path
+    root: Path
+    category: str
+    split: str
+
+
+def list_photos(roots: list[Path], categories: tuple[str, ...], split: str) -> dict[str, list[Photo]]:
+    """Every photo of ``categories`` in every root (sorted per root, roots in order)."""
+    out: dict[str, list[Photo]] = {}
+    for cat in categories:
+        photos = [Photo(p, r, cat, split) for r in roots for p in list_images(r / "colorize" / cat / split)]
+        if photos:
+            out[cat] = photos
+    return out
+
+
+def hold_out(photos: dict[str, list[Photo]], per_category: int) -> tuple[dict[str, list[Photo]], list[Photo]]:
+    """(training photos, held-out photos): ``per_category`` evenly spaced photos of each category leave
+    the training stream (evenly spaced because sorted names cluster by source and class).
+
+    The one definition of "held-out *train* photos": trainers choose checkpoints and decodings on them
+    and the default tuning (``bench/tune_defaults.py``) measures on them, so val photos stay for reports.
+    """
+    train, held = {}, []
+    for cat, items in photos.items():
+        n = min(per_category, len(items) // 2)
+        idx = set(np.linspace(0, len(items) - 1, n).round().astype(int).tolist()) if n else set()
+        held += [items[i] for i in sorted(idx)]
+        train[cat] = [p for i, p in enumerate(items) if i not in idx]
+    return train, held
 
 
 def expand_data(items: Sequence[str | Path], categories: Sequence[str] | None, split: str = "train") -> list[Path]:

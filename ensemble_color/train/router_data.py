@@ -1,0 +1,186 @@
+"""The router's training data: masked photos, all-background scenes and a seeded, resumable batch sampler.
+
+Why this data:
+* **Masks**: the teacher masks of ``route/masks`` (255 = ignore; rows the data README flags as unreliable
+  are dropped via ``route/mask_stats.csv``), scenes photos as all-background (minus the listed ones
+  with people), and copy-paste composites (``route/cutouts`` + train animal foregrounds on train
+  scenes). The category photos each show one centred subject; composites teach small, several and
+  off-centre subjects on real backgrounds.
+* **Sampling**: each real source has a fixed share of the non-composite samples (the small sets are
+  over-sampled on purpose), and L gets a random gamma and contrast (old and scanned photos are darker,
+  flatter or harsher than the training photos).
+* The sampler's random state is saved with the checkpoints, so a resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..color import rgb_to_lab
+from .composites import IGNORE, LABELS, Cutout, balanced_picker, make_composite, scene_paths
+from .data import random_resized_crop, read_rgb
+from .masks import read_mask, unreliable_masks
+
+#: label index -> name, the data pack's convention (also the ``ensemble`` backend's labels)
+CLASS_NAMES: tuple[str, ...] = tuple(sorted(LABELS, key=LABELS.get))
+N_CLASSES = len(CLASS_NAMES)
+MASK_CATEGORIES = ("faces", "people", "birds", "animals")
+#: share of each real (non-composite) source in a batch; the small sets are over-sampled on purpose
+DEFAULT_SOURCE_WEIGHTS = {"faces": 0.2, "people": 0.15, "birds": 0.25, "animals": 0.25, "scenes": 0.15}
+
+
+@dataclass
+class MaskedImages:
+    """Images with their label masks (uint8, same size), plus the category of each."""
+
+    images: list[np.ndarray]
+    masks: list[np.ndarray]
+    categories: list[str]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def counts(self) -> dict[str, int]:
+        """Images per category, for the config (never the images themselves)."""
+        return {c: self.categories.count(c) for c in dict.fromkeys(self.categories)}
+
+    def extend(self, other: MaskedImages) -> MaskedImages:
+        self.images += other.images
+        self.masks += other.masks
+        self.categories += other.categories
+        return self
+
+
+def load_masked(
+    data_root: str | Path,
+    split: str,
+    categories: tuple[str, ...] = MASK_CATEGORIES,
+    limit: int | None = None,
+    clean: bool = True,
+) -> MaskedImages:
+    """``colorize/<cat>/<split>`` images + ``route/masks``; ``limit`` per category (evenly spaced).
+
+    A category without masks in this root is skipped (the main pack has no ``people``, the extension
+    pack no ``faces`` masks). With ``clean``, masks with under 1 % labelled pixels are dropped too: the
+    extension pack marks "teacher found nothing" as all-ignore, which teaches nothing.
+    """
+    data_root = Path(data_root)
+    bad = unreliable_masks(data_root) if clean else set()
+    out = MaskedImages([], [], [])
+    for cat in categories:
+        masks = sorted((data_root / "route" / "masks" / cat / split).glob("*.png"))
+        masks = [m for m in masks if str(m.relative_to(data_root)) not in bad]
+        if limit is not None and len(masks) > limit:
+            masks = [masks[i] for i in np.linspace(0, len(masks) - 1, limit).round().astype(int)]
+        for m in masks:
+            img = data_root / "colorize" / cat / split / (m.stem + ".jpg")
+            if not img.exists():
+                raise FileNotFoundError(f"{m}: its image {img} is missing")
+            mask = read_mask(m)
+            if clean and (mask != IGNORE).mean() < 0.01:
+                continue
+            rgb = read_rgb(img)
+            if rgb.shape[:2] != mask.shape:
+                raise ValueError(f"{m}: mask size {mask.shape} differs from its image {rgb.shape[:2]}")
+            out.images.append(rgb)
+            out.masks.append(mask)
+            out.categories.append(cat)
+    return out
+
+
+def load_scenes(
+    data_root: str | Path, split: str, limit: int | None = None, max_short_side: int = 320
+) -> list[np.ndarray]:
+    """Scenes photos without listed people (all background), short side capped (they are up to 384 px).
+
+    ``limit`` takes that many evenly spaced over the sorted files (the extension pack's 29k scenes are
+    sorted by source, so the first ones would all be one source).
+    """
+    paths = scene_paths(data_root, split)
+    if limit is not None and len(paths) > limit:
+        paths = [paths[i] for i in np.linspace(0, len(paths) - 1, limit).round().astype(int)]
+    return [read_rgb(p, max_short_side) for p in paths]
+
+
+class RouterSampler:
+    """Seeded, resumable batches of (L, labels): real masked crops, scenes and composites.
+
+    ``weights`` gives the share of each real source (faces/birds/animals/scenes) among the
+    non-composite samples; the small animals set is over-sampled on purpose.
+    """
+
+    def __init__(
+        self,
+        masked: MaskedImages,
+        scenes: list[np.ndarray],
+        cutouts: list[Cutout],
+        crop: int,
+        seed: int,
+        composite_frac: float = 0.5,
+        scale: tuple[float, float] = (0.3, 1.0),
+        weights: dict[str, float] | None = None,
+        jitter: bool = True,
+        paste_range: tuple[float, float] = (0.25, 0.7),
+        balanced: bool = False,
+    ) -> None:
+        self.masked, self.scenes, self.cutouts = masked, scenes, cutouts
+        self.crop, self.composite_frac, self.scale, self.jitter = crop, composite_frac, scale, jitter
+        self.paste_range = paste_range
+        self.pick = balanced_picker(cutouts) if balanced and cutouts else None
+        self.rng = np.random.default_rng(seed)
+        weights = weights or DEFAULT_SOURCE_WEIGHTS
+        self.by_cat = {c: [i for i, k in enumerate(masked.categories) if k == c] for c in MASK_CATEGORIES}
+        sources = [c for c in weights if (c == "scenes" and scenes) or self.by_cat.get(c)]
+        if not sources:
+            raise ValueError("no training data: no masked images and no scenes")
+        p = np.array([weights[c] for c in sources], dtype=np.float64)
+        self.sources, self.p = sources, p / p.sum()
+
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One (RGB (3, S, S) float in [0, 1], labels (S, S) uint8) training example."""
+        rng, s = self.rng, self.crop
+        if self.scenes and self.cutouts and rng.random() < self.composite_frac:
+            scene = self.scenes[int(rng.integers(len(self.scenes)))]
+            rgb, lab = make_composite(scene, self.cutouts, rng, s, size_range=self.paste_range, pick=self.pick)
+            return torch.from_numpy(rgb).permute(2, 0, 1).float() / 255, torch.from_numpy(lab)
+        src = self.sources[int(rng.choice(len(self.sources), p=self.p))]
+        if src == "scenes":
+            img = self.scenes[int(rng.integers(len(self.scenes)))]
+            rgb, _ = random_resized_crop(img, s, rng, self.scale)
+            return rgb, torch.zeros(s, s, dtype=torch.uint8)
+        i = self.by_cat[src][int(rng.integers(len(self.by_cat[src])))]
+        rgb, lab = random_resized_crop(self.masked.images[i], s, rng, self.scale, self.masked.masks[i])
+        assert lab is not None
+        return rgb, lab
+
+    def _jitter_L(self, L: torch.Tensor) -> torch.Tensor:
+        """Random gamma and contrast on L: old and scanned photos are darker, flatter or harsher."""
+        n = L.shape[0]
+        gamma = (
+            torch.from_numpy(np.exp(self.rng.uniform(np.log(0.7), np.log(1.4), n))).float().view(n, 1, 1, 1)
+        )
+        contrast = torch.from_numpy(self.rng.uniform(0.7, 1.2, n)).float().view(n, 1, 1, 1)
+        keep = torch.from_numpy(self.rng.random(n) < 0.5).view(n, 1, 1, 1)
+        out = 100.0 * (L / 100.0).clamp_min(0).pow(gamma)
+        mean = out.mean((2, 3), keepdim=True)
+        out = ((out - mean) * contrast + mean).clamp(0, 100)
+        return torch.where(keep, L, out)
+
+    def batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L (B, 1, S, S) in Lab units, labels (B, S, S) int64 with 255 = ignore)."""
+        rgbs, labs = zip(*(self.sample() for _ in range(batch_size)), strict=True)
+        L = rgb_to_lab(torch.stack(rgbs))[:, :1]
+        if self.jitter:
+            L = self._jitter_L(L)
+        return L, torch.stack(labs).long()
+
+    def state(self) -> str:
+        return json.dumps(self.rng.bit_generator.state)
+
+    def load_state(self, state: str) -> None:
+        self.rng.bit_generator.state = json.loads(state)
