@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from v0_models import extract, renamed_copies
+from v0_models import V0_COMMIT, extract, renamed_copies
 
 from ensemble_color.color import join_l_ab, rgb_to_l, rgb_to_lab
 from ensemble_color.evaluate import build_methods, evaluate, load_datasets, markdown
@@ -89,7 +89,7 @@ def main() -> None:
     folders = [str(r / "colorize" / c / "val") for r in roots for c in ("scenes", "faces", "people", "birds", "animals")
                if (r / "colorize" / c / "val").is_dir()]
     with tempfile.TemporaryDirectory(prefix="v0_models_") as tmp:
-        extract("bfdeb0c", ["experts"], Path(tmp) / "v0")
+        extract(V0_COMMIT, ["experts"], Path(tmp) / "v0")
         renamed_copies(Path(tmp) / "v0" / "experts", Path(tmp) / "methods")
         pipe = Pipeline.load([Path(tmp) / "methods"], router="background", device="cpu")
         for expert in pipe.experts.values():

@@ -35,13 +35,12 @@ from .. import metrics, softencode
 from ..color import AB_RANGE, rgb_to_lab
 from ..nets import create_model
 from ..nets.imagenet import imagenet_classifier, load_pretrained, weights_entry
-from ..nets.multihead_lite import CATEGORIES
 from ..nets.multihead_unet import DECODES
 from ..plugins import export_expert
 from . import loop
 from .composites import IGNORE
 from .data import center_crop_batch, read_rgb
-from .generalist_data import CATEGORY_INDEX, SOURCES, GeneralistSampler, held_out_masks
+from .generalist_data import SOURCES, GeneralistSampler, category_target, held_out_masks
 from .roots import hold_out, list_photos
 
 TRAIN_CATEGORIES = ("scenes", "faces", "people", "birds", "animals")
@@ -61,7 +60,8 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore: int = IGN
 
 def topk_smooth(p: torch.Tensor, k: int, eps: float) -> torch.Tensor:
     """Top-k label smoothing of (B, C) distributions: keep the k largest, renormalise, mix eps x uniform."""
-    top = torch.zeros_like(p).scatter(1, p.topk(k, 1).indices, p.topk(k, 1).values)
+    best = p.topk(k, 1)
+    top = torch.zeros_like(p).scatter(1, best.indices, best.values)
     top = top / top.sum(1, keepdim=True).clamp_min(1e-8)
     return (1 - eps) * top + eps / p.shape[1]
 
@@ -192,7 +192,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     model = model.to(memory_format=torch.channels_last)
     alphas = tuple(args.alphas)
     val_rgb = center_crop_batch([read_rgb(p.path, args.crop) for p in held], args.crop)
-    val_cat = torch.stack([category_target(p.category) for p in held])
+    val_cat = torch.from_numpy(np.stack([category_target(p.category) for p in held]))
 
     def targets(rgb: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -238,11 +238,6 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
                            _manifest(args, argv, sampler, held, state, final, amp, t_start), fp16=True)
     print(f"exported {folder}")
     return folder
-
-
-def category_target(category: str) -> torch.Tensor:
-    """One-hot target of the ``category`` head for a photo of a data-pack category."""
-    return F.one_hot(torch.tensor(CATEGORY_INDEX[category]), len(CATEGORIES)).float()
 
 
 def _manifest(args: argparse.Namespace, argv: list[str] | None, sampler: GeneralistSampler, held: list,

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..nets.multihead_lite import CATEGORIES
-from .composites import IGNORE, balanced_picker, cutouts_from_masks, make_composite, scene_paths
+from .composites import IGNORE, balanced_picker, cutouts_from_masks, make_composite
 from .data import random_resized_crop, read_rgb
 from .masks import mask_path, route_labels, scenes_with_people, unreliable_masks
 from .roots import Photo
@@ -31,6 +31,11 @@ from .roots import Photo
 #: data-pack category -> index of the ``category`` head (faces and people are both the person route)
 CATEGORY_INDEX = {"scenes": 0, "faces": 1, "people": 1, "birds": 2, "animals": 3}
 SOURCES = (*CATEGORY_INDEX, "composites")
+
+
+def category_target(category: str) -> np.ndarray:
+    """One-hot target of the ``category`` head for a photo of a data-pack category."""
+    return np.eye(len(CATEGORIES), dtype=np.float32)[CATEGORY_INDEX[category]]
 
 
 def held_out_masks(held: list[Photo]) -> dict[Path, set[str]]:
@@ -56,8 +61,9 @@ class GeneralistSampler:
             for r in roots:
                 self.cutouts += cutouts_from_masks(r, "train", limit_per_category=cutouts_per_category,
                                                    exclude=self.unreliable[r] | (exclude_masks or {}).get(r, set()))
-        allowed = {p for r in roots for p in scene_paths(r, "train")}
-        self.composite_scenes = [p for p in photos.get("scenes", []) if p.path in allowed]
+        # scenes photos minus those listed with people (what composites.scene_paths keeps), from the listing at hand
+        self.composite_scenes = [p for p in photos.get("scenes", [])
+                                 if str(p.path.relative_to(p.root)) not in self.people[p.root]]
         self.pick = balanced_picker(self.cutouts) if self.cutouts else None
         sources = [s for s, w in mix.items() if w > 0 and (s in photos or (s == "composites" and self.cutouts
                                                                               and self.composite_scenes))]
@@ -94,7 +100,7 @@ class GeneralistSampler:
         labels = route_labels(photo.root, photo.path, photo.category, photo.split, img.shape[:2],
                               self.people[photo.root], self.unreliable[photo.root])
         rgb, mask = random_resized_crop(img, self.crop, self.rng, self.scale, labels)
-        return rgb, mask, np.eye(len(CATEGORIES), dtype=np.float32)[CATEGORY_INDEX[source]]
+        return rgb, mask, category_target(source)
 
     def sample(self) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
         while True:

@@ -148,7 +148,7 @@ def run_eval(args: argparse.Namespace, argv: list[str] | None = None) -> dict[st
         torch.set_num_threads(args.threads)
     folder = Path(args.expert)
     spec = validate_folder(folder, RoutingTable.load().known_classes())
-    manifest = json.loads((folder / "expert.json").read_text())
+    manifest = dict(spec.manifest)
     roots = [Path(r) for r in (args.data or ["../shared/data"])]
     categories = tuple(manifest["data"]["categories"])
     per_category = manifest["data"]["holdout_per_category"]
