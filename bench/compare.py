@@ -1,19 +1,18 @@
 """The evidence: routed ensemble vs single models vs the seed's hard merge — quality and speed, one run.
 
-    python bench/compare.py [--data ../shared/data] [--composites 100] [--limit N] [--repeats 5]
+    python bench/compare.py --data ../shared/data --data $EXT [--composites 100] [--limit 100] [--repeats 5]
 
 Methods (all see only L; all measured on exactly the same images):
   gray                 ab = 0
-  generalist (soft)    the generalist alone, annealed-mean decoding of its 313-bin head
-  generalist (reg)     the generalist alone, its regression head
-  <specialist> alone   each specialist on the whole image
+  v0 pipeline          the pipeline with the v0 weights (router and experts at ``v0_models.V0_COMMIT``,
+                       restored from git by ``bench/v0_models.py``), today's code and defaults
+  generalist alone     the generalist on the whole image, its shipped decoding
+  <specialist> alone   each specialist (every expert claiming a route) on the whole image
   seed merge           every specialist colours the whole image; each pixel takes the colour of the
                        specialist picked by the hard arg-max route (no blending, no crops)
   routed (shipped)     the pipeline as shipped: soft blend, experts on crops, generalist fallback
-  routed (gen. router) the same with the generalist's segmentation head as router
-  routed + context     the shipped pipeline with --context 0.2 0.5 (subjects filling much of the frame
-                       take the background too; opt-in, quality only)
-Data: each category's val split and the seeded val composites. Writes docs/results.md + .json,
+Data: every category's val split of every data root and the seeded val composites (of the first root).
+Issue 18's checks (written before the run) head the report. Writes docs/results.md + .json,
 docs/figures/ab_error_curves.png and docs/figures/composites_contact_sheet.png.
 """
 
@@ -26,9 +25,9 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -36,41 +35,32 @@ import torch.nn.functional as F
 
 from ensemble_color import metrics
 from ensemble_color.color import join_l_ab, rgb_to_l
-from ensemble_color.composite import SUBJECT_CONTEXT_RAMP, ExpertRoute, choose_fallback, compose, upsample_ab
+from ensemble_color.composite import ExpertRoute, choose_fallback, compose, upsample_ab
 from ensemble_color.evaluate import evaluate, load_datasets, markdown
 from ensemble_color.io import to_pil
 from ensemble_color.perceptual import PerceptualScorer
 from ensemble_color.pipeline import Pipeline, working_size
 
-SPECIALISTS = ("scenes", "faces", "birds", "animals")
+CATEGORIES = ("scenes", "faces", "people", "birds", "animals")
+ROUTED = "routed (shipped)"
 AbMethod = Callable[[torch.Tensor], torch.Tensor]  # L (1, h, w) -> ab (2, h, w)
 
 
-@contextmanager
-def decoding(pipe: Pipeline, mode: str) -> Iterator[None]:
-    """Temporarily switch the generalist's decoding (soft / regression / …)."""
-    model = pipe.experts["generalist"].model
-    old = model.decode
-    model.decode = mode
-    try:
-        yield
-    finally:
-        model.decode = old
-
-
-def alone(pipe: Pipeline, name: str, decode: str | None = None) -> AbMethod:
+def alone(pipe: Pipeline, name: str) -> AbMethod:
     def run(L: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            if decode is None:
-                return pipe.experts[name].run(L[None])[0].cpu()
-            with decoding(pipe, decode):
-                return pipe.experts[name].run(L[None])[0].cpu()
+            return pipe.experts[name].run(L[None])[0].cpu()
     return run
+
+
+def specialists(pipe: Pipeline) -> list[str]:
+    """The experts that claim a route class (the generalist is the fallback and claims none)."""
+    return [n for n, e in pipe.experts.items() if e.spec.routes]
 
 
 def seed_merge(pipe: Pipeline) -> AbMethod:
     """Hard arg-max merge of full-frame specialist outputs (the original ResNet-18 ensemble method)."""
-    names = [n for n in SPECIALISTS if n in pipe.experts]
+    names = specialists(pipe)
     routes = [ExpertRoute(n, pipe.experts[n].spec.routes) for n in names]
     fallback = choose_fallback(routes)
     owner = {c: next((r.name for r in routes if c in r.routes), fallback) for c in pipe.router.route_classes}
@@ -98,18 +88,49 @@ def gray(L: torch.Tensor) -> torch.Tensor:
     return torch.zeros(2, *L.shape[-2:])
 
 
-def build_methods(shipped: Pipeline, gen_routed: Pipeline | None) -> dict[str, AbMethod]:
+def build_methods(shipped: Pipeline, v0: Pipeline | None) -> dict[str, AbMethod]:
     m: dict[str, AbMethod] = {"gray": gray}
+    if v0 is not None:
+        m["v0 pipeline"] = routed(v0)
     if "generalist" in shipped.experts:
-        m["generalist (soft)"] = alone(shipped, "generalist", "soft")
-        m["generalist (reg)"] = alone(shipped, "generalist", "regression")
-    m.update({f"{n} alone": alone(shipped, n) for n in SPECIALISTS if n in shipped.experts})
+        m["generalist alone"] = alone(shipped, "generalist")
+    m.update({f"{n} alone": alone(shipped, n) for n in specialists(shipped)})
     m["seed merge"] = seed_merge(shipped)
-    m["routed (shipped)"] = routed(shipped)
-    if gen_routed is not None:
-        m["routed (generalist router)"] = routed(gen_routed)
-    m["routed + context"] = routed(shipped.with_options(context=SUBJECT_CONTEXT_RAMP))
+    m[ROUTED] = routed(shipped)
     return m
+
+
+def checks(results: dict, speed_rows: list[dict]) -> list[tuple[str, bool, str]]:
+    """Issue 18's done-when figures: (criterion, met, the numbers behind it)."""
+    out = []
+    comp = next((k for k in results if k.startswith("composites")), None)
+    singles = [k for k in results if k != comp]
+    for ds in [*singles, *([comp] if comp else [])]:
+        r, g = results[ds][ROUTED], results[ds]["gray"]
+        ok = r["l2ab"] < g["l2ab"] and r["auc"] > g["auc"] and r.get("agree1", 1) > g.get("agree1", 0)
+        out.append((f"beats gray on {ds} (L2ab, AuC, agree@1)", ok,
+                    f"{r['l2ab']:.2f} vs {g['l2ab']:.2f}; {r['auc']:.4f} vs {g['auc']:.4f}; "
+                    f"{r.get('agree1', float('nan')):.3f} vs {g.get('agree1', float('nan')):.3f}"))
+    for ds in singles:
+        single = {m: v["l2ab"] for m, v in results[ds].items() if m.endswith(" alone")}
+        best = min(single, key=single.get)
+        r = results[ds][ROUTED]["l2ab"]
+        out.append((f"within 1 % L2ab of the best single model on {ds}", r <= 1.01 * single[best],
+                    f"{r:.2f} vs {single[best]:.2f} ({best})"))
+        cf = results[ds][ROUTED]
+        out.append((f"colourfulness within 20 % on {ds}", abs(cf["cf_gap"]) <= 0.2 * cf["cf_gt"],
+                    f"{cf['cf']:.1f} vs {cf['cf_gt']:.1f}"))
+    if comp:
+        r = results[comp][ROUTED]["l2ab"]
+        for rival in ("generalist alone", "seed merge"):
+            if rival in results[comp]:
+                o = results[comp][rival]["l2ab"]
+                out.append((f"≥ 3 % L2ab below {rival} on the composites", r <= 0.97 * o, f"{r:.2f} vs {o:.2f}"))
+    for row in speed_rows:
+        if row["size"] == "1024x768" and row["method"] == ROUTED:
+            out.append(("≥ 1.4× faster than the seed merge at 1024×768", row["vs_seed_merge"] <= 1 / 1.4,
+                        f"{1 / row['vs_seed_merge']:.2f}×"))
+    return out
 
 
 def full_res(method: AbMethod, rgb: torch.Tensor, work: int) -> torch.Tensor:
@@ -120,8 +141,7 @@ def full_res(method: AbMethod, rgb: torch.Tensor, work: int) -> torch.Tensor:
     return compose(L, method(Lw))
 
 
-def speed(shipped: Pipeline, gen_routed: Pipeline | None, images: list[torch.Tensor], sizes: list[str],
-          repeats: int) -> list[dict]:
+def speed(shipped: Pipeline, images: list[torch.Tensor], sizes: list[str], repeats: int) -> list[dict]:
     """Median seconds per method per size over ``images`` x ``repeats``, interleaved round-robin so noise hits
     all methods alike."""
     methods: dict[str, Callable[[torch.Tensor], object]] = {}
@@ -131,9 +151,7 @@ def speed(shipped: Pipeline, gen_routed: Pipeline | None, images: list[torch.Ten
         methods["generalist alone"] = lambda rgb: full_res(gen, rgb, work)
     sm = seed_merge(shipped)
     methods["seed merge"] = lambda rgb: full_res(sm, rgb, work)
-    methods["routed (shipped)"] = shipped.colorize
-    if gen_routed is not None:
-        methods["routed (generalist router)"] = gen_routed.colorize
+    methods[ROUTED] = shipped.colorize
     rows = []
     for size in sizes:
         w, h = map(int, size.split("x"))
@@ -167,15 +185,14 @@ def memory_of(method: str, size: str) -> float:
 
 def memory_worker(method: str, size: str, data: str) -> None:
     # only the pipeline this method uses (experts are built lazily, on first use): RSS is the method's own
-    pipe = Pipeline.load(device="cpu", router="generalist" if method == "routed (generalist router)" else "embedded")
+    pipe = Pipeline.load(device="cpu")
     rgb = speed_images(data, 1)[0]
     w, h = map(int, size.split("x"))
     rgb = F.interpolate(rgb[None], size=(h, w), mode="bilinear", align_corners=False)[0].clamp(0, 1)
     work = pipe.options.work_size
     fn = {"generalist alone": lambda x: full_res(alone(pipe, "generalist"), x, work),
           "seed merge": lambda x: full_res(seed_merge(pipe), x, work),
-          "routed (shipped)": pipe.colorize,
-          "routed (generalist router)": pipe.colorize}[method]
+          ROUTED: pipe.colorize}[method]
     with torch.inference_mode():
         fn(rgb)
     # VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across fork + exec, so a worker started by
@@ -192,10 +209,12 @@ def speed_images(data: str, n: int) -> list[torch.Tensor]:
     return [torch.from_numpy(rgb).permute(2, 0, 1).float() / 255 for rgb, _ in val_composites(data, n=n, size=256)]
 
 
-def load_pipelines() -> tuple[Pipeline, Pipeline | None]:
-    shipped = Pipeline.load(device="cpu")
-    gen_routed = Pipeline.load(device="cpu", router="generalist") if "generalist" in shipped.experts else None
-    return shipped, gen_routed
+def load_v0(folder: Path) -> Pipeline:
+    """The v0 pipeline restored from git into ``folder`` (``bench/v0_models.py``), today's code and defaults."""
+    from v0_models import V0_COMMIT, extract
+
+    extract(V0_COMMIT, ["experts", "router"], folder)
+    return Pipeline.load([folder / "experts"], device="cpu", use_shipped=False, router=str(folder / "router"))
 
 
 def contact_sheet(methods: dict[str, AbMethod], images: list[torch.Tensor], path: Path, cols: list[str]) -> None:
@@ -217,8 +236,13 @@ def plot_curves(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     sets = list(results)
-    fig, axes = plt.subplots(1, len(sets), figsize=(4.2 * len(sets), 3.8), squeeze=False)
-    for ax, ds in zip(axes[0], sets, strict=True):
+    ncol = min(5, len(sets))
+    nrow = -(-len(sets) // ncol)
+    fig, grid = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.8 * nrow), squeeze=False)
+    axes = grid.ravel()
+    for ax in axes[len(sets):]:
+        ax.axis("off")
+    for ax, ds in zip(axes, sets, strict=False):
         for m, v in results[ds].items():
             if "curve" not in v or (m.endswith(" alone") and not m.startswith("generalist")):
                 continue
@@ -227,41 +251,56 @@ def plot_curves(results: dict, path: Path) -> None:
         ax.set_xlabel("ab error threshold")
         ax.set_xlim(0, 60)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("fraction of pixels within threshold")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+    for row in grid:
+        row[0].set_ylabel("fraction of pixels within threshold")
+    axes[len(sets) - 1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
 
+def check_lines(rows: list[tuple[str, bool, str]]) -> list[str]:
+    met = sum(ok for _, ok, _ in rows)
+    return [f"{met} of {len(rows)} criteria met.", "", "| criterion | met | figures |", "|---|---|---|",
+            *[f"| {c} | {'yes' if ok else '**no**'} | {f} |" for c, ok, f in rows], ""]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default="../shared/data")
+    ap.add_argument("--data", action="append", default=None, help="data roots (default ../shared/data)")
     ap.add_argument("--composites", type=int, default=100)
-    ap.add_argument("--limit", type=int, default=None, help="at most N images per val split")
+    ap.add_argument("--limit", type=int, default=100, help="at most N evenly spaced images per val split")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--speed-images", type=int, default=4, help="val composites timed (each at every size)")
     ap.add_argument("--sizes", nargs="+", default=["512x512", "1024x768"])
+    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="docs/results")
+    ap.add_argument("--no-v0", action="store_true", help="skip the v0 pipeline (needs the git history)")
     ap.add_argument("--no-perceptual", action="store_true", help="skip agree@1 / Fréchet (needs the train extra)")
     ap.add_argument("--memory-worker", nargs=2, metavar=("METHOD", "SIZE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    roots = args.data or ["../shared/data"]
     if args.memory_worker:
-        memory_worker(*args.memory_worker, args.data)
+        memory_worker(*args.memory_worker, roots[0])
         return
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    shipped, gen_routed = load_pipelines()
-    methods = build_methods(shipped, gen_routed)
-    folders = [f"{args.data}/colorize/{c}/val" for c in SPECIALISTS]
-    datasets = load_datasets(folders, args.composites, args.data, args.limit)
-    results = evaluate(methods, datasets, None if args.no_perceptual else PerceptualScorer())
-    out = Path(args.out)
-    fig_dir = out.parent / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    plot_curves(results, fig_dir / "ab_error_curves.png")
-    comp_key = next(k for k in datasets if k.startswith("composites"))
-    sheet_cols = [c for c in ["generalist (soft)", "seed merge", "routed (shipped)"] if c in methods]
-    contact_sheet(methods, datasets[comp_key][:10], fig_dir / "composites_contact_sheet.png", sheet_cols)
-    speed_rows = speed(shipped, gen_routed, speed_images(args.data, args.speed_images), args.sizes, args.repeats)
+    shipped = Pipeline.load(device="cpu")
+    with tempfile.TemporaryDirectory(prefix="compare_v0_") as tmp:
+        v0 = None if args.no_v0 else load_v0(Path(tmp))
+        methods = build_methods(shipped, v0)
+        folders = [f"{r}/colorize/{c}/val" for r in roots for c in CATEGORIES if Path(r, "colorize", c, "val").is_dir()]
+        datasets = load_datasets(folders, args.composites, roots[0], args.limit)
+        results = evaluate(methods, datasets, None if args.no_perceptual else PerceptualScorer())
+        out = Path(args.out)
+        fig_dir = out.parent / "figures"
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        plot_curves(results, fig_dir / "ab_error_curves.png")
+        comp_key = next(k for k in datasets if k.startswith("composites"))
+        sheet_cols = [c for c in ["v0 pipeline", "generalist alone", "seed merge", ROUTED] if c in methods]
+        contact_sheet(methods, datasets[comp_key][:10], fig_dir / "composites_contact_sheet.png", sheet_cols)
+    speed_rows = speed(shipped, speed_images(roots[0], args.speed_images), args.sizes, args.repeats)
+    done = checks(results, speed_rows)
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
             "options": shipped.options.__dict__, "router": shipped.router.name, "experts": sorted(shipped.experts),
             "command": "python bench/compare.py " + " ".join(sys.argv[1:])}
@@ -269,14 +308,13 @@ def main() -> None:
         for v in ds.values():
             if "curve" in v:  # the perceptual "ground truth" row has none
                 v["curve"] = [round(x, 5) for x in v["curve"]]
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "quality": results, "speed": speed_rows}, indent=1))
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "checks": done, "quality": results,
+                                                    "speed": speed_rows}, indent=1))
     speed_md = ["| input | method | median s | × generalist alone | × seed merge | peak RSS MB (fresh process) |",
                 "|---|---|---:|---:|---:|---:|"]
     speed_md += [f"| {r['size']} | {r['method']} | {r['median_s']:.3f} | "
-                 f"{r['vs_generalist']:.2f} | {r['vs_seed_merge']:.2f} | {r['peak_rss_mb']:.0f} |"
-                 if r["vs_generalist"] is not None else
-                 f"| {r['size']} | {r['method']} | {r['median_s']:.3f} | - | {r['vs_seed_merge']:.2f} | "
-                 f"{r['peak_rss_mb']:.0f} |" for r in speed_rows]
+                 f"{'-' if r['vs_generalist'] is None else format(r['vs_generalist'], '.2f')} | "
+                 f"{r['vs_seed_merge']:.2f} | {r['peak_rss_mb']:.0f} |" for r in speed_rows]
     reading_path = out.parent / "results_reading.md"
     reading = reading_path.read_text() if reading_path.exists() else "(no reading written yet)\n"
     doc = ["# Results: routed ensemble vs single models vs the seed's hard merge", "",
@@ -284,6 +322,7 @@ def main() -> None:
            "`docs/results_reading.md`.", "",
            f"Pipeline options: `{meta['options']}`; router `{meta['router']}`; experts {meta['experts']}; "
            f"{meta['threads']} CPU threads, torch {meta['torch']}.", "",
+           "## Issue 18's checks", "", *check_lines(done),
            "## Reading", "", reading, "## Quality", "",
            "Every method sees only L. L2ab = mean Euclidean ab error (Lab units), AuC = area under the cumulative "
            "ab-error curve for thresholds 0-150 (normalised), colourfulness = Hasler & Süsstrunk; gap = method − "
@@ -295,7 +334,7 @@ def main() -> None:
            "full-resolution result. Peak RSS is that of "
            "a fresh process loading the pipeline the method uses and colouring one image.", "", *speed_md, ""]
     out.with_suffix(".md").write_text("\n".join(doc))
-    print("\n".join(doc))
+    print("\n".join(check_lines(done)))
 
 
 if __name__ == "__main__":

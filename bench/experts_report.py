@@ -1,20 +1,31 @@
-"""Specialists vs each other vs the gray baseline on every category's val split, plus contact sheets.
+"""The specialists against gray, each other, their v0 versions and (optionally) their from-scratch twins.
 
-    python bench/experts_report.py [--data ../shared/data] [--limit N]
+    python bench/experts_report.py --data ../shared/data --data $EXT [--limit 200] [--scratch runs/export_scratch]
 
-Writes ``docs/experts_eval.{md,json}`` (one table per val set: gray, every expert alone) and
-``experts/<name>/contact_sheet.png`` (8 val images of the expert's own category: gray input |
-expert | ground truth). The check the specialists must pass is printed and written too: on its own
-val set each specialist beats gray in L2ab and AuC, and beats every other specialist in L2ab.
+Issue 16's checks, per specialist and per val split of its own categories in every pack (written before
+the specialists were measured): beats gray and every other specialist in L2ab; beats its v0 version
+(``bench/v0_models.py``; v0's ``faces`` is the ``people`` expert's predecessor) by >= 8 % L2ab on the
+main pack's split; colourfulness within 25 % of ground truth; a semantic agree@1 above gray's.
+
+With ``--scratch DIR`` (plugin folder of the same recipe run without the distilled trunk,
+``INIT=scratch scripts/train_experts.sh``) it also writes ``docs/experts_init.md``: same data and steps,
+distilled init vs scratch, on each category's val split.
+
+Writes ``docs/experts_eval.{md,json}`` and ``experts/<name>/contact_sheet.png`` (val photos of its own
+categories from every pack: gray | v0 | specialist | truth). Every expert is run alone on the whole
+photo at its native size; input = L only.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+import tempfile
 from pathlib import Path
 
 import torch
+from v0_models import V0_COMMIT, extract, renamed_copies
 
 from ensemble_color.color import join_l_ab, rgb_to_lab
 from ensemble_color.evaluate import build_methods, evaluate, load_datasets, markdown
@@ -22,93 +33,158 @@ from ensemble_color.io import load_image, to_pil
 from ensemble_color.perceptual import PerceptualScorer
 from ensemble_color.pipeline import Pipeline
 from ensemble_color.train.data import list_images
+from ensemble_color.visualize import contact_sheet, fit_square
 
-#: specialist -> the category val split it must win on
-HOME = {"scenes": "scenes", "faces": "faces", "birds": "birds", "animals": "animals"}
+REPO = Path(__file__).resolve().parent.parent
+#: specialist -> the categories whose val splits it must win on, and its v0 predecessor
+HOME: dict[str, tuple[str, ...]] = {"scenes": ("scenes",), "people": ("faces", "people"), "birds": ("birds",),
+                                    "animals": ("animals",)}
+V0_NAME = {"scenes": "scenes", "people": "faces", "birds": "birds", "animals": "animals"}
 
 
-def contact_sheet(pipe: Pipeline, name: str, folder: Path, out: Path, n: int = 8, size: int = 160) -> None:
-    """Rows of (gray | expert | ground truth) for the first n images of ``folder`` (sorted, deterministic)."""
+def own_sets(roots: list[Path], name: str) -> list[tuple[str, Path]]:
+    """(data set name as ``evaluate.load_datasets`` names it, folder) of the specialist's own val splits."""
+    out = []
+    for i, root in enumerate(roots):
+        for cat in HOME[name]:
+            folder = root / "colorize" / cat / "val"
+            if folder.is_dir():
+                out.append((f"{cat}/val" if i == 0 else f"{root.name}:{cat}/val", folder))
+    return out
+
+
+def checks(results: dict, specialists: list[str], roots: list[Path]) -> list[dict]:
+    """The done-when figures per (specialist, own val set); None where a figure does not apply."""
+    out = []
+    for name in specialists:
+        for ds, _ in own_sets(roots, name):
+            r = results[ds]
+            me, gray = r[f"expert:{name}"], r["gray"]
+            others = {m: v["l2ab"] for m, v in r.items() if m.removeprefix("expert:") in specialists
+                      and m != f"expert:{name}"}
+            v0 = r.get(f"expert:{V0_NAME[name]}-v0") if ":" not in ds else None
+            out.append({
+                "expert": name, "val_set": ds, "l2ab": me["l2ab"], "gray_l2ab": gray["l2ab"],
+                "best_other": min(others, key=others.get).removeprefix("expert:") if others else None,
+                "best_other_l2ab": min(others.values()) if others else None,
+                "v0_l2ab": v0["l2ab"] if v0 else None, "cf": me["cf"], "cf_gt": me["cf_gt"],
+                "beats_gray_l2ab": me["l2ab"] < gray["l2ab"],
+                "beats_other_specialists": all(me["l2ab"] < v for v in others.values()),
+                "beats_v0_by_8pct": None if v0 is None else me["l2ab"] <= 0.92 * v0["l2ab"],
+                "colourfulness_within_25pct": abs(me["cf_gap"]) <= 0.25 * me["cf_gt"],
+                "agree1_above_gray": me["agree1"] > gray["agree1"]})
+    return out
+
+
+def sheet(pipe: Pipeline, name: str, folders: list[Path], n: int = 8, size: int = 128) -> torch.Tensor:
+    """Rows of gray | v0 | specialist | truth, evenly spaced val photos spread over ``folders``."""
     rows = []
-    for f in list_images(folder)[:: max(1, len(list_images(folder)) // n)][:n]:
-        rgb = load_image(f).rgb
-        rgb = torch.nn.functional.interpolate(rgb[None], size=(size, size), mode="bilinear", antialias=True,
-                                              align_corners=False)[0].clamp(0, 1)
-        L = rgb_to_lab(rgb[None])[0, :1]
-        with torch.inference_mode():
-            ab = pipe.experts[name].run(L[None])[0]
-        gray = join_l_ab(L[None], torch.zeros(1, 2, size, size))[0]
-        rows.append(torch.cat([gray, join_l_ab(L[None], ab[None])[0], rgb], dim=2))
-    to_pil(torch.cat(rows, dim=1)).save(out)
+    for folder in folders:
+        files = list_images(folder)
+        k = n // len(folders)
+        for f in files[len(files) // (2 * k)::max(1, len(files) // k)][:k]:
+            rgb = fit_square(load_image(f).rgb, size)
+            L = rgb_to_lab(rgb[None])[:, :1]
+            cells = [join_l_ab(L, torch.zeros(1, 2, size, size))[0]]
+            for expert in (f"{V0_NAME[name]}-v0", name):
+                with torch.inference_mode():
+                    cells.append(join_l_ab(L, pipe.experts[expert].run(L))[0])
+            rows.append([*cells, rgb])
+    return contact_sheet([rows[i] + rows[i + 1] for i in range(0, len(rows) - 1, 2)])
 
 
-def images_won(me: dict, other: dict) -> str:
-    """'k of n': images where ``me`` has the lower L2ab than ``other`` (a paired view of a mean difference)."""
-    pairs = list(zip(me["l2ab_per_image"], other["l2ab_per_image"], strict=True))
-    return f"{sum(a < b for a, b in pairs)} of {len(pairs)}"
+def init_table(results: dict, specialists: list[str], roots: list[Path]) -> str:
+    lines = ["| specialist | val set | scratch L2ab | distilled init L2ab | change | scratch AuC | distilled AuC |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for name in specialists:
+        for ds, _ in own_sets(roots, name):
+            a, b = results[ds][f"expert:{name}-scratch"], results[ds][f"expert:{name}"]
+            lines.append(f"| {name} | {ds} | {a['l2ab']:.2f} | {b['l2ab']:.2f} | "
+                         f"{100 * (b['l2ab'] / a['l2ab'] - 1):+.1f} % | {a['auc']:.4f} | {b['auc']:.4f} |")
+    return "\n".join(lines)
+
+
+def check_table(rows: list[dict]) -> str:
+    def yn(v: bool | None) -> str:
+        return "n/a" if v is None else ("yes" if v else "**no**")
+
+    lines = ["| specialist | val set | L2ab | gray | best other specialist | v0 | colourfulness (GT) | beats gray "
+             "| beats others | ≥ 8 % below v0 | colourfulness within 25 % | agree@1 above gray |",
+             "|---|---|---:|---:|---:|---:|---:|---|---|---|---|---|"]
+    for c in rows:
+        v0 = "n/a" if c["v0_l2ab"] is None else f"{c['v0_l2ab']:.2f}"
+        other = "n/a" if c["best_other"] is None else f"{c['best_other_l2ab']:.2f} ({c['best_other']})"
+        lines.append(f"| {c['expert']} | {c['val_set']} | {c['l2ab']:.2f} | {c['gray_l2ab']:.2f} | {other} | {v0} | "
+                     f"{c['cf']:.1f} ({c['cf_gt']:.1f}) | {yn(c['beats_gray_l2ab'])} | "
+                     f"{yn(c['beats_other_specialists'])} | {yn(c['beats_v0_by_8pct'])} | "
+                     f"{yn(c['colourfulness_within_25pct'])} | {yn(c['agree1_above_gray'])} |")
+    return "\n".join(lines)
+
+
+def training_table(pipe: Pipeline, specialists: list[str]) -> str:
+    lines = ["| specialist | routes | train images | held out | steps (best) | init | train time (s) | images/s |",
+             "|---|---|---:|---:|---:|---|---:|---:|"]
+    for name in specialists:
+        m = pipe.experts[name].spec.manifest
+        t, d = m.get("training", {}), m.get("data", {})
+        lines.append(f"| {name} | {', '.join(m['routes'])} | {d.get('train', {}).get('images', '?')} | "
+                     f"{d.get('held_out_for_selection', 0)} | {t.get('steps')} ({t.get('best_step')}) | "
+                     f"{t.get('init')} | {t.get('train_seconds')} | {t.get('images_per_second')} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default="../shared/data")
-    ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--out", default="docs/experts_eval")
-    ap.add_argument("--no-perceptual", action="store_true", help="skip agree@1 / Fréchet (needs the train extra)")
+    ap.add_argument("--data", action="append", default=None, help="data roots (default ../shared/data)")
+    ap.add_argument("--limit", type=int, default=200, help="evenly spaced images per val split")
+    ap.add_argument("--scratch", type=Path, default=None, help="plugin folder of the from-scratch twins")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default=str(REPO / "docs" / "experts_eval"))
     args = ap.parse_args()
-    pipe = Pipeline.load(router="background", device="cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    roots = [Path(r) for r in (args.data or ["../shared/data"])]
+    with tempfile.TemporaryDirectory(prefix="experts_report_") as tmp:
+        extract(V0_COMMIT, ["experts"], Path(tmp) / "v0")
+        renamed_copies(Path(tmp) / "v0" / "experts", Path(tmp) / "methods")
+        if args.scratch:
+            renamed_copies(args.scratch, Path(tmp) / "methods", suffix="-scratch")
+        pipe = Pipeline.load([Path(tmp) / "methods"], router="background", device="cpu")
+        for expert in pipe.experts.values():
+            _ = expert.model  # load while the folder exists
     specialists = [n for n in HOME if n in pipe.experts]
-    folders = [f"{args.data}/colorize/{HOME[n]}/val" for n in specialists]
-    methods = build_methods(["gray", *[f"expert:{n}" for n in specialists]], pipe)
-    scorer = None if args.no_perceptual else PerceptualScorer()
-    results = evaluate(methods, load_datasets(folders, 0, None, args.limit), scorer)
-    checks = []
-    for name in specialists:
-        ds = f"{HOME[name]}/val"
-        r = results[ds]
-        me = r[f"expert:{name}"]
-        others = {m: v["l2ab"] for m, v in r.items() if m.startswith("expert:") and m != f"expert:{name}"}
-        rival = min(others, key=others.get) if others else None
-        checks.append({"expert": name, "val_set": ds, "l2ab": me["l2ab"], "gray_l2ab": r["gray"]["l2ab"],
-                       "auc": me["auc"], "gray_auc": r["gray"]["auc"],
-                       "beats_gray": me["l2ab"] < r["gray"]["l2ab"] and me["auc"] > r["gray"]["auc"],
-                       "best_other_l2ab": min(others.values()) if others else None,
-                       "beats_other_specialists": all(me["l2ab"] < v for v in others.values()),
-                       "best_other": rival and rival.removeprefix("expert:"),
-                       "images_won_vs_best_other": rival and images_won(me, r[rival])})
-        contact_sheet(pipe, name, Path(args.data) / "colorize" / HOME[name] / "val",
-                      pipe.experts[name].spec.folder / "contact_sheet.png")
-    lines = ["| expert | own val set | L2ab | gray L2ab | AuC | gray AuC | best other specialist L2ab | "
-             "images where it beats that one | beats gray | beats other specialists |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
-    for c in checks:
-        lines.append(f"| {c['expert']} | {c['val_set']} | {c['l2ab']:.2f} | {c['gray_l2ab']:.2f} | {c['auc']:.4f} | "
-                     f"{c['gray_auc']:.4f} | {c['best_other_l2ab']:.2f} ({c['best_other']}) | "
-                     f"{c['images_won_vs_best_other']} | {'yes' if c['beats_gray'] else 'NO'} | "
-                     f"{'yes' if c['beats_other_specialists'] else 'NO'} |")
-    train_lines = ["| expert | routes | train images | steps (best) | init | train time (s) | images/s during run |",
-                   "|---|---|---:|---:|---|---:|---:|"]
-    for name in specialists:
-        m = pipe.experts[name].spec.manifest
-        t = m.get("training", {})
-        n_train = m.get("data", {}).get("train", {}).get("images", "?")
-        train_lines.append(f"| {name} | {', '.join(m['routes'])} | {n_train}"
-                           f" | {t.get('steps')} ({t.get('best_step')}) | {t.get('init')} | {t.get('train_seconds')} | "
-                           f"{t.get('images_per_second')} |")
-    used = f"--limit {args.limit}: {args.limit} evenly spaced images per val split" if args.limit else "every val image"
-    header = ("# Specialist experts on the category val splits\n\nGenerated by "
-              f"`python bench/experts_report.py{f' --limit {args.limit}' if args.limit else ''}` ({used}; each expert "
-              "alone on the whole image at its native size; input = L only).\n\n"
-              "## The specialist check\n\n" + "\n".join(lines) + "\n\n## Training (from each expert.json)\n\n"
-              "Images/s here were measured *during* the run, while two other trainings shared the 2 cores "
-              "(one torch thread each); the uncontended figure is in `bench/results/train_throughput.md`.\n\n"
-              + "\n".join(train_lines) + "\n\n## All results\n\n")
+    scorer = PerceptualScorer()
+    results: dict = {}
+    for name in specialists:  # each val split once, with the methods its checks need
+        for ds, folder in own_sets(roots, name):
+            extra = [f"expert:{V0_NAME[name]}-v0"] + ([f"expert:{name}-scratch"] if args.scratch else [])
+            methods = build_methods(["gray", *[f"expert:{n}" for n in specialists], *extra], pipe)
+            data = load_datasets([str(folder)], 0, None, args.limit)
+            results[ds] = next(iter(evaluate(methods, data, scorer).values()))
+        to_pil(sheet(pipe, name, [f for _, f in own_sets(roots, name)])).save(
+            pipe.experts[name].spec.folder / "contact_sheet.png")
+    rows = checks(results, specialists, roots)
+    command = "python bench/experts_report.py " + " ".join(sys.argv[1:])
+    text = (f"# The specialists on their own val splits\n\nGenerated by `{command}` ({args.limit} evenly spaced "
+            "images per val split at most; each expert alone on the whole photo at its native size; input = L "
+            f"only; v0 = the experts at commit {V0_COMMIT}).\n\n## The specialist check (issue 16)\n\n"
+            + check_table(rows) + "\n\n## Training (from each expert.json)\n\n" + training_table(pipe, specialists)
+            + "\n\n## All results\n\n" + markdown(results))
     out = Path(args.out)
-    out.with_suffix(".md").write_text(header + markdown(results))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(text)
+    if args.scratch:
+        init = (f"# Distilled ResNet-18 init vs scratch\n\nGenerated by `{command}`: the same recipe "
+                "(`scripts/train_experts.sh`: data, steps, schedule, seed), once from the distilled grayscale "
+                "ResNet-18 trunk (`inits/resnet18-gray`) and once from random weights (`INIT=scratch`).\n\n"
+                + init_table(results, specialists, roots) + "\n")
+        (out.parent / "experts_init.md").write_text(init)
     for ds in results.values():
         for v in ds.values():
             v.pop("curve", None)
-    out.with_suffix(".json").write_text(json.dumps({"checks": checks, "results": results}, indent=1))
-    print(header)
+    out.with_suffix(".json").write_text(json.dumps({"command": command, "checks": rows, "results": results},
+                                                   indent=1))
+    print(check_table(rows))
 
 
 if __name__ == "__main__":

@@ -38,12 +38,13 @@ def extract(commit: str, paths: list[str], dest: Path) -> None:
                 target.write_bytes(tar.extractfile(member).read())
 
 
-def renamed_copies(experts: Path, out: Path) -> list[str]:
-    """Every v0 expert as ``<name>-v0``, routes emptied and marked fallback (a method, not a route owner)."""
+def renamed_copies(experts: Path, out: Path, suffix: str = "-v0") -> list[str]:
+    """Every expert of ``experts`` as ``<name><suffix>``, routes emptied and marked fallback (a method to
+    score side by side, not a route owner)."""
     names = []
     for manifest_path in sorted(experts.glob("*/expert.json")):
         manifest = json.loads(manifest_path.read_text())
-        name = f"{manifest['name']}-v0"
+        name = f"{manifest['name']}{suffix}"
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "model.safetensors").write_bytes((manifest_path.parent / "model.safetensors").read_bytes())

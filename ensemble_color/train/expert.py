@@ -22,7 +22,7 @@ from ..nets import create_model
 from ..plugins import export_expert, read_state_dict
 from . import loop
 from .data import CropSampler, ImageCache, center_crop_batch
-from .roots import counts_by_root, expand_data
+from .roots import counts_by_root, expand_data, hold_out, is_data_root, list_photos
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,9 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--imagenet-init", action="store_true", help="ImageNet ResNet-18 encoder init (downloads)")
     p.add_argument("--folder-weights", type=float, nargs="+", default=None,
                    help="share of batches drawn from each --data folder (default: proportional to its size)")
-    p.add_argument("--holdout", type=int, default=0,
-                   help="hold out this many images of the first --data folder and pick the best checkpoint on "
-                        "them instead of on --val (then --val is only reported, never chosen on)")
+    p.add_argument("--holdout-per-category", type=int, default=0,
+                   help="with data roots: hold out this many evenly spaced train photos of each category "
+                        "(train.roots.hold_out, the photos every trainer chooses on) and pick the best "
+                        "checkpoint on them instead of on --val (then --val is only reported, never chosen on)")
     p.add_argument("--val-size", type=int, default=176,
                    help="validation/hold-out images are resized (short side) and centre-cropped to this")
     p.add_argument("--ema", type=float, default=0.0,
@@ -66,6 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop-at", type=int, default=None, help="pause at this step (checkpointed; --resume later)")
     p.add_argument("--limit", type=int, default=None, help="use at most this many training images (tests)")
     p.add_argument("--no-export", action="store_true")
+    p.add_argument("--recipe", default=None, help="the script that rebuilds this expert (recorded in expert.json)")
 
 
 #: ``--init`` value for the distilled grayscale ResNet-18 trunk (``train distill``; inits/resnet18-gray)
@@ -93,6 +95,22 @@ def _load_init(model: torch.nn.Module, init: str) -> None:
     model.load_state_dict(state, strict=False)
 
 
+def _train_caches(args: argparse.Namespace, folders: list[Path]) -> tuple[ImageCache, ImageCache | None]:
+    """The training cache (one group per ``--data`` folder, for ``--folder-weights``) and, with
+    ``--holdout-per-category``, the held-out train photos that choose the checkpoint."""
+    if not args.holdout_per_category:
+        return ImageCache.from_folders(folders, args.max_side, args.limit, desc=f"{args.name} train"), None
+    roots = [Path(d) for d in args.data]
+    if not args.categories or not all(is_data_root(r) for r in roots):
+        raise SystemExit("error: --holdout-per-category needs data roots (--data ROOT) and --categories")
+    photos = list_photos(roots, tuple(args.categories), "train")
+    train, held = hold_out(photos, args.holdout_per_category)
+    tagged = sorted(((p.path, folders.index(p.root / "colorize" / p.category / "train"))
+                     for ps in train.values() for p in ps), key=lambda t: t[1])
+    return (ImageCache.from_paths(tagged[: args.limit], args.max_side, f"{args.name} train"),
+            ImageCache.from_paths([(p.path, 0) for p in held], args.max_side, f"{args.name} held out"))
+
+
 def val_metrics(model: torch.nn.Module, val_lab: torch.Tensor, amp: bool, batch: int = 64) -> dict[str, float]:
     """MSE (training units), L2ab and AuC of ``model`` on a fixed Lab validation batch."""
     mse, l2, au = [], [], []
@@ -113,11 +131,10 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     t_start = time.time()
     train_folders = expand_data(args.data, args.categories, "train")
     val_folders = expand_data(args.val, args.categories, "val")
-    train_cache = ImageCache.from_folders(train_folders, args.max_side, args.limit, desc=f"{args.name} train")
+    train_cache, held = _train_caches(args, train_folders)
     if args.folder_weights is not None and len(args.folder_weights) != len(train_folders):
         raise SystemExit(f"--folder-weights needs {len(train_folders)} values (one per training folder: "
                          f"{', '.join(map(str, train_folders))})")
-    held = train_cache.split_off(args.holdout, group=0, seed=args.seed) if args.holdout else None
     model = create_model("resnet18-deconv", imagenet_init=args.imagenet_init, input_size=args.crop)
     if args.init:
         _load_init(model, args.init)
@@ -173,8 +190,10 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         "data": {"train": train_cache.summary(), "train_by_root": counts_by_root(train_cache.paths),
                  "categories": args.categories, "val_images_during_training": len(val_lab) if args.val else 0,
                  "folder_weights": args.folder_weights, "held_out_for_selection": len(held) if held else 0,
+                 "holdout_per_category": args.holdout_per_category or None,
                  "checkpoint_chosen_on": "held-out train images" if held else ("val" if args.val else "train")},
         "command": command,
+        "recipe": args.recipe,
         "training": {"steps": state.step, "best_step": state.best_step, "batch_size": args.batch_size,
                      "crop": args.crop, "saturation_boost": args.saturation_boost, "bf16_autocast": amp,
                      "weight_ema": args.ema or None,

@@ -294,6 +294,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         "input_mapping": mapping,
         "encoder_init": weights_entry_describe(args.encoder) if args.encoder_init == "imagenet" else "none",
         "command": command,
+        "recipe": "scripts/train_router.sh",
         "license": "weights: research use only (trained on LFW, CUB, ImageNet, UTKFace, CCP, CamVid, Kaggle-sourced "
                    "images; see the data packs)" + ("; encoder init: ImageNet EfficientNet-Lite, Apache-2.0"
                                                    if args.encoder_init == "imagenet" else ""),
