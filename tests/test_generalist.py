@@ -236,6 +236,17 @@ def test_one_step_training_exports_a_loadable_plugin(tmp_path):
     result = pipe.colorize(torch.rand(3, 40, 52))
     assert result.rgb.shape == (3, 40, 52) and torch.isfinite(result.rgb).all()
     assert result.ab_work.abs().sum() > 0  # the generalist coloured it (gray would be all zeros)
+    # a warm start takes every tensor of the exported plugin (heads and bin prior), not the ImageNet init
+    fresh = create_model("multihead-lite", **manifest["config"])
+    generalist._warm_start(fresh, folder)
+    exported = model.state_dict()
+    assert all(torch.equal(fresh.state_dict()[k], exported[k].float()) for k in exported)
+    warm = [*argv[:argv.index("--run-dir")], "--run-dir", str(tmp_path / "warm"), "--warm-start", str(folder),
+            "--out", str(tmp_path / "warm_out")]
+    again = json.loads((generalist.run(p.parse_args(warm), warm) / "expert.json").read_text())
+    assert again["init"]["warm_start"] == str(folder)
+    with pytest.raises(SystemExit, match="does not match"):
+        generalist.run(p.parse_args([*warm, "--decoder", "8", "8", "8", "16", "--run-dir", str(tmp_path / "w2")]))
     gen = Pipeline.load(experts_dirs=[tmp_path / "experts"], use_shipped=False, router="generalist",
                         device="cpu")
     probs = gen.router(torch.rand(1, 1, 40, 52) * 100)

@@ -35,7 +35,7 @@ import torchvision
 from safetensors.torch import save_file
 from torch import nn
 
-from ..color import rgb_to_lab
+from ..color import lab_to_rgb, rgb_to_lab
 from ..io import atomic_write_bytes
 from . import loop
 from .data import center_crop_batch, list_images, random_resized_crop, read_rgb
@@ -140,6 +140,21 @@ def agreement(student: nn.Module, teacher: TeacherFeatures, rgb: torch.Tensor, b
     return {"top1": torch.cat(top1).float().mean().item(), "top5": torch.cat(top5).float().mean().item()}
 
 
+@torch.inference_mode()
+def teacher_on_gray(teacher: TeacherFeatures, rgb: torch.Tensor, batch: int = 50) -> dict[str, float]:
+    """The teacher itself fed the gray photo (L with ab = 0, as sRGB) against its colour answer: what seeing
+    only L costs a network that was trained on colour, the reference the student's agreement is read against."""
+    top1, top5 = [], []
+    for chunk in rgb.split(batch):
+        t = teacher(chunk)[0].argmax(1)
+        lab = rgb_to_lab(chunk)
+        lab[:, 1:] = 0
+        g = teacher(lab_to_rgb(lab).clamp(0, 1))[0]
+        top1.append(g.argmax(1) == t)
+        top5.append((g.topk(5, 1).indices == t[:, None]).any(1))
+    return {"top1": torch.cat(top1).float().mean().item(), "top5": torch.cat(top5).float().mean().item()}
+
+
 def photo_paths(roots: list[Path], split: str) -> list[Path]:
     return [p for f in category_folders(roots, tuple(CATEGORY_ROUTE), split) for p in list_images(f.path)]
 
@@ -240,6 +255,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         return None
     student.eval()
     final = agreement(student, teacher, held)
+    reference = teacher_on_gray(teacher, held)
     command = "python -m ensemble_color train distill " + shlex.join(argv if argv is not None else sys.argv[3:])
     card = {
         "name": "resnet18-gray",
@@ -255,7 +271,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
                      "feature_weight": args.feature_weight, "weight_ema": args.ema or None,
                      "images_per_second": round(loop.train_throughput(state), 1),
                      "train_seconds": round(state.seconds), "bf16_autocast": amp},
-        "metrics": {f"held_out_gray_agreement_{args.crop}px": {k: round(v, 4) for k, v in final.items()}},
+        "metrics": {f"held_out_gray_agreement_{args.crop}px": {k: round(v, 4) for k, v in final.items()},
+                    f"teacher_on_gray_agreement_{args.crop}px": {k: round(v, 4) for k, v in reference.items()}},
     }
     folder = export_trunk(student, Path(args.out), card)
     save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(run_dir / "student.safetensors"))

