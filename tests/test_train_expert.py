@@ -121,3 +121,62 @@ def test_holdout_needs_data_roots(tmp_path):
     with pytest.raises(SystemExit, match="needs data roots"):
         main(["train", "expert", "--data", str(tmp_path / "plain"), "--holdout-per-category", "2", "--name", "x",
               "--routes", "bird", "--steps", "1", "--run-dir", str(tmp_path / "run")])
+
+
+class _Fixed(torch.nn.Module):
+    """Returns a fixed ab batch whatever L it sees (a stand-in predictor for the gain rule)."""
+
+    def __init__(self, ab: torch.Tensor) -> None:
+        super().__init__()
+        self.ab = ab
+
+    def forward(self, L: torch.Tensor) -> torch.Tensor:
+        return self.ab[: len(L)]
+
+
+def _colour_lab(n: int = 6) -> torch.Tensor:
+    from ensemble_color.color import rgb_to_lab
+
+    torch.manual_seed(0)
+    rgb = torch.rand(n, 3, 1, 1) * torch.ones(n, 3, 24, 24)
+    rgb[..., 12:] = torch.rand(n, 3, 1, 1)  # two flat colours per image
+    return rgb_to_lab(rgb)
+
+
+def test_gain_rule_keeps_an_exact_predictor_and_boosts_a_desaturated_one():
+    from ensemble_color.train.expert import GAINS, choose_gain
+
+    lab = _colour_lab()
+    gain, rows = choose_gain(_Fixed(lab[:, 1:].clone()), lab)
+    assert gain == 1.0 and len(rows) == len(GAINS) and rows[0]["l2ab"] < 1e-3
+    gain, rows = choose_gain(_Fixed(lab[:, 1:] * 0.6), lab)  # 40 % too pale
+    assert gain > 1.2  # within 25 % of the truth's colourfulness, then the lowest L2ab among those
+    chosen = next(r for r in rows if r["gain"] == gain)
+    assert abs(chosen["cf"] - chosen["cf_gt"]) <= 0.25 * chosen["cf_gt"]
+    assert chosen["l2ab"] < rows[0]["l2ab"]
+    gain, _ = choose_gain(_Fixed(lab[:, 1:] * 0.1), lab)  # hopeless: the nearest colourfulness
+    assert gain == max(GAINS)
+
+
+def test_export_records_the_chosen_gain_and_the_plugin_applies_it(tmp_path):
+    a = _pack(tmp_path / "a", {"birds": 8})
+    argv = ["train", "expert", "--data", str(a), "--categories", "birds", "--holdout-per-category", "3",
+            "--name", "g", "--routes", "bird", "--steps", "1", "--batch-size", "2", "--crop", "32",
+            "--val-size", "32", "--no-amp", "--out", str(tmp_path / "plugins"), "--run-dir", str(tmp_path / "run")]
+    assert main(argv) == 0
+    manifest = json.loads((tmp_path / "plugins" / "g" / "expert.json").read_text())
+    gain = manifest["config"]["ab_gain"]
+    assert gain == manifest["gain_selection"]["chosen"] and len(manifest["gain_selection"]["candidates"]) == 7
+    model = discover([tmp_path / "plugins"], RoutingTable.load().known_classes()).experts["g"].build()
+    assert model.ab_gain == gain
+
+
+def test_a_manifest_with_an_absurd_gain_is_skipped(tmp_path):
+    from conftest import make_expert
+
+    folder = make_expert(tmp_path / "plugins", "loud", ["bird"])
+    manifest = json.loads((folder / "expert.json").read_text())
+    manifest["config"]["ab_gain"] = 50
+    (folder / "expert.json").write_text(json.dumps(manifest))
+    scan = discover([tmp_path / "plugins"], RoutingTable.load().known_classes())
+    assert "loud" not in scan.experts and any("ab_gain" in reason for _, reason in scan.skipped)

@@ -6,7 +6,12 @@ down to two output channels. About 0.9 M parameters: small enough to train on a 
 to learn a category's palette.
 
 Contract (richzhang/colorization style): ``forward`` takes L in Lab units (B, 1, H, W) and returns
-ab in Lab units (B, 2, H, W); the normalisation lives inside the model.
+ab in Lab units (B, 2, H, W); the normalisation lives inside the model, and so does ``ab_gain``.
+
+``ab_gain`` (config, default 1) scales the predicted ab. An MSE regressor predicts the conditional
+mean of ab, which is desaturated wherever the hue is uncertain; training on targets x s and scaling the
+MSE-optimal output by s are the same thing, so the trainer chooses the gain after training, on
+held-out train photos (``train.expert.choose_gain``), instead of retraining per saturation.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from torch import nn
 
 from ..color import AB_RANGE
 from .registry import ModelDescriptor, register_architecture
+
+#: upper bound on a manifest's ``ab_gain`` (manifests are untrusted input)
+MAX_AB_GAIN = 3.0
 
 
 def _decoder_stage(c_in: int, c_out: int) -> nn.Sequential:
@@ -35,8 +43,11 @@ class ResNetDeconv(nn.Module):
     """ResNet-18 mid-level encoder + upsampling decoder predicting ab."""
 
     def __init__(self, decoder_widths: tuple[int, int, int] = (128, 64, 32), imagenet_init: bool = False,
-                 input_size: int = 128) -> None:
+                 input_size: int = 128, ab_gain: float = 1.0) -> None:
         super().__init__()
+        if not isinstance(ab_gain, int | float) or not 0.0 < ab_gain <= MAX_AB_GAIN:
+            raise ValueError(f"ab_gain must be a number in (0, {MAX_AB_GAIN}], got {ab_gain!r}")
+        self.ab_gain = float(ab_gain)
         weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1 if imagenet_init else None
         resnet = torchvision.models.resnet18(weights=weights)  # downloads only when imagenet_init
         conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -51,7 +62,8 @@ class ResNetDeconv(nn.Module):
 
     def forward(self, L: torch.Tensor) -> torch.Tensor:
         x = (L - 50.0) / 50.0
-        return torch.tanh(self.head(self.decoder(self.encoder(x)))) * AB_RANGE
+        ab = torch.tanh(self.head(self.decoder(self.encoder(x)))) * AB_RANGE
+        return ab if self.ab_gain == 1.0 else (ab * self.ab_gain).clamp(-AB_RANGE, AB_RANGE)
 
 
 @register_architecture("resnet18-deconv", tiny_config={"decoder_widths": (16, 8, 8)})

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import metrics
-from ..color import AB_RANGE, rgb_to_lab
+from ..color import AB_RANGE, lab_to_rgb, rgb_to_lab
 from ..nets import create_model
 from ..plugins import export_expert, read_state_dict
 from . import loop
@@ -111,6 +111,30 @@ def _train_caches(args: argparse.Namespace, folders: list[Path]) -> tuple[ImageC
             ImageCache.from_paths([(p.path, 0) for p in held], args.max_side, f"{args.name} held out"))
 
 
+#: output gains tried at export (``resnet18-deconv``'s ``ab_gain``), and the colourfulness tolerance
+GAINS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6)
+CF_TOLERANCE = 0.25
+
+
+@torch.inference_mode()
+def choose_gain(model: torch.nn.Module, lab: torch.Tensor, batch: int = 64) -> tuple[float, list[dict[str, float]]]:
+    """The export gain, by a rule fixed before any specialist was measured (issue 16 asks for colourfulness
+    within 25 % of ground truth): on the held-out train photos ``lab``, the gain of :data:`GAINS` with the
+    lowest mean L2ab among those whose mean colourfulness is within 25 % of the photos' own; if none is,
+    the gain whose colourfulness is nearest to theirs. Returns (gain, one row per gain)."""
+    preds = torch.cat([model(chunk[:, :1].contiguous(memory_format=torch.channels_last)).float()
+                       for chunk in lab.split(batch)])
+    cf_gt = metrics.colorfulness(lab_to_rgb(lab)).mean().item()
+    rows = []
+    for g in GAINS:
+        ab = (preds * g).clamp(-AB_RANGE, AB_RANGE)
+        cf = metrics.colorfulness(lab_to_rgb(torch.cat([lab[:, :1], ab], 1))).mean().item()
+        rows.append({"gain": g, "l2ab": metrics.l2ab(ab, lab[:, 1:]).mean().item(), "cf": cf, "cf_gt": cf_gt})
+    ok = [r for r in rows if abs(r["cf"] - cf_gt) <= CF_TOLERANCE * cf_gt]
+    best = min(ok, key=lambda r: r["l2ab"]) if ok else min(rows, key=lambda r: abs(r["cf"] - cf_gt))
+    return best["gain"], rows
+
+
 def val_metrics(model: torch.nn.Module, val_lab: torch.Tensor, amp: bool, batch: int = 64) -> dict[str, float]:
     """MSE (training units), L2ab and AuC of ``model`` on a fixed Lab validation batch."""
     mse, l2, au = [], [], []
@@ -175,6 +199,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     if (run_dir / "best.pt").exists():
         model.load_state_dict(torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True))
     model.eval()  # a resumed, already finished run never passed through validate(): BN must not update here
+    gain, gain_rows = choose_gain(model, select_lab) if select_lab is not None else (1.0, [])
+    model.ab_gain = gain
     with torch.inference_mode():
         final = val_metrics(model, val_lab, amp=False) if args.val else {}
         held_metrics = val_metrics(model, select_lab, amp=False) if select_lab is not None else {}
@@ -182,7 +208,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     manifest = {
         "name": args.name,
         "architecture": "resnet18-deconv",
-        "config": {"input_size": args.crop},
+        "config": {"input_size": args.crop, "ab_gain": gain},
         "routes": list(args.routes),
         "input_size": args.crop,
         "version": "1.0",
@@ -200,6 +226,9 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
                      "images_per_second": round(loop.train_throughput(state), 1),
                      "train_seconds": round(state.seconds), "wall_seconds": round(time.time() - t_start),
                      "init": args.init or ("imagenet" if args.imagenet_init else "random")},
+        "gain_selection": {"rule": "train.expert.choose_gain", "chosen": gain,
+                           "on": "held-out train photos" if gain_rows else "none (no held-out photos: gain 1)",
+                           "candidates": [{k: round(v, 4) for k, v in r.items()} for r in gain_rows]},
         "metrics": {f"val_center_crops_{args.val_size}": {k: round(v, 4) for k, v in final.items()},
                     **({f"held_out_center_crops_{args.val_size}": {k: round(v, 4) for k, v in held_metrics.items()}}
                        if held_metrics else {})},
