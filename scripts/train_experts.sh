@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # experts/{scenes,people,birds,animals} (issue 16): resnet18-deconv specialists on both data packs
 # (EXT = the extension pack), each from the distilled grayscale ResNet-18 trunk, its checkpoint chosen on the
-# canonical held-out train photos (train.roots.hold_out, 40 per category), never on val.
+# canonical held-out train photos (train.roots.hold_out, 40 per category), never on val; on the same photos the
+# trainer then picks each expert's output gain (train.expert.choose_gain, recorded in expert.json).
 # Warm-starts from: inits/resnet18-gray (scripts/train_distill.sh); the decoders start random.
 # The init comparison (docs/experts_init.md) runs the same recipe from scratch:
 #   INIT=scratch OUT=runs/export_scratch RUNS=runs/scratch scripts/train_experts.sh
@@ -15,16 +16,16 @@ DATA=${DATA:-../shared/data}
 EXT=${EXT:?set EXT to the extension pack}
 INIT=${INIT:-imagenet-gray}
 RUNS=${RUNS:-runs/experts}
-COMMON=(--data "$DATA" "$EXT" --val "$DATA" "$EXT" --holdout-per-category 40 --steps 1500 --batch-size 32
+COMMON=(--data "$DATA" "$EXT" --val "$DATA" "$EXT" --holdout-per-category 40 --steps 2000 --batch-size 32
         --crop 160 --max-side 256 --val-size 256 --val-limit 256 --lr 2e-3 --ema 0.995 --val-every 250 --seed 0
         --threads "${THREADS:-2}" --out "${OUT:-experts}" --recipe scripts/train_experts.sh)
 [[ "$INIT" != scratch ]] && COMMON+=(--init "$INIT")
 # name | categories | route | share of batches per training folder (main pack first, then EXT): the main
 # pack's small scenes and animals sets keep a fixed share of the batches, so that the extension pack does not drown them
-SPECS=("scenes|scenes|background|0.3 0.7"
+SPECS=("birds|birds|bird|0.55 0.45"
+       "animals|animals|animal|0.25 0.75"
        "people|faces people|person|0.35 0.4 0.25"
-       "birds|birds|bird|0.55 0.45"
-       "animals|animals|animal|0.25 0.75")
+       "scenes|scenes|background|0.3 0.7")
 for spec in "${SPECS[@]}"; do
   IFS='|' read -r name cats route weights <<< "$spec"
   [[ -n "${ONLY:-}" && " $ONLY " != *" $name "* ]] && continue
