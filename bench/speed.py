@@ -9,6 +9,8 @@ machine noise hits every variant alike:
     same way (the cheapest honest colouriser at the same working size);
   * ``pipeline_onnxruntime``: the same pipeline with the router's segmenter and the experts on
     onnxruntime (``--backend onnxruntime``, converted in memory at load), when onnxruntime is installed;
+  * with ``--contiguous``, ``torch (contiguous)``: the torch pipeline with its weights put back in the
+    default layout (the pipeline loads them channels-last, ``pipeline._torch_expert``): what that choice buys;
 and reports medians, the ratio pipeline / single expert, the router's share of pipeline time, the
 onnxruntime speed-up end to end and per stage (where the time goes), and peak RSS (process high-water
 mark, so it only grows: read it per size in run order).
@@ -63,6 +65,16 @@ def single_expert_fn(pipe: Pipeline):
     return run, name
 
 
+def contiguous_copy(args: argparse.Namespace) -> Pipeline:
+    """The torch pipeline with every weight in the default (contiguous) memory layout."""
+    p = Pipeline.load(args.experts, router=args.router, device="cpu", options=PipelineOptions(backend="torch"))
+    for expert in p.experts.values():
+        expert.model.to(memory_format=torch.contiguous_format)
+    if isinstance(p.router.segmenter, torch.nn.Module):
+        p.router.segmenter.to(memory_format=torch.contiguous_format)
+    return p
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=7)
@@ -73,6 +85,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads and each onnxruntime session's")
     ap.add_argument("--backends", nargs="+", default=None, choices=["torch", "onnxruntime"],
                     help="default: both when onnxruntime is installed, else torch")
+    ap.add_argument("--contiguous", action="store_true",
+                    help="also time the torch pipeline with contiguous (not channels-last) weights")
     ap.add_argument("--note", default="", help="a line printed above the tables (e.g. 'measured under load')")
     args = ap.parse_args()
     if args.threads:
@@ -80,6 +94,9 @@ def main() -> None:
     backends = args.backends or ["torch", *(["onnxruntime"] if importlib.util.find_spec("onnxruntime") else [])]
     pipes = {b: Pipeline.load(args.experts, router=args.router, device="cpu",
                               options=PipelineOptions(backend=b, threads=args.threads)) for b in backends}
+    if args.contiguous:
+        backends.append("torch (contiguous)")
+        pipes[backends[-1]] = contiguous_copy(args)
     pipe = pipes[backends[0]]
     single, single_name = single_expert_fn(pipe)
     rows = []
@@ -151,7 +168,7 @@ def backend_table(rows: list[dict], backends: list[str], meta: dict) -> list[str
         stages = [" / ".join(f"{r['backends'][b]['stages_s'][k] * 1000:.0f}" for k in STAGES) for b in backends]
         md.append(f"| {r['size']} | " + " | ".join(f"{med[b]:.3f}" for b in backends) + " | "
                   + " | ".join(f"{med[base] / med[b]:.2f}×" for b in backends[1:]) + " | " + " | ".join(stages) + " |")
-    md.append(f"\nBackends measured in the same rounds, interleaved; onnxruntime {meta.get('onnxruntime', '-')} "
+    md.append(f"\nVariants measured in the same rounds, interleaved; onnxruntime {meta.get('onnxruntime', '-')} "
               "runs the router's segmenter and the experts, torch everything else (resize, routing table, crops, "
               "blend, guided upsampling, Lab join), so `router`/`experts` are what it can speed up.")
     return md
