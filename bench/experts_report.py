@@ -7,6 +7,10 @@ the specialists were measured): beats gray and every other specialist in L2ab; b
 (``bench/v0_models.py``; v0's ``faces`` is the ``people`` expert's predecessor) by >= 8 % L2ab on the
 main pack's split; colourfulness within 25 % of ground truth; a semantic agree@1 above gray's.
 
+Each specialist is also scored at output gain 1 (``<name>-gain1``: the same weights without the gain its
+trainer chose for colourfulness, ``train.expert.choose_gain``), so the report shows what the gain costs
+in L2ab and buys in colourfulness.
+
 With ``--scratch DIR`` (plugin folder of the same recipe run without the distilled trunk,
 ``INIT=scratch scripts/train_experts.sh``) it also writes ``docs/experts_init.md``: same data and steps,
 distilled init vs scratch, on each category's val split.
@@ -40,6 +44,17 @@ REPO = Path(__file__).resolve().parent.parent
 HOME: dict[str, tuple[str, ...]] = {"scenes": ("scenes",), "people": ("faces", "people"), "birds": ("birds",),
                                     "animals": ("animals",)}
 V0_NAME = {"scenes": "scenes", "people": "faces", "birds": "birds", "animals": "animals"}
+
+
+def gain1_copies(experts: Path, names: list[str], out: Path) -> None:
+    """``<name>-gain1``: each specialist with ``config.ab_gain`` set to 1, as a side-by-side method."""
+    renamed_copies(experts, out, suffix="-gain1")
+    for name in names:
+        manifest_path = out / f"{name}-gain1" / "expert.json"
+        if manifest_path.exists():
+            manifest = json.loads(manifest_path.read_text())
+            manifest["config"]["ab_gain"] = 1.0
+            manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def own_sets(roots: list[Path], name: str) -> list[tuple[str, Path]]:
@@ -149,6 +164,7 @@ def main() -> None:
         renamed_copies(Path(tmp) / "v0" / "experts", Path(tmp) / "methods")
         if args.scratch:
             renamed_copies(args.scratch, Path(tmp) / "methods", suffix="-scratch")
+        gain1_copies(REPO / "experts", list(HOME), Path(tmp) / "methods")
         pipe = Pipeline.load([Path(tmp) / "methods"], router="background", device="cpu")
         for expert in pipe.experts.values():
             _ = expert.model  # load while the folder exists
@@ -157,7 +173,8 @@ def main() -> None:
     results: dict = {}
     for name in specialists:  # each val split once, with the methods its checks need
         for ds, folder in own_sets(roots, name):
-            extra = [f"expert:{V0_NAME[name]}-v0"] + ([f"expert:{name}-scratch"] if args.scratch else [])
+            extra = [f"expert:{name}-gain1", f"expert:{V0_NAME[name]}-v0"] + (
+                [f"expert:{name}-scratch"] if args.scratch else [])
             methods = build_methods(["gray", *[f"expert:{n}" for n in specialists], *extra], pipe)
             data = load_datasets([str(folder)], 0, None, args.limit)
             results[ds] = next(iter(evaluate(methods, data, scorer).values()))

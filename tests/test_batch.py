@@ -18,7 +18,7 @@ from PIL import Image
 from ensemble_color.batch import BatchConfig, PipelineSpec, run_batch
 from ensemble_color.cli import main
 
-SHIPPED = {"animals", "birds", "faces", "generalist", "scenes"}
+SHIPPED = {"animals", "birds", "generalist", "people", "scenes"}
 
 
 def make_scans(folder: Path, n: int, corrupt: set[str]) -> Path:

@@ -195,16 +195,16 @@ def test_shipped_models_match_torch_on_random_and_real_images(shipped_pipelines)
 
 def test_cli_export_then_run_from_the_exported_folders(tmp_path: Path, shipped_pipelines) -> None:
     out = tmp_path / "onnx"
-    assert main(["export", "onnx", str(out), "--only", "scenes", "faces", "--threads", "1"]) == 0
+    assert main(["export", "onnx", str(out), "--only", "scenes", "people", "--threads", "1"]) == 0
     summary = json.loads((out / "export.json").read_text())
-    assert set(summary["experts"]) == {"scenes", "faces"}
+    assert set(summary["experts"]) == {"scenes", "people"}
     assert summary["router_onnx"]["parity_max_abs_prob"] < 1e-3
     config = json.loads((out / "router" / "config.json").read_text())
     assert config["ensemble_color"]["onnx"]["size_multiple"] == 32
     pipe = Pipeline.load([out / "experts"], router=str(out / "router"), device="cpu", options=ORT,
-                         enabled=["scenes", "faces", "generalist"])
+                         enabled=["scenes", "people", "generalist"])
     assert pipe.router.name == "onnx:router" and pipe.experts["scenes"].spec.formats == ("onnx",)
-    torch_pipe = shipped_pipelines[0].subset(["scenes", "faces", "generalist"])
+    torch_pipe = shipped_pipelines[0].subset(["scenes", "people", "generalist"])
     image = _images()[2]
     a, b = torch_pipe.colorize(image), pipe.colorize(image)
     _same_routing(a, b)
@@ -215,6 +215,6 @@ def test_cli_export_then_run_from_the_exported_folders(tmp_path: Path, shipped_p
 
     to_pil(image).save(photo)
     assert main([str(photo), "-o", str(tmp_path / "res"), "--backend", "onnxruntime", "--threads", "1",
-                 "--router", str(out / "router"), "--experts", str(out / "experts"), "--only", "scenes", "faces",
+                 "--router", str(out / "router"), "--experts", str(out / "experts"), "--only", "scenes", "people",
                  "generalist"]) == 0
     assert (tmp_path / "res" / "cat_colorized.png").exists()
