@@ -48,13 +48,11 @@ V0_NAME = {"scenes": "scenes", "people": "faces", "birds": "birds", "animals": "
 
 def gain1_copies(experts: Path, names: list[str], out: Path) -> None:
     """``<name>-gain1``: each specialist with ``config.ab_gain`` set to 1, as a side-by-side method."""
-    renamed_copies(experts, out, suffix="-gain1")
-    for name in names:
-        manifest_path = out / f"{name}-gain1" / "expert.json"
-        if manifest_path.exists():
-            manifest = json.loads(manifest_path.read_text())
-            manifest["config"]["ab_gain"] = 1.0
-            manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    for copy in renamed_copies(experts, out, suffix="-gain1", only=names):
+        manifest_path = out / copy / "expert.json"
+        manifest = json.loads(manifest_path.read_text())
+        manifest["config"]["ab_gain"] = 1.0
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def own_sets(roots: list[Path], name: str) -> list[tuple[str, Path]]:

@@ -38,12 +38,14 @@ def extract(commit: str, paths: list[str], dest: Path) -> None:
                 target.write_bytes(tar.extractfile(member).read())
 
 
-def renamed_copies(experts: Path, out: Path, suffix: str = "-v0") -> list[str]:
-    """Every expert of ``experts`` as ``<name><suffix>``, routes emptied and marked fallback (a method to
-    score side by side, not a route owner)."""
+def renamed_copies(experts: Path, out: Path, suffix: str = "-v0", only: list[str] | None = None) -> list[str]:
+    """Every expert of ``experts`` (or those named in ``only``) as ``<name><suffix>``, routes emptied and marked
+    fallback (a method to score side by side, not a route owner)."""
     names = []
     for manifest_path in sorted(experts.glob("*/expert.json")):
         manifest = json.loads(manifest_path.read_text())
+        if only is not None and manifest["name"] not in only:
+            continue
         name = f"{manifest['name']}{suffix}"
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)

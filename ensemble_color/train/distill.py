@@ -24,6 +24,7 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,30 +130,33 @@ def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: 
 
 
 @torch.inference_mode()
-def agreement(student: nn.Module, teacher: TeacherFeatures, rgb: torch.Tensor, batch: int = 50) -> dict[str, float]:
-    """Teacher top-1 on colour vs the student on L: share equal to the student's top-1 / within its top-5."""
+def _agreement_with_teacher(teacher: TeacherFeatures, rgb: torch.Tensor, answer: Callable[[torch.Tensor], torch.Tensor],
+                            batch: int = 50) -> dict[str, float]:
+    """Share of photos whose teacher top-1 on colour equals ``answer``'s top-1 / is within its top-5."""
     top1, top5 = [], []
     for chunk in rgb.split(batch):
         t = teacher(chunk)[0].argmax(1)
-        s = student((rgb_to_lab(chunk)[:, :1] - 50.0) / 50.0)
+        s = answer(chunk)
         top1.append(s.argmax(1) == t)
         top5.append((s.topk(5, 1).indices == t[:, None]).any(1))
     return {"top1": torch.cat(top1).float().mean().item(), "top5": torch.cat(top5).float().mean().item()}
 
 
-@torch.inference_mode()
+def agreement(student: nn.Module, teacher: TeacherFeatures, rgb: torch.Tensor, batch: int = 50) -> dict[str, float]:
+    """Teacher top-1 on colour vs the student on L: share equal to the student's top-1 / within its top-5."""
+    return _agreement_with_teacher(teacher, rgb, lambda chunk: student((rgb_to_lab(chunk)[:, :1] - 50.0) / 50.0),
+                                   batch)
+
+
 def teacher_on_gray(teacher: TeacherFeatures, rgb: torch.Tensor, batch: int = 50) -> dict[str, float]:
     """The teacher itself fed the gray photo (L with ab = 0, as sRGB) against its colour answer: what seeing
     only L costs a network that was trained on colour, the reference the student's agreement is read against."""
-    top1, top5 = [], []
-    for chunk in rgb.split(batch):
-        t = teacher(chunk)[0].argmax(1)
+    def gray(chunk: torch.Tensor) -> torch.Tensor:
         lab = rgb_to_lab(chunk)
         lab[:, 1:] = 0
-        g = teacher(lab_to_rgb(lab).clamp(0, 1))[0]
-        top1.append(g.argmax(1) == t)
-        top5.append((g.topk(5, 1).indices == t[:, None]).any(1))
-    return {"top1": torch.cat(top1).float().mean().item(), "top5": torch.cat(top5).float().mean().item()}
+        return teacher(lab_to_rgb(lab).clamp(0, 1))[0]
+
+    return _agreement_with_teacher(teacher, rgb, gray, batch)
 
 
 def photo_paths(roots: list[Path], split: str) -> list[Path]:

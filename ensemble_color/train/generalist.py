@@ -21,7 +21,6 @@ The checkpoint is chosen by that loss on held-out *train* photos; the decoding b
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -37,7 +36,8 @@ from ..color import AB_RANGE, rgb_to_lab
 from ..nets import create_model
 from ..nets.imagenet import imagenet_classifier, load_pretrained, weights_entry
 from ..nets.multihead_unet import DECODES
-from ..plugins import export_expert, read_state_dict
+from ..plugins import PluginError, export_expert, read_state_dict, validate_folder
+from ..routing import RoutingTable
 from . import loop
 from .composites import IGNORE
 from .data import center_crop_batch, read_rgb
@@ -172,10 +172,12 @@ def param_groups(model: torch.nn.Module, lr: float, encoder_scale: float) -> lis
 def _warm_start(model: torch.nn.Module, folder: Path) -> None:
     """Every tensor (heads, bin prior and rebalancing weights included) from a shipped generalist plugin;
     its architecture and config must be the ones this run builds, so a mismatch is an error, not a partial load."""
-    manifest = json.loads((folder / "expert.json").read_text())
-    if manifest.get("architecture") != "multihead-lite":
-        raise SystemExit(f"error: {folder}: --warm-start needs a multihead-lite plugin, "
-                         f"not {manifest.get('architecture')!r}")
+    try:
+        spec = validate_folder(folder, RoutingTable.load().known_classes())
+    except PluginError as exc:
+        raise SystemExit(f"error: {folder}: {exc}") from None
+    if spec.architecture != "multihead-lite":
+        raise SystemExit(f"error: {folder}: --warm-start needs a multihead-lite plugin, not {spec.architecture!r}")
     state = {k: v.float() if v.is_floating_point() else v
              for k, v in read_state_dict(folder / "model.safetensors").items()}
     try:
