@@ -242,9 +242,9 @@ def test_one_step_training_exports_a_loadable_plugin(tmp_path):
     exported = model.state_dict()
     assert all(torch.equal(fresh.state_dict()[k], exported[k].float()) for k in exported)
     warm = [*argv[:argv.index("--run-dir")], "--run-dir", str(tmp_path / "warm"), "--warm-start", str(folder),
-            "--out", str(tmp_path / "warm_out")]
+            "--out", str(tmp_path / "warm_out"), "--version", "3.0"]
     again = json.loads((generalist.run(p.parse_args(warm), warm) / "expert.json").read_text())
-    assert again["init"]["warm_start"] == str(folder)
+    assert again["init"]["warm_start"] == str(folder) and again["version"] == "3.0" != manifest["version"]
     with pytest.raises(SystemExit, match="does not match"):
         generalist.run(p.parse_args([*warm, "--decoder", "8", "8", "8", "16", "--run-dir", str(tmp_path / "w2")]))
     gen = Pipeline.load(experts_dirs=[tmp_path / "experts"], use_shipped=False, router="generalist",

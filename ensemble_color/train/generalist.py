@@ -113,6 +113,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cutouts-per-category", type=int, default=600, help="per root, for the composites")
     p.add_argument("--out", default="experts", help="plugin folder to export into")
     p.add_argument("--name", default="generalist")
+    p.add_argument("--version", default="2.0", help="written into expert.json (v3 = v2 warm-started and trained on)")
     p.add_argument("--run-dir", default="runs/generalist")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--stop-at", type=int, default=None, help="pause at this step (resume later, same schedule)")
@@ -270,7 +271,7 @@ def _manifest(args: argparse.Namespace, argv: list[str] | None, sampler: General
     command = "python -m ensemble_color train generalist " + shlex.join(argv if argv is not None else sys.argv[1:])
     return {
         "name": args.name, "architecture": "multihead-lite", "config": model_config(args), "routes": [],
-        "fallback": True, "input_size": args.crop, "version": "2.0",
+        "fallback": True, "input_size": args.crop, "version": args.version,
         "recipe": "scripts/train_generalist.sh",
         "license": f"weights: research use only (trained on photos with non-commercial research terms, see both "
                    f"data packs' READMEs); encoder initialised from {entry.describe()}",
