@@ -191,9 +191,6 @@ shipped = pytest.mark.skipif(not (router_dir() / "model.safetensors").exists(),
 @pytest.mark.data
 @requires_data
 @shipped
-@pytest.mark.xfail(strict=True, reason="issue 15 open: the shipped router (v6, ImageNet Lite0) routes 0.45, 0.90, "
-                   "0.49, 0.78 and 0.84 of the first five pasted birds of the multi-object composites to 'bird' "
-                   "(v3: 0.07-0.81; 44 of 57 seed-0 composites with a bird pass 0.5); strict: un-mark once it passes")
 def test_shipped_router_routes_pasted_birds_to_bird() -> None:
     from ensemble_color.train.composites import LABELS, val_composites
 
@@ -208,7 +205,7 @@ def test_shipped_router_routes_pasted_birds_to_bird() -> None:
         if len(checked) == 5:
             break
     assert len(checked) == 5
-    assert all(f > 0.5 for f in checked), checked
+    assert all(f > 0.5 for f in checked), checked  # router v6: 0.45, 0.90, 0.49, 0.78, 0.84 (was strict-xfail)
 
 
 @pytest.fixture(scope="module")
