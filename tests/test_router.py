@@ -221,15 +221,31 @@ def seed0_single_birds() -> list[tuple[np.ndarray, np.ndarray]]:
 @requires_data
 @shipped
 def test_shipped_router_routes_most_birds_pasted_on_a_landscape_to_bird(seed0_single_birds) -> None:
-    """Regression floor under the measured 55 of 60 (router v6; v3: 40): one clean val bird pasted on a val scene
-    (seed 0), routed more than half to ``bird`` in at least 85 % of 60 such composites (the composite's own L)."""
+    """Issue 15's floor, 54 of 60 (router v8 measures 58, v6 55, v3 40): one clean val bird pasted on a val scene
+    (seed 0), routed more than half to ``bird`` (the composite's own L)."""
     from ensemble_color.train.composites import LABELS
 
     router = load_router("embedded").eval()
     fractions = [router_eval.routed_fraction(router, rgb, labels == LABELS["bird"], "bird")
                  for rgb, labels in seed0_single_birds]
     assert len(fractions) == 60
-    assert np.mean(np.array(fractions) > 0.5) >= 0.85, sorted(fractions)
+    assert sum(f > 0.5 for f in fractions) >= 54, sorted(fractions)
+
+
+@pytest.mark.data
+@requires_data
+@shipped
+def test_shipped_router_routes_more_pasted_animals_to_animal_than_v6() -> None:
+    """Regression floor for the weak class: one clean val animal pasted on a val scene (seed 0; 45 clean val
+    animals), routed more than half to ``animal`` in at least 26 composites (router v8 measures 29, v6 21)."""
+    from ensemble_color.train.composites import LABELS, single_subject_composites
+
+    router = load_router("embedded").eval()
+    pairs = single_subject_composites(DATA, "animals", n=60, size=256, seed=0, exclude=masks.unreliable_masks(DATA))
+    fractions = [router_eval.routed_fraction(router, rgb, labels == LABELS["animal"], "animal")
+                 for rgb, labels in pairs]
+    assert len(fractions) == 45
+    assert sum(f > 0.5 for f in fractions) >= 26, sorted(fractions)
 
 
 def _probs_from_overlay(overlay: np.ndarray, L: np.ndarray, route_classes: tuple[str, ...]) -> np.ndarray:
