@@ -169,7 +169,7 @@ class DemoHandler:
     def __call__(self, image: str | Path | dict[str, Any] | None, work_size: float = 512,
                  saturation: float = 1.0,
                  experts: Sequence[str] | None = None, router: str | None = None, show_routing: bool = True,
-                 show_experts: bool = True, main_subject: bool = False) -> DemoOutputs:
+                 show_experts: bool = True, main_subject: bool = True) -> DemoOutputs:
         """Colourise ``image`` (a path or Gradio's FileData dict); user errors come back in ``.error``.
 
         ``main_subject``: the photo is *of* one subject, so its expert also colours the background in
@@ -356,7 +356,7 @@ def build_demo(pipeline_factory: PipelineFactory, default_router: str = "embedde
     handler = DemoHandler(PipelineCache(pipeline_factory), config, default_router)
     experts = handler.expert_names
 
-    def run(image, work_size, saturation, chosen, router, show_routing, show_experts, main_subject=False):
+    def run(image, work_size, saturation, chosen, router, show_routing, show_experts, main_subject=True):
         """Plain values only (no ``gr.update``), so API clients get files, not update dicts."""
         out = handler(image, work_size, saturation, chosen, router, show_routing, show_experts, main_subject)
         if out.error:
@@ -396,7 +396,7 @@ def build_demo(pipeline_factory: PipelineFactory, default_router: str = "embedde
                                                label="Saturation")
                         chosen = gr.CheckboxGroup(experts, value=experts, label="Enabled experts",
                                                   info="Disabled experts' regions go to the fallback expert.")
-                        main_subject = gr.Checkbox(False, label="One main subject",
+                        main_subject = gr.Checkbox(True, label="One main subject",
                                                    info="A photo of one bird, animal or person: its expert also "
                                                         "colours the background, as it learned with its subject.")
                         router = gr.Dropdown(handler.routers, value=default_router, label="Router")

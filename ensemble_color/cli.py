@@ -56,13 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     subject = p.add_mutually_exclusive_group()
     subject.add_argument("--context", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                          help="let subjects' experts also colour the background when the subjects fill more "
-                              "than LO of the frame (all of it from HI), e.g. 0.2 0.5 for photos of one bird or "
-                              "animal (wins there, docs/results.md); off by default: it loses a little on "
-                              "multi-subject composites (docs/tuning.md)")
+                              f"than LO of the frame (all of it from HI); default {SUBJECT_CONTEXT_RAMP[0]} "
+                              f"{SUBJECT_CONTEXT_RAMP[1]} (docs/tuning.md)")
     subject.add_argument("--main-subject", action="store_const", const=SUBJECT_CONTEXT_RAMP, dest="context",
                          help=f"photos of one bird, animal or person: same as --context "
-                              f"{SUBJECT_CONTEXT_RAMP[0]} {SUBJECT_CONTEXT_RAMP[1]} (the web demo's 'One main "
-                              f"subject' box)")
+                              f"{SUBJECT_CONTEXT_RAMP[0]} {SUBJECT_CONTEXT_RAMP[1]}, the default (the web demo's "
+                              f"'One main subject' box)")
+    subject.add_argument("--no-context", action="store_const", const=NO_CONTEXT, dest="context",
+                         help="the background always goes to its own experts, however large the subjects")
     p.add_argument("--save-masks", action="store_true", help="also write {stem}_routing.png (routing overlay)")
     p.add_argument("--per-expert", action="store_true", help="also write each expert's own colourisation")
     p.add_argument("--batch-size", type=int, default=4, help="images (or video frames) colourised together")
@@ -108,6 +109,10 @@ def is_input_sequence(path: PurePath) -> bool:
     of :func:`is_input_image`; GIFs used to be skipped without a word."""
     return (path.suffix.lower() in (*VIDEO_SUFFIXES, *ANIMATION_SUFFIXES) and not path.stem.endswith(OUTPUT_TAGS)
             and not path.name.startswith("."))
+
+
+#: ``--no-context``: context sharing off (``PipelineOptions.context = None``)
+NO_CONTEXT: tuple[float, ...] = ()
 
 
 def parse_context(values: Sequence[float]) -> tuple[float, float]:
@@ -201,9 +206,12 @@ def colorize_files(args: argparse.Namespace) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     overrides = {k: v for k, v in {"work_size": args.size, "saturation": args.saturation}.items() if v is not None}
     try:
-        if args.assign:
-            overrides["assign"] = parse_assign(args.assign)
-        if args.context is not None:
+        assigned = parse_assign(args.assign)
+        if assigned:  # on top of the default assignment (the generalist colours the background)
+            overrides["assign"] = {**PipelineOptions().assign, **assigned}
+        if args.context is NO_CONTEXT:
+            overrides["context"] = None
+        elif args.context is not None:
             overrides["context"] = parse_context(args.context)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -222,7 +230,7 @@ def colorize_files(args: argparse.Namespace) -> int:
         return 1
     if overrides:
         pipe = pipe.with_options(**overrides)
-    if unknown := {n for names in pipe.options.assign.values() for n in names} - set(pipe.experts):
+    if unknown := {n for names in assigned.values() for n in names} - set(pipe.experts):
         print(f"error: --assign names expert(s) {sorted(unknown)} that are not installed; "
               f"installed: {sorted(pipe.experts)}", file=sys.stderr)
         return 1

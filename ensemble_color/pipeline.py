@@ -25,6 +25,7 @@ from torch import nn
 
 from .color import join_l_ab, rgb_to_l
 from .composite import (
+    SUBJECT_CONTEXT_RAMP,
     Box,
     ExpertRoute,
     blend,
@@ -56,10 +57,13 @@ class PipelineOptions:
     min_fraction: float = 0.002   #: specialists with less mean weight than this are not run
     fallback_min: float = 0.25    #: the fallback runs only where unclaimed weight exceeds this; tuned
     crop_quantile: float = 0.02   #: crops span the q..1-q quantiles of an expert's weight (ignores specks); tuned
-    assign: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  #: route class -> experts (overrides)
+    #: route class -> experts (overrides the manifests). Default: the generalist colours the background
+    #: (docs/tuning.md: chosen on held-out train photos and composites by bench/tune_defaults.py's rule)
+    assign: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {"background": ("generalist",)})
     #: subjects' area (fraction of the frame) from which their experts start / finish taking the background
-    #: too (composite.share_context); None = background always goes to its own experts
-    context: tuple[float, float] | None = None
+    #: too (composite.share_context); None = background always goes to its own experts. Default: on
+    #: (docs/tuning.md), so a photo of one bird is coloured by the birds expert, surroundings included
+    context: tuple[float, float] | None = SUBJECT_CONTEXT_RAMP
     max_batch: int = 8            #: crops per expert forward pass
     upsample: str = "guided"      #: "guided" (edge-aware, follows full-res L) or "bilinear"
     #: where the router's segmenter and the experts run, one of :data:`BACKENDS`; fixed when the models load

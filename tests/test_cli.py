@@ -96,8 +96,9 @@ def test_main_subject_flag_is_the_shared_context_ramp(tmp_path, tiny_experts, ph
 
     common = [str(photo), "--experts", str(tiny_experts), "--router", "background", "--overwrite"]
     assert main([*common, "-o", str(tmp_path / "a")]) == 0
-    assert main([*common, "--main-subject", "-o", str(tmp_path / "b")]) == 0
-    assert contexts_used == [None, SUBJECT_CONTEXT_RAMP]
+    assert main([*common, "--no-context", "-o", str(tmp_path / "b")]) == 0
+    assert main([*common, "--main-subject", "-o", str(tmp_path / "c")]) == 0
+    assert contexts_used == [SUBJECT_CONTEXT_RAMP, None, SUBJECT_CONTEXT_RAMP]  # on by default (docs/tuning.md)
     with pytest.raises(SystemExit):  # one or the other, not both
         main([*common, "--main-subject", "--context", "0.1", "0.3"])
     assert "not allowed with" in capsys.readouterr().err

@@ -36,7 +36,7 @@ def test_full_resolution_output_and_l_preserved(tiny_experts, photo):
 def test_router_regions_pick_experts(tiny_experts):
     from ensemble_color.routing import RoutingTable
 
-    pipe = _pipe(tiny_experts)
+    pipe = _pipe(tiny_experts, context=None)  # no generalist installed: the default background assignment is moot
     m, classes = RoutingTable.load().matrix("ensemble")
     pipe.router = Router("lr", _LeftRightRouter(), m, classes, input_size=64, size_multiple=8)
     res = pipe.colorize(torch.rand(3, 64, 96))
@@ -51,13 +51,27 @@ def test_context_option_gives_a_dominant_subjects_background_to_its_expert(tiny_
     m, classes = RoutingTable.load().matrix("ensemble")
     router = Router("lr", _LeftRightRouter(), m, classes, input_size=64, size_multiple=8)
     image = torch.rand(3, 64, 96)
-    plain, shared = _pipe(tiny_experts), _pipe(tiny_experts, context=(0.2, 0.5))
+    plain, shared = _pipe(tiny_experts, context=None), _pipe(tiny_experts)  # context sharing is the default
     plain.router = shared.router = router
     assert set(plain.colorize(image).boxes) == {"faces", "scenes"}
     res = shared.colorize(image)  # the person fills half the frame: its expert takes the background too
     assert set(res.boxes) == {"faces"}
     torch.testing.assert_close(res.weights["faces"], torch.ones(64, 96))
     torch.testing.assert_close(res.probs, plain.colorize(image).probs)  # the routing overlay is unchanged
+
+
+def test_default_gives_the_background_to_the_generalist_when_installed(tiny_experts):
+    from conftest import make_expert
+
+    from ensemble_color.routing import RoutingTable
+
+    make_expert(tiny_experts, "generalist", [], seed=9, fallback=True)
+    m, classes = RoutingTable.load().matrix("ensemble")
+    router = Router("lr", _LeftRightRouter(), m, classes, input_size=64, size_multiple=8)
+    default, manifests = _pipe(tiny_experts, context=None), _pipe(tiny_experts, context=None, assign={})
+    default.router = manifests.router = router
+    assert default.served_by()["background"] == "generalist" and manifests.served_by()["background"] == "scenes"
+    assert set(default.colorize(torch.rand(3, 64, 96)).boxes) == {"faces", "generalist"}
 
 
 def test_batch_equals_single(tiny_experts):
