@@ -11,8 +11,6 @@ machine noise hits every variant alike:
     onnxruntime (``--backend onnxruntime``, converted in memory at load), when onnxruntime is installed;
   * with ``--contiguous``, ``torch (contiguous)``: the torch pipeline with its weights put back in the
     default layout (the pipeline loads them channels-last, ``pipeline._torch_expert``): what that choice buys;
-  * with ``--unfolded``, ``torch (unfolded)``: the torch pipeline without BatchNorm folding (``nets.fold``;
-    channels-last kept): what folding buys;
 and reports medians, the ratio pipeline / single expert, the router's share of pipeline time, the
 onnxruntime speed-up end to end and per stage (where the time goes), and peak RSS (process high-water
 mark, so it only grows: read it per size in run order).
@@ -36,7 +34,6 @@ import torch
 from ensemble_color.color import join_l_ab, rgb_to_l
 from ensemble_color.composite import choose_fallback, upsample_ab
 from ensemble_color.pipeline import Pipeline, PipelineOptions, working_size
-from ensemble_color.routing import load_router
 
 STAGES = ("load_resize", "router", "experts", "compose")  #: ColorizeResult.seconds keys, in pipeline order
 
@@ -78,17 +75,6 @@ def contiguous_copy(args: argparse.Namespace) -> Pipeline:
     return p
 
 
-def unfolded_copy(args: argparse.Namespace) -> Pipeline:
-    """The torch pipeline with the router and experts as built from their weights, BatchNorm not folded."""
-    p = Pipeline.load(args.experts, router=args.router, device="cpu", options=PipelineOptions(backend="torch"))
-    for expert in p.experts.values():
-        expert._model = expert.spec.build().to(memory_format=torch.channels_last)  # bypasses the fold on load
-    plain = load_router(args.router).segmenter
-    if isinstance(plain, torch.nn.Module):
-        p.router.segmenter = plain.to(memory_format=torch.channels_last)
-    return p
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=7)
@@ -101,8 +87,6 @@ def main() -> None:
                     help="default: both when onnxruntime is installed, else torch")
     ap.add_argument("--contiguous", action="store_true",
                     help="also time the torch pipeline with contiguous (not channels-last) weights")
-    ap.add_argument("--unfolded", action="store_true",
-                    help="also time the torch pipeline without BatchNorm folding")
     ap.add_argument("--note", default="", help="a line printed above the tables (e.g. 'measured under load')")
     args = ap.parse_args()
     if args.threads:
@@ -113,9 +97,6 @@ def main() -> None:
     if args.contiguous:
         backends.append("torch (contiguous)")
         pipes[backends[-1]] = contiguous_copy(args)
-    if args.unfolded:
-        backends.append("torch (unfolded)")
-        pipes[backends[-1]] = unfolded_copy(args)
     pipe = pipes[backends[0]]
     single, single_name = single_expert_fn(pipe)
     rows = []

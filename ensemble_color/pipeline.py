@@ -38,7 +38,6 @@ from .composite import (
 )
 from .io import LoadedImage
 from .nets import ModelDescriptor
-from .nets.fold import fold_batchnorm
 from .plugins import ExpertSpec, PluginScan, discover, expert_search_path
 from .routing import Router, RoutingTable, available_routers, load_router
 
@@ -115,18 +114,10 @@ def working_size(h: int, w: int, long_side: int) -> tuple[int, int]:
     return max(8, round(h * s)), max(8, round(w * s))
 
 
-def _l_probe(multiple: int) -> torch.Tensor:
-    """A small L batch (Lab units) whose sides are multiples of ``multiple``: the BatchNorm-folding check."""
-    side = multiple * -(-64 // multiple)
-    return torch.rand(1, 1, side, side, generator=torch.Generator().manual_seed(0)) * 100
-
-
 def _torch_expert(spec: ExpertSpec, device: torch.device, threads: int | None) -> nn.Module:
-    # BatchNorm folded into the convolutions (nets.fold; checked on a probe) and channels-last weights, which
-    # make the convolutions run channels-last whatever the input's layout: 1.5x faster for resnet18-deconv on
-    # this CPU (bench/results/speed.md has the pipeline with and without both)
-    net, _ = fold_batchnorm(spec.build(), _l_probe(spec.build_descriptor().size_multiple))
-    return net.to(device, memory_format=torch.channels_last)
+    # channels-last weights make the convolutions run channels-last whatever the input's layout: 1.5x faster
+    # for resnet18-deconv on this CPU (bench/results/speed.md has the pipeline before/after)
+    return spec.build().to(device, memory_format=torch.channels_last)
 
 
 def _onnxruntime_expert(spec: ExpertSpec, device: torch.device, threads: int | None) -> nn.Module:
@@ -136,10 +127,8 @@ def _onnxruntime_expert(spec: ExpertSpec, device: torch.device, threads: int | N
 
 
 def _torch_router(router: Router, device: torch.device, threads: int | None) -> Router:
-    if isinstance(router.segmenter, nn.Module) and not router.segmenter.training:
-        # as for the experts: BatchNorm folded (0.8x the Lite0 FPN's time) and channels-last (~0.9x)
-        router.segmenter, _ = fold_batchnorm(router.segmenter, _l_probe(router.size_multiple))
-        router.segmenter.to(memory_format=torch.channels_last)
+    if isinstance(router.segmenter, nn.Module):
+        router.segmenter.to(memory_format=torch.channels_last)  # as for the experts (~1.1x for the Lite0 FPN)
     return router
 
 
