@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class PipelineOptions:
-    """Knobs a user may turn; defaults are the measured best on the val composites (docs/results.md)."""
+    """Knobs a user may turn; defaults chosen by bench/tune_defaults.py on held-out train photos (docs/tuning.md)."""
 
     work_size: int = 256          #: long side of the working image (router + experts); tuned, docs/tuning.md
     saturation: float = 1.0       #: chroma multiplier applied to the blended ab
