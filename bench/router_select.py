@@ -19,6 +19,10 @@ Extended on 2026-12-01 (a later session), before router v7 (v6 warm-started, ani
 v6 fixed birds, so its successor is not required to route *more* birds; a candidate must route strictly more
 seed-1 single pasted birds **or** animals more than half to their class than the baseline, and not fewer of
 either. For v6 against v3 (both better) this is the same verdict as before.
+
+Written on 2026-12-01 (session 5), before router v9 (v8 warm-started, main-pack animals drawn half the time)
+was trained: v9 is judged against the shipped v8 by the rule above, unchanged (``--ext`` given). Its aim is
+animals, so a v9 that routes more animals and no fewer birds, within ``TOLERANCE`` mIoU and person IoU, ships.
 """
 
 from __future__ import annotations
@@ -65,13 +69,13 @@ def verdict(base: dict, cand: dict) -> tuple[bool, list[str]]:
         ("single birds or animals > 0.5 better",
          any(cand["single_share"][k] > base["single_share"][k] for k in ("bird", "animal"))),
         ("single birds > 0.5 not worse", cand["single_share"]["bird"] >= base["single_share"]["bird"]),
+        ("single animals > 0.5 not worse", cand["single_share"]["animal"] >= base["single_share"]["animal"]),
         ("composite birds > 0.5 not worse", cand["composites_bird_share"] >= base["composites_bird_share"]),
         (f"composites mIoU within {TOLERANCE}", cand["composites_miou"] >= base["composites_miou"] - TOLERANCE),
         (f"val masks mIoU within {TOLERANCE}", cand["val_masks_miou"] >= base["val_masks_miou"] - TOLERANCE),
     ]
     if "ext_person_iou" in base and "ext_person_iou" in cand:
         checks += [
-            ("single animals > 0.5 not worse", cand["single_share"]["animal"] >= base["single_share"]["animal"]),
             (f"extension person IoU within {TOLERANCE}", cand["ext_person_iou"] >= base["ext_person_iou"] - TOLERANCE),
         ]
     return all(ok for _, ok in checks), [f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks]

@@ -10,6 +10,10 @@
 # bench/router_select.py did not ship v7 (animals 0.47 -> 0.62 of seed-1 single pastes, but one bird of 60 fewer).
 # Stage v8: v7 trained on (still improving at 2,000 steps: training-time val composites 0.752 / 0.762 / 0.767 /
 # 0.769), birds and animals at equal shares again, lower learning rate.
+# Stage v9: v8 trained on with the *main pack's* animals drawn half the time an animal is sampled or pasted
+# (--main-pack-share; in proportion to the roots' sizes they were 356 of 8,205 masks and ~1 in 10 cut-outs):
+# the single pasted val animals are cut from the main pack, where v8 routes 29 of 45 and its animal IoU is 0.58.
+# On a fresh machine the v8 export is the shipped router: cp -r router runs/export/router_v8 (before v9 replaces it).
 # STAGES="v7 v8" runs only those stages (e.g. from the shipped v6 copied to runs/export/router_v6).
 # The exact command as run is in router/config.json -> ensemble_color.command; router/README.md has the results.
 # EXT = the extension pack built by ../shared/data/tools/extend.py. Resumable: RESUME=--resume.
@@ -19,7 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_recipe.sh
-STAGES=${STAGES:-v6 v7 v8}
+STAGES=${STAGES:-v6 v7 v8 v9}
 COMMON=(--data "${DATA:-../shared/data}" --data "${EXT:?set EXT to the extension pack}"
         --encoder tu-tf_efficientnet_lite0 --encoder-init imagenet --steps 2000 --batch-size 16 --crop 224
         --scale 0.25 1.0 --composite-frac 0.6 --mask-cutouts faces people birds animals --scenes-per-root 5000
@@ -35,7 +39,12 @@ if [[ " $STAGES " == *" v7 "* ]]; then
     --source-weights '{"faces": 0.1, "people": 0.15, "birds": 0.25, "animals": 0.35, "scenes": 0.15}' ${RESUME:-}
 fi
 if [[ " $STAGES " == *" v8 "* ]]; then
-  step python -m ensemble_color train router "${COMMON[@]}" --out "${OUT:-runs/export/router_v8}" \
+  step python -m ensemble_color train router "${COMMON[@]}" --out runs/export/router_v8 \
     --run-dir runs/router_v8 --init runs/export/router_v7 --cutouts-per-category 3000 --lr 2e-4 --seed 8 \
+    --source-weights '{"faces": 0.1, "people": 0.15, "birds": 0.3, "animals": 0.3, "scenes": 0.15}' ${RESUME:-}
+fi
+if [[ " $STAGES " == *" v9 "* ]]; then
+  step python -m ensemble_color train router "${COMMON[@]}" --out runs/export/router_v9 --run-dir runs/router_v9 \
+    --init runs/export/router_v8 --cutouts-per-category 3000 --lr 2e-4 --seed 9 --main-pack-share '{"animals": 0.5}' \
     --source-weights '{"faces": 0.1, "people": 0.15, "birds": 0.3, "animals": 0.3, "scenes": 0.15}' ${RESUME:-}
 fi

@@ -299,6 +299,38 @@ def test_balanced_picker_pastes_each_class_equally_often() -> None:
     assert 0.45 < share < 0.55
 
 
+def test_balanced_picker_main_share_draws_the_small_main_pack_set_as_often_as_asked() -> None:
+    from ensemble_color.train.composites import Cutout, balanced_picker
+
+    def cut(label: int, origin: int) -> Cutout:
+        return Cutout(np.zeros((4, 4, 4), np.uint8), label, origin)
+
+    cuts = [cut(3, 0)] * 10 + [cut(3, 1)] * 90 + [cut(2, 0)] * 10 + [cut(2, 1)] * 90
+    rng = np.random.default_rng(0)
+    pick = balanced_picker(cuts, {3: 0.5})
+    drawn = [pick(rng) for _ in range(4000)]
+    animals = [c.origin for c in drawn if c.label == 3]
+    birds = [c.origin for c in drawn if c.label == 2]
+    assert 0.45 < np.mean([o == 0 for o in animals]) < 0.55  # asked for: half from the main pack
+    assert 0.05 < np.mean([o == 0 for o in birds]) < 0.15  # not asked: in proportion to the sets (10 %)
+
+
+def test_router_sampler_main_share_draws_real_samples_from_the_main_pack() -> None:
+    from ensemble_color.train.composites import Cutout
+    from ensemble_color.train.router_data import MaskedImages, RouterSampler
+
+    img = np.zeros((32, 32, 3), np.uint8)
+    main, ext = np.full((32, 32), 3, np.uint8), np.full((32, 32), 255, np.uint8)
+    masked = MaskedImages([img] * 20, [main] * 2 + [ext] * 18, ["animals"] * 20, [0] * 2 + [1] * 18)
+    cuts = [Cutout(np.zeros((4, 4, 4), np.uint8), 3, 0)]
+    sampler = RouterSampler(masked, [], cuts, 16, seed=0, composite_frac=0.0, weights={"animals": 1.0},
+                            jitter=False, balanced=True, main_share={"animals": 0.7})
+    from_main = [bool((sampler.sample()[1] == 3).all()) for _ in range(600)]
+    assert 0.63 < np.mean(from_main) < 0.77  # 2 of 20 images, drawn 70 % of the time
+    with pytest.raises(ValueError, match="unknown categories"):
+        RouterSampler(masked, [], cuts, 16, seed=0, balanced=True, main_share={"cats": 0.5})
+
+
 def test_warm_start_loads_a_router_folder(tmp_path: Path) -> None:
     net = train_router.build_model()
     folder = train_router.export_router(net, tmp_path / "r", {"input_size": 64}, fp16=False)

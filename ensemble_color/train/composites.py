@@ -29,10 +29,12 @@ IGNORE = 255
 
 @dataclass
 class Cutout:
-    """Straight-alpha RGBA foreground (uint8, H x W x 4) and its route label."""
+    """Straight-alpha RGBA foreground (uint8, H x W x 4), its route label and the index of the data root it
+    came from (0 = the first ``--data`` root, the main pack)."""
 
     rgba: np.ndarray
     label: int
+    origin: int = 0
 
 
 def load_cutouts(root: str | Path) -> list[Cutout]:
@@ -49,10 +51,11 @@ def load_cutouts(root: str | Path) -> list[Cutout]:
 
 def cutouts_from_masks(data_root: str | Path, split: str, categories=("faces", "people", "birds", "animals"),
                        limit_per_category: int | None = None, min_fg: float = 0.05,
-                       exclude: frozenset[str] | set[str] = frozenset()) -> list[Cutout]:
+                       exclude: frozenset[str] | set[str] = frozenset(), origin: int = 0) -> list[Cutout]:
     """Foregrounds cut from ``colorize/<cat>/<split>`` images with their masks (alpha = label pixels).
 
     ``exclude``: mask paths relative to ``data_root`` to skip (e.g. the ones ``mask_stats.csv`` marks unreliable).
+    ``origin``: the data root's index, recorded on each cut-out (see :func:`balanced_picker`).
     """
     data_root = Path(data_root)
     out = []
@@ -67,6 +70,7 @@ def cutouts_from_masks(data_root: str | Path, split: str, categories=("faces", "
             cut = cutout_from_mask(data_root / "colorize" / cat / split / (mpath.stem + ".jpg"), mpath, label,
                                    min_fg)
             if cut is not None:
+                cut.origin = origin
                 out.append(cut)
                 taken += 1
     return out
@@ -109,18 +113,33 @@ def paste(scene: np.ndarray, labels: np.ndarray, cut: Cutout, rng: np.random.Gen
     lab[(a2 > 0.1) & (a2 < 0.5)] = IGNORE
 
 
-def balanced_picker(cutouts: list[Cutout]) -> Callable[[np.random.Generator], Cutout]:
-    """Draw a label uniformly, then one of its cut-outs: rare classes (animals) are pasted as often as common ones."""
+def balanced_picker(cutouts: list[Cutout], main_share: dict[int, float] | None = None
+                    ) -> Callable[[np.random.Generator], Cutout]:
+    """Draw a label uniformly, then one of its cut-outs: rare classes (animals) are pasted as often as common ones.
+
+    ``main_share`` (label -> fraction): that label's cut-outs come from origin 0 (the main pack) this often,
+    whatever the two roots' sizes: the main pack's 356 animals would otherwise be 1 in 10 of the animal
+    cut-outs beside the extension pack's 3,000 spaniels, cats and dogs, and its rarer species barely seen.
+    """
     by_label: dict[int, list[Cutout]] = {}
     for c in cutouts:
         by_label.setdefault(c.label, []).append(c)
-    groups = [by_label[k] for k in sorted(by_label)]
+    labels = sorted(by_label)
+    split = {k: _split_by_origin(by_label[k]) for k in labels}
+    share = main_share or {}
 
     def pick(rng: np.random.Generator) -> Cutout:
-        group = groups[int(rng.integers(len(groups)))]
+        label = labels[int(rng.integers(len(labels)))]
+        main, rest = split[label]
+        group = (main if rng.random() < share[label] else rest) if label in share and main and rest else by_label[label]
         return group[int(rng.integers(len(group)))]
 
     return pick
+
+
+def _split_by_origin(cutouts: list[Cutout]) -> tuple[list[Cutout], list[Cutout]]:
+    """(cut-outs of origin 0, the others)."""
+    return [c for c in cutouts if c.origin == 0], [c for c in cutouts if c.origin != 0]
 
 
 def make_composite(scene: np.ndarray, cutouts: list[Cutout], rng: np.random.Generator, size: int,

@@ -154,6 +154,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="at most this many mask cut-outs per category and root")
     p.add_argument("--source-weights", default=None,
                    help=f"JSON share of each real source among non-composites (default {DEFAULT_SOURCE_WEIGHTS})")
+    p.add_argument("--main-pack-share", default=None,
+                   help='JSON fraction of a category\'s real samples and pasted cut-outs drawn from the first --data '
+                        'root (the main pack), e.g. \'{"animals": 0.5}\' (default: in proportion to the roots\' sizes)')
     p.add_argument("--decoder", default=None,
                    help="JSON dict of decoder kwargs (default: FPN 64/32 channels for FPN, smp's otherwise)")
     p.add_argument("--steps", type=int, default=3000)
@@ -224,12 +227,13 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     scenes: list[np.ndarray] = []
     cutouts = load_cutouts(data / "route" / "cutouts")
     per_root: dict[str, dict[str, Any]] = {}
-    for root in roots:
-        m = load_masked(root, "train", limit=args.limit, clean=not args.no_clean)
+    for origin, root in enumerate(roots):
+        m = load_masked(root, "train", limit=args.limit, clean=not args.no_clean, origin=origin)
         sc = load_scenes(root, "train", limit=args.limit or args.scenes_per_root)
         limit_cut = args.limit or args.cutouts_per_category
         # extra real foregrounds: only 81 animal stamps exist, the masks give thousands more
-        cuts = cutouts_from_masks(root, "train", categories=tuple(args.mask_cutouts), limit_per_category=limit_cut)
+        cuts = cutouts_from_masks(root, "train", categories=tuple(args.mask_cutouts), limit_per_category=limit_cut,
+                                  origin=origin)
         per_root[str(root)] = {"masked": m.counts(), "scenes": len(sc), "mask_cutouts": len(cuts)}
         masked.extend(m)
         scenes += sc
@@ -239,6 +243,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     sampler = RouterSampler(
         masked, scenes, cutouts, args.crop, args.seed, args.composite_frac, tuple(args.scale),
         weights=weights, paste_range=tuple(args.paste_range), balanced=args.balanced_cutouts,
+        main_share=json.loads(args.main_pack_share) if args.main_pack_share else None,
     )
     if args.init and not args.resume:
         _warm_start(net, Path(args.init))

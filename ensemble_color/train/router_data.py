@@ -15,14 +15,14 @@ Why this data:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..color import rgb_to_lab
-from .composites import IGNORE, LABELS, Cutout, balanced_picker, make_composite, scene_paths
+from .composites import CATEGORY_LABEL, IGNORE, LABELS, Cutout, balanced_picker, make_composite, scene_paths
 from .data import random_resized_crop, read_rgb
 from .masks import read_mask, unreliable_masks
 
@@ -36,11 +36,13 @@ DEFAULT_SOURCE_WEIGHTS = {"faces": 0.2, "people": 0.15, "birds": 0.25, "animals"
 
 @dataclass
 class MaskedImages:
-    """Images with their label masks (uint8, same size), plus the category of each."""
+    """Images with their label masks (uint8, same size), plus the category of each and the index of the data
+    root it came from (0 = the first ``--data`` root, the main pack)."""
 
     images: list[np.ndarray]
     masks: list[np.ndarray]
     categories: list[str]
+    origins: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -53,6 +55,7 @@ class MaskedImages:
         self.images += other.images
         self.masks += other.masks
         self.categories += other.categories
+        self.origins += other.origins
         return self
 
 
@@ -62,8 +65,10 @@ def load_masked(
     categories: tuple[str, ...] = MASK_CATEGORIES,
     limit: int | None = None,
     clean: bool = True,
+    origin: int = 0,
 ) -> MaskedImages:
-    """``colorize/<cat>/<split>`` images + ``route/masks``; ``limit`` per category (evenly spaced).
+    """``colorize/<cat>/<split>`` images + ``route/masks``; ``limit`` per category (evenly spaced); ``origin``
+    is recorded on each image (see :class:`RouterSampler`'s ``main_share``).
 
     A category without masks in this root is skipped (the main pack has no ``people``, the extension
     pack no ``faces`` masks). With ``clean``, masks with under 1 % labelled pixels are dropped too: the
@@ -90,6 +95,7 @@ def load_masked(
             out.images.append(rgb)
             out.masks.append(mask)
             out.categories.append(cat)
+            out.origins.append(origin)
     return out
 
 
@@ -111,7 +117,9 @@ class RouterSampler:
     """Seeded, resumable batches of (L, labels): real masked crops, scenes and composites.
 
     ``weights`` gives the share of each real source (faces/birds/animals/scenes) among the
-    non-composite samples; the small animals set is over-sampled on purpose.
+    non-composite samples; the small animals set is over-sampled on purpose. ``main_share`` (category ->
+    fraction) draws that category's real samples *and* its pasted cut-outs from the main pack (origin 0)
+    this often, so that a small main-pack set is not drowned by the extension pack's larger one.
     """
 
     def __init__(
@@ -127,14 +135,25 @@ class RouterSampler:
         jitter: bool = True,
         paste_range: tuple[float, float] = (0.25, 0.7),
         balanced: bool = False,
+        main_share: dict[str, float] | None = None,
     ) -> None:
         self.masked, self.scenes, self.cutouts = masked, scenes, cutouts
         self.crop, self.composite_frac, self.scale, self.jitter = crop, composite_frac, scale, jitter
         self.paste_range = paste_range
-        self.pick = balanced_picker(cutouts) if balanced and cutouts else None
+        self.main_share = main_share or {}
+        unknown = set(self.main_share) - set(MASK_CATEGORIES)
+        if unknown:
+            raise ValueError(f"main_share: unknown categories {sorted(unknown)} (known: {', '.join(MASK_CATEGORIES)})")
+        label_share = {CATEGORY_LABEL[c]: f for c, f in self.main_share.items()}
+        if self.main_share and not balanced:
+            raise ValueError("main_share needs balanced cut-outs (it is applied by the balanced picker)")
+        self.pick = balanced_picker(cutouts, label_share) if balanced and cutouts else None
         self.rng = np.random.default_rng(seed)
         weights = weights or DEFAULT_SOURCE_WEIGHTS
         self.by_cat = {c: [i for i, k in enumerate(masked.categories) if k == c] for c in MASK_CATEGORIES}
+        origins = masked.origins or [0] * len(masked)
+        self.by_cat_main = {c: [i for i in idx if origins[i] == 0] for c, idx in self.by_cat.items()}
+        self.by_cat_rest = {c: [i for i in idx if origins[i] != 0] for c, idx in self.by_cat.items()}
         sources = [c for c in weights if (c == "scenes" and scenes) or self.by_cat.get(c)]
         if not sources:
             raise ValueError("no training data: no masked images and no scenes")
@@ -153,7 +172,10 @@ class RouterSampler:
             img = self.scenes[int(rng.integers(len(self.scenes)))]
             rgb, _ = random_resized_crop(img, s, rng, self.scale)
             return rgb, torch.zeros(s, s, dtype=torch.uint8)
-        i = self.by_cat[src][int(rng.integers(len(self.by_cat[src])))]
+        pool = self.by_cat[src]
+        if src in self.main_share and self.by_cat_main[src] and self.by_cat_rest[src]:
+            pool = self.by_cat_main[src] if rng.random() < self.main_share[src] else self.by_cat_rest[src]
+        i = pool[int(rng.integers(len(pool)))]
         rgb, lab = random_resized_crop(self.masked.images[i], s, rng, self.scale, self.masked.masks[i])
         assert lab is not None
         return rgb, lab
