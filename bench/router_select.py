@@ -23,6 +23,12 @@ either. For v6 against v3 (both better) this is the same verdict as before.
 Written on 2026-12-01 (session 5), before router v9 (v8 warm-started, main-pack animals drawn half the time)
 was trained: v9 is judged against the shipped v8 by the rule above, unchanged (``--ext`` given). Its aim is
 animals, so a v9 that routes more animals and no fewer birds, within ``TOLERANCE`` mIoU and person IoU, ships.
+
+Extended the same day, before any router was measured at a smaller input size: a **cheaper** candidate, the
+baseline's own weights at a smaller input size (``SPEC@SIZE`` with the baseline's ``SPEC``; issue 15 caps the
+router's share of pipeline time at 20 %), need not route *more* of anything: it ships if it passes every
+other check (no fewer single birds or animals, no fewer composite birds, mIoU and person IoU within
+``TOLERANCE``).
 """
 
 from __future__ import annotations
@@ -63,11 +69,14 @@ def measure(router: Router, comps: list, single_sets: dict, masks: list, ext_peo
     }
 
 
-def verdict(base: dict, cand: dict) -> tuple[bool, list[str]]:
-    """The pre-declared rule: (ship?, the checks with their outcome)."""
-    checks = [
+def verdict(base: dict, cand: dict, cheaper: bool = False) -> tuple[bool, list[str]]:
+    """The pre-declared rule: (ship?, the checks with their outcome). ``cheaper``: the candidate is the baseline's
+    weights at a smaller input size, which need not route more, only no worse."""
+    checks = [] if cheaper else [
         ("single birds or animals > 0.5 better",
          any(cand["single_share"][k] > base["single_share"][k] for k in ("bird", "animal"))),
+    ]
+    checks += [
         ("single birds > 0.5 not worse", cand["single_share"]["bird"] >= base["single_share"]["bird"]),
         ("single animals > 0.5 not worse", cand["single_share"]["animal"] >= base["single_share"]["animal"]),
         ("composite birds > 0.5 not worse", cand["composites_bird_share"] >= base["composites_bird_share"]),
@@ -79,6 +88,11 @@ def verdict(base: dict, cand: dict) -> tuple[bool, list[str]]:
             (f"extension person IoU within {TOLERANCE}", cand["ext_person_iou"] >= base["ext_person_iou"] - TOLERANCE),
         ]
     return all(ok for _, ok in checks), [f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks]
+
+
+def is_cheaper(base_spec: str, base: Router, spec: str, cand: Router) -> bool:
+    """True when ``spec`` is the baseline's weights (same ``SPEC`` before any ``@SIZE``) at a smaller input size."""
+    return spec.partition("@")[0] == base_spec.partition("@")[0] and cand.input_size < base.input_size
 
 
 def load_spec(spec: str) -> Router:
@@ -105,13 +119,16 @@ def main() -> None:
     if args.ext:
         people = load_masked(args.ext, "val", categories=("people",), limit=60, clean=False)
         ext_people = list(zip(people.images, people.masks, strict=True))
-    rows = []
+    rows, routers = [], []
     for spec in args.routers:
         router = load_spec(spec)
-        rows.append({"router": spec, "name": router.name, **measure(router, comps, single_sets, masks, ext_people)})
+        routers.append(router)
+        rows.append({"router": spec, "name": router.name, "input_size": router.input_size,
+                     **measure(router, comps, single_sets, masks, ext_people)})
         print(rows[-1], flush=True)
-    for row in rows[1:]:
-        row["ship"], row["checks"] = verdict(rows[0], row)
+    for row, router in zip(rows[1:], routers[1:], strict=True):
+        row["cheaper"] = is_cheaper(args.routers[0], routers[0], row["router"], router)
+        row["ship"], row["checks"] = verdict(rows[0], row, row["cheaper"])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"rows": rows, "tolerance": TOLERANCE}, indent=1) + "\n")
