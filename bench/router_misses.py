@@ -19,15 +19,17 @@ import torch
 
 from ensemble_color.routing import load_router
 from ensemble_color.train.composites import CATEGORY_LABEL
-from ensemble_color.train.router_eval import route_probs, single_subject_sets
+from ensemble_color.train.router_data import CLASS_NAMES
+from ensemble_color.train.router_eval import MIN_SUBJECT_AREA, route_probs, single_subject_sets
 
 
 def misses(router, pairs: list, label: int, cls: str, below: float = 0.5) -> list[dict]:
-    """Subjects whose region gets at most ``below`` of its probability routed to ``cls``: index, area, routing."""
+    """Subjects whose region gets at most ``below`` of its probability routed to ``cls``: index, area, routing.
+    Subjects under ``MIN_SUBJECT_AREA`` of the image are skipped, as the selection rule's recall skips them."""
     out = []
     for i, (rgb, labels) in enumerate(pairs):
         region = labels == label
-        if not region.any():
+        if region.mean() < MIN_SUBJECT_AREA:
             continue
         probs = route_probs(router, rgb).numpy()
         routed = {c: round(float(probs[k][region].mean()), 3) for k, c in enumerate(router.route_classes)}
@@ -45,15 +47,13 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     sets = single_subject_sets(args.data, n=60, size=256, seed=1)
-    route_of = {"faces": "person", "birds": "bird", "animals": "animal"}
     rows = []
     for spec in args.routers:
         router = load_router(spec).eval()
         for category, pairs in sets.items():
-            if category not in route_of:
-                continue
-            for m in misses(router, pairs, CATEGORY_LABEL[category], route_of[category]):
-                rows.append({"router": spec, "class": route_of[category], **m})
+            label = CATEGORY_LABEL[category]
+            for m in misses(router, pairs, label, CLASS_NAMES[label]):
+                rows.append({"router": spec, "class": CLASS_NAMES[label], **m})
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"rows": rows}, indent=1) + "\n")

@@ -46,7 +46,7 @@ from ensemble_color.pipeline import Pipeline
 from ensemble_color.train.composites import CATEGORY_LABEL, cutout_from_mask, make_composite
 from ensemble_color.train.generalist_eval import CANDIDATES
 from ensemble_color.train.masks import mask_path
-from ensemble_color.train.roots import CATEGORY_ROUTE, hold_out, list_photos
+from ensemble_color.train.roots import CATEGORY_ROUTE, Photo, hold_out, list_photos
 
 GRID = {
     "work_size": [256, 384, 512],
@@ -65,11 +65,15 @@ GRID = {
 CF_TOLERANCE = 0.2
 
 
+def tuning_photos(roots: list[Path], per_category: int) -> list[Photo]:
+    """The held-out train photos the tuning set is made of (``hold_out``'s canonical ones)."""
+    return hold_out(list_photos(roots, tuple(CATEGORY_ROUTE), "train"), per_category)[1]
+
+
 def held_out_by_root(roots: list[Path], per_category: int) -> dict[str, dict[str, int]]:
     """Category -> {root: tuning photos from it}: the tuning set's make-up (see the known limitation above)."""
-    _, held = hold_out(list_photos(roots, tuple(CATEGORY_ROUTE), "train"), per_category)
     out: dict[str, dict[str, int]] = {}
-    for p in held:
+    for p in tuning_photos(roots, per_category):
         out.setdefault(p.category, {}).setdefault(str(p.root), 0)
         out[p.category][str(p.root)] += 1
     return out
@@ -78,7 +82,7 @@ def held_out_by_root(roots: list[Path], per_category: int) -> dict[str, dict[str
 def tuning_set(roots: list[Path], per_category: int, n_composites: int, seed: int = 1
                ) -> dict[str, list[torch.Tensor]]:
     """Group name -> sRGB images (3, H, W) in [0, 1]: held-out train photos by category, and composites."""
-    _, held = hold_out(list_photos(roots, tuple(CATEGORY_ROUTE), "train"), per_category)
+    held = tuning_photos(roots, per_category)
     groups: dict[str, list[torch.Tensor]] = {}
     for p in held:
         groups.setdefault(p.category, []).append(load_image(p.path).rgb)

@@ -125,21 +125,35 @@ def balanced_picker(cutouts: list[Cutout], main_share: dict[int, float] | None =
     for c in cutouts:
         by_label.setdefault(c.label, []).append(c)
     labels = sorted(by_label)
-    split = {k: _split_by_origin(by_label[k]) for k in labels}
+    split = {k: origin_split([c.origin for c in by_label[k]]) for k in labels}
     share = main_share or {}
 
     def pick(rng: np.random.Generator) -> Cutout:
         label = labels[int(rng.integers(len(labels)))]
-        main, rest = split[label]
-        group = (main if rng.random() < share[label] else rest) if label in share and main and rest else by_label[label]
-        return group[int(rng.integers(len(group)))]
+        group = by_label[label]
+        return group[draw_index(rng, len(group), split[label], share.get(label))]
 
     return pick
 
 
-def _split_by_origin(cutouts: list[Cutout]) -> tuple[list[Cutout], list[Cutout]]:
-    """(cut-outs of origin 0, the others)."""
-    return [c for c in cutouts if c.origin == 0], [c for c in cutouts if c.origin != 0]
+def origin_split(origins: list[int]) -> tuple[list[int], list[int]]:
+    """(indices of the items of origin 0, the main pack; indices of the others), computed once per list."""
+    return [i for i, o in enumerate(origins) if o == 0], [i for i, o in enumerate(origins) if o != 0]
+
+
+def draw_index(rng: np.random.Generator, n: int, split: tuple[list[int], list[int]],
+               main_share: float | None = None) -> int:
+    """A uniform index below ``n``; with ``main_share``, one of ``split``'s origin-0 indices that often (when
+    both origin 0 and other origins are present), else one of the others.
+
+    Shared by the cut-out picker and the router's real-sample draw, so both weigh the main pack the same way;
+    without a share it makes the same single ``rng`` call as a plain uniform draw (older recipes reproduce).
+    """
+    main, rest = split
+    if main_share is not None and main and rest:
+        pool = main if rng.random() < main_share else rest
+        return pool[int(rng.integers(len(pool)))]
+    return int(rng.integers(n))
 
 
 def make_composite(scene: np.ndarray, cutouts: list[Cutout], rng: np.random.Generator, size: int,

@@ -22,7 +22,17 @@ import numpy as np
 import torch
 
 from ..color import rgb_to_lab
-from .composites import CATEGORY_LABEL, IGNORE, LABELS, Cutout, balanced_picker, make_composite, scene_paths
+from .composites import (
+    CATEGORY_LABEL,
+    IGNORE,
+    LABELS,
+    Cutout,
+    balanced_picker,
+    draw_index,
+    make_composite,
+    origin_split,
+    scene_paths,
+)
 from .data import random_resized_crop, read_rgb
 from .masks import read_mask, unreliable_masks
 
@@ -152,8 +162,7 @@ class RouterSampler:
         weights = weights or DEFAULT_SOURCE_WEIGHTS
         self.by_cat = {c: [i for i, k in enumerate(masked.categories) if k == c] for c in MASK_CATEGORIES}
         origins = masked.origins or [0] * len(masked)
-        self.by_cat_main = {c: [i for i in idx if origins[i] == 0] for c, idx in self.by_cat.items()}
-        self.by_cat_rest = {c: [i for i in idx if origins[i] != 0] for c, idx in self.by_cat.items()}
+        self.origin_split = {c: origin_split([origins[i] for i in idx]) for c, idx in self.by_cat.items()}
         sources = [c for c in weights if (c == "scenes" and scenes) or self.by_cat.get(c)]
         if not sources:
             raise ValueError("no training data: no masked images and no scenes")
@@ -173,9 +182,7 @@ class RouterSampler:
             rgb, _ = random_resized_crop(img, s, rng, self.scale)
             return rgb, torch.zeros(s, s, dtype=torch.uint8)
         pool = self.by_cat[src]
-        if src in self.main_share and self.by_cat_main[src] and self.by_cat_rest[src]:
-            pool = self.by_cat_main[src] if rng.random() < self.main_share[src] else self.by_cat_rest[src]
-        i = pool[int(rng.integers(len(pool)))]
+        i = pool[draw_index(rng, len(pool), self.origin_split[src], self.main_share.get(src))]
         rgb, lab = random_resized_crop(self.masked.images[i], s, rng, self.scale, self.masked.masks[i])
         assert lab is not None
         return rgb, lab

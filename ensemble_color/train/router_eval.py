@@ -98,7 +98,11 @@ def routed_fraction(router: Router, rgb: np.ndarray, region: np.ndarray, route: 
     return float(route_probs(router, rgb)[router.route_classes.index(route)].numpy()[region].mean())
 
 
-def pasted_recall(router: Router, pairs: list[tuple[np.ndarray, np.ndarray]], min_area: float = 0.01
+#: a pasted subject counts in the recall figures when it covers at least this share of the image
+MIN_SUBJECT_AREA = 0.01
+
+
+def pasted_recall(router: Router, pairs: list[tuple[np.ndarray, np.ndarray]], min_area: float = MIN_SUBJECT_AREA
                   ) -> dict[str, dict[str, float]]:
     """Per subject class: of the composites where it covers >= ``min_area`` of the image, the share whose
     pasted region gets more than half of its probability routed to that class (what the pasted-bird
