@@ -29,6 +29,9 @@ baseline's own weights at a smaller input size (``SPEC@SIZE`` with the baseline'
 router's share of pipeline time at 20 %), need not route *more* of anything: it ships if it passes every
 other check (no fewer single birds or animals, no fewer composite birds, mIoU and person IoU within
 ``TOLERANCE``).
+
+Written on 2026-12-02 (session 6), before router v11 (v10 warm-started, bird class weighted 1.5 in the loss) was
+trained: v11 is judged against the shipped v8 by the rule above, unchanged (``--ext`` given, not ``cheaper``).
 """
 
 from __future__ import annotations
