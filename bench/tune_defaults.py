@@ -21,9 +21,11 @@ so far. Writes ``docs/tuning.{md,json}``.
 **Known limitation** (found 2026-12-02, after the last tuning run): ``hold_out`` takes its 40 photos per
 category evenly spaced over *both* roots, so the small main-pack sets are barely in the tuning set: of the 40
 scenes 1 is from the main pack, of the animals 2, faces 9, birds 23 (``--count-held-out`` prints them).
-That is why defaults tuned here can lose on the main pack's val scenes (docs/results.md). Holding
-out per root changes what every trainer trains on, so it comes with the next retraining of the models, not
-before (a photo the shipped models trained on cannot tune them).
+That is why defaults tuned here can lose on the main pack's val scenes (docs/results.md). ``--holdout-per-root``
+holds out 40 per category from *each* root, but only models trained with that hold-out may be tuned on it:
+every expert's manifest records its hold-out (``train.roots.hold_out_record``), and the tuning stops with an
+error naming the expert whose recorded hold-out differs from the tuning set's (:func:`unseen_problems`; the
+shipped models were trained spread over the roots, so ``--holdout-per-root`` comes with their retraining).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from ensemble_color.pipeline import Pipeline
 from ensemble_color.train.composites import CATEGORY_LABEL, cutout_from_mask, make_composite
 from ensemble_color.train.generalist_eval import CANDIDATES
 from ensemble_color.train.masks import mask_path
-from ensemble_color.train.roots import CATEGORY_ROUTE, Photo, hold_out, list_photos
+from ensemble_color.train.roots import CATEGORY_ROUTE, Photo, hold_out, hold_out_mismatch, list_photos
 
 GRID = {
     "work_size": [256, 384, 512],
@@ -65,24 +67,30 @@ GRID = {
 CF_TOLERANCE = 0.2
 
 
-def tuning_photos(roots: list[Path], per_category: int) -> list[Photo]:
+def tuning_photos(roots: list[Path], per_category: int, per_root: bool = False) -> list[Photo]:
     """The held-out train photos the tuning set is made of (``hold_out``'s canonical ones)."""
-    return hold_out(list_photos(roots, tuple(CATEGORY_ROUTE), "train"), per_category)[1]
+    return hold_out(list_photos(roots, tuple(CATEGORY_ROUTE), "train"), per_category, per_root)[1]
 
 
-def held_out_by_root(roots: list[Path], per_category: int) -> dict[str, dict[str, int]]:
+def unseen_problems(pipe: Pipeline, per_category: int, per_root: bool) -> list[str]:
+    """Why some expert may have trained on the tuning photos (``train.roots.hold_out_mismatch``)."""
+    return [f"expert {name} ({e.spec.folder}) was {why}" for name, e in pipe.experts.items()
+            if (why := hold_out_mismatch(e.spec.manifest, per_category, per_root))]
+
+
+def held_out_by_root(roots: list[Path], per_category: int, per_root: bool = False) -> dict[str, dict[str, int]]:
     """Category -> {root: tuning photos from it}: the tuning set's make-up (see the known limitation above)."""
     out: dict[str, dict[str, int]] = {}
-    for p in tuning_photos(roots, per_category):
+    for p in tuning_photos(roots, per_category, per_root):
         out.setdefault(p.category, {}).setdefault(str(p.root), 0)
         out[p.category][str(p.root)] += 1
     return out
 
 
-def tuning_set(roots: list[Path], per_category: int, n_composites: int, seed: int = 1
+def tuning_set(roots: list[Path], per_category: int, n_composites: int, seed: int = 1, per_root: bool = False
                ) -> dict[str, list[torch.Tensor]]:
     """Group name -> sRGB images (3, H, W) in [0, 1]: held-out train photos by category, and composites."""
-    held = tuning_photos(roots, per_category)
+    held = tuning_photos(roots, per_category, per_root)
     groups: dict[str, list[torch.Tensor]] = {}
     for p in held:
         groups.setdefault(p.category, []).append(load_image(p.path).rgb)
@@ -193,6 +201,9 @@ def main() -> None:
     ap.add_argument("--tol", type=float, default=0.05, help="L2ab differences within this count as ties")
     ap.add_argument("--knobs", nargs="*", default=list(GRID), choices=list(GRID), help="tune only these, in order")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--holdout-per-root", action="store_true",
+                    help="hold out --per-category photos per category from each root (the experts must have been "
+                         "trained with the same hold-out)")
     ap.add_argument("--count-held-out", action="store_true",
                     help="print how many tuning photos of each category come from each root, and stop")
     args = ap.parse_args()
@@ -200,10 +211,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     roots = [Path(r) for r in (args.data or ["../shared/data"])]
     if args.count_held_out:
-        print(json.dumps(held_out_by_root(roots, args.per_category), indent=1))
+        print(json.dumps(held_out_by_root(roots, args.per_category, args.holdout_per_root), indent=1))
         return
     base = Pipeline.load(device="cpu")
-    groups = tuning_set(roots, args.per_category, args.composites)
+    if problems := unseen_problems(base, args.per_category, args.holdout_per_root):
+        raise SystemExit("error: the tuning photos may be training photos: " + "; ".join(problems))
+    groups = tuning_set(roots, args.per_category, args.composites, per_root=args.holdout_per_root)
     best = {"work_size": base.options.work_size, "upsample": base.options.upsample,
             "temperature": base.router.temperature, "feather": base.router.feather,
             "decode": current_decode(base), "saturation": base.options.saturation,

@@ -71,3 +71,44 @@ def test_roots_expand_to_category_folders_and_counts_name_their_root(tmp_path: P
     paths = [*sorted((a / "colorize/people/train").glob("*.jpg")), plain / "x.png"]
     counts = counts_by_root(paths)
     assert counts == {str(a): {"people/train": 3}, str(plain): {"": 1}}
+
+
+def _photos(tmp_path: Path, counts: dict[str, int]) -> dict:
+    from ensemble_color.train.roots import list_photos
+
+    roots = []
+    for name, n in counts.items():
+        root = tmp_path / name
+        for i in range(n):
+            _img(root / "colorize" / "scenes" / "train" / f"{name}{i:03d}.jpg")
+        roots.append(root)
+    return list_photos(roots, ("scenes",), "train")
+
+
+def test_hold_out_per_root_takes_the_count_from_every_root_and_spread_does_not(tmp_path: Path):
+    from ensemble_color.train.roots import hold_out
+
+    photos = _photos(tmp_path, {"small": 8, "big": 60})  # like the main pack next to the extension
+    for per_root, expected in ((False, {"small": 1, "big": 5}), (True, {"small": 4, "big": 6})):
+        train, held = hold_out(photos, 6, per_root)
+        by_root = {r.name: sum(p.root == r for p in held) for r in {p.root for p in photos["scenes"]}}
+        assert by_root == expected, (per_root, by_root)
+        assert not set(held) & set(train["scenes"])
+        assert len(held) + len(train["scenes"]) == 68
+    # the default is the spacing the shipped models were trained with: evenly over both roots together
+    assert hold_out(photos, 6)[1] == hold_out(photos, 6, False)[1]
+
+
+def test_a_model_is_only_measured_on_the_hold_out_its_manifest_records():
+    from ensemble_color.train.roots import hold_out_mismatch, hold_out_record
+
+    spread = {"data": hold_out_record(40, per_root=False)}
+    per_root = {"data": hold_out_record(40, per_root=True)}
+    assert hold_out_mismatch(spread, 40, False) is None
+    assert hold_out_mismatch(per_root, 40, True) is None
+    assert "40 per category, not 40 per category per root" in hold_out_mismatch(spread, 40, True)
+    assert hold_out_mismatch(per_root, 40, False) is not None
+    assert hold_out_mismatch(spread, 20, False) is not None  # another count, other photos
+    assert "no train photos" in hold_out_mismatch({"data": hold_out_record(0, False)}, 40, False)
+    # manifests written before per_root existed held out spread over the roots
+    assert hold_out_mismatch({"data": {"holdout_per_category": 40}}, 40, False) is None

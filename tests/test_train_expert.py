@@ -102,6 +102,7 @@ def test_holdout_picks_checkpoints_on_held_out_train_photos_not_on_val(tmp_path)
     assert main(argv) == 0
     manifest = json.loads((tmp_path / "plugins" / "h" / "expert.json").read_text())
     assert manifest["data"]["held_out_for_selection"] == 4  # 2 per category, across both roots
+    assert manifest["data"]["holdout_per_root"] is False
     assert manifest["data"]["checkpoint_chosen_on"] == "held-out train images"
     assert manifest["data"]["train"]["images"] == 8 + 4 + 6 - 4
     assert set(manifest["data"]["train"]["folders"]) == {
@@ -112,6 +113,19 @@ def test_holdout_picks_checkpoints_on_held_out_train_photos_not_on_val(tmp_path)
     assert set(manifest["metrics"]) == {"val_center_crops_176", "held_out_center_crops_176"}
     logged = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert all("val_l2ab" in r["val"] for r in logged if "val" in r)  # val is logged, the selection key is not it
+
+
+def test_holdout_per_root_holds_out_from_each_root_and_says_so(tmp_path):
+    a, b = _pack(tmp_path / "a", {"faces": 8, "people": 4}), _pack(tmp_path / "b", {"faces": 6})
+    argv = ["train", "expert", "--data", str(a), str(b), "--categories", "faces", "people",
+            "--holdout-per-category", "2", "--holdout-per-root", "--name", "h", "--routes", "person",
+            "--steps", "1", "--batch-size", "2", "--crop", "32", "--no-amp", "--out", str(tmp_path / "plugins"),
+            "--run-dir", str(tmp_path / "run")]
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "plugins" / "h" / "expert.json").read_text())["data"]
+    assert data["held_out_for_selection"] == 6  # faces 2 from each root, people 2 from the one that has them
+    assert (data["holdout_per_category"], data["holdout_per_root"]) == (2, True)
+    assert data["train"]["images"] == 8 + 4 + 6 - 6
 
 
 def test_holdout_needs_data_roots(tmp_path):

@@ -22,7 +22,7 @@ from ..nets import create_model
 from ..plugins import export_expert, read_state_dict
 from . import loop
 from .data import CropSampler, ImageCache, center_crop_batch
-from .roots import counts_by_root, expand_data, hold_out, is_data_root, list_photos
+from .roots import counts_by_root, expand_data, hold_out, hold_out_record, is_data_root, list_photos
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with data roots: hold out this many evenly spaced train photos of each category "
                         "(train.roots.hold_out, the photos every trainer chooses on) and pick the best "
                         "checkpoint on them instead of on --val (then --val is only reported, never chosen on)")
+    p.add_argument("--holdout-per-root", action="store_true",
+                   help="hold out --holdout-per-category photos of each category from *each* data root "
+                        "(train.roots.hold_out per_root; recorded in expert.json)")
     p.add_argument("--val-size", type=int, default=176,
                    help="validation/hold-out images are resized (short side) and centre-cropped to this")
     p.add_argument("--ema", type=float, default=0.0,
@@ -104,7 +107,7 @@ def _train_caches(args: argparse.Namespace, folders: list[Path]) -> tuple[ImageC
     if not args.categories or not all(is_data_root(r) for r in roots):
         raise SystemExit("error: --holdout-per-category needs data roots (--data ROOT) and --categories")
     photos = list_photos(roots, tuple(args.categories), "train")
-    train, held = hold_out(photos, args.holdout_per_category)
+    train, held = hold_out(photos, args.holdout_per_category, args.holdout_per_root)
     tagged = sorted(((p.path, folders.index(p.root / "colorize" / p.category / "train"))
                      for ps in train.values() for p in ps), key=lambda t: t[1])
     return (ImageCache.from_paths(tagged[: args.limit], args.max_side, f"{args.name} train"),
@@ -216,7 +219,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         "data": {"train": train_cache.summary(), "train_by_root": counts_by_root(train_cache.paths),
                  "categories": args.categories, "val_images_during_training": len(val_lab) if args.val else 0,
                  "folder_weights": args.folder_weights, "held_out_for_selection": len(held) if held else 0,
-                 "holdout_per_category": args.holdout_per_category or None,
+                 **hold_out_record(args.holdout_per_category, args.holdout_per_root),
                  "checkpoint_chosen_on": "held-out train images" if held else ("val" if args.val else "train")},
         "command": command,
         "recipe": args.recipe,

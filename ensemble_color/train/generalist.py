@@ -42,7 +42,7 @@ from . import loop
 from .composites import IGNORE
 from .data import center_crop_batch, read_rgb
 from .generalist_data import SOURCES, GeneralistSampler, category_target, held_out_masks
-from .roots import hold_out, list_photos
+from .roots import hold_out, hold_out_record, list_photos
 
 TRAIN_CATEGORIES = ("scenes", "faces", "people", "birds", "animals")
 DEFAULT_MIX = "scenes=0.3,composites=0.2,faces=0.1,people=0.1,birds=0.15,animals=0.15"
@@ -110,6 +110,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prior-batches", type=int, default=40, help="batches used for the empirical bin prior")
     p.add_argument("--holdout-per-category", type=int, default=40,
                    help="train photos per category kept out for checkpoint and decode choice")
+    p.add_argument("--holdout-per-root", action="store_true",
+                   help="hold out --holdout-per-category photos of each category from *each* data root "
+                        "(train.roots.hold_out per_root; recorded in expert.json, read by the decode choice)")
     p.add_argument("--cutouts-per-category", type=int, default=600, help="per root, for the composites")
     p.add_argument("--out", default="experts", help="plugin folder to export into")
     p.add_argument("--name", default="generalist")
@@ -197,7 +200,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     t_start = time.time()
     roots = [Path(r) for r in (args.data or ["../shared/data"])]
     mix = _parse_mix(args.mix)
-    photos, held = hold_out(list_photos(roots, tuple(args.categories), "train"), args.holdout_per_category)
+    photos, held = hold_out(list_photos(roots, tuple(args.categories), "train"), args.holdout_per_category,
+                            args.holdout_per_root)
     sampler = GeneralistSampler(photos, mix, args.crop, args.seed, tuple(args.scale), args.cutouts_per_category,
                                 held_out_masks(held))
     print(f"generalist: {sum(map(len, photos.values()))} training photos, {len(held)} held out, "
@@ -279,7 +283,7 @@ def _manifest(args: argparse.Namespace, argv: list[str] | None, sampler: General
                  "package": entry.pip_name if args.init == "imagenet" else None,
                  **({"warm_start": args.warm_start} if args.warm_start else {})},
         "data": {**sampler.summary(), "categories": list(args.categories), "held_out": len(held),
-                 "holdout_per_category": args.holdout_per_category, "mix": _parse_mix(args.mix)},
+                 **hold_out_record(args.holdout_per_category, args.holdout_per_root), "mix": _parse_mix(args.mix)},
         "command": command,
         "training": {"steps": state.step, "best_step": state.best_step, "batch_size": args.batch_size,
                      "crop": args.crop, "alphas": list(args.alphas), "bf16_autocast": amp,

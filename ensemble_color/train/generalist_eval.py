@@ -32,7 +32,7 @@ from ..evaluate import Scores
 from ..io import atomic_write_bytes
 from ..perceptual import PerceptualScorer, PerceptualSet
 from .data import read_rgb
-from .roots import hold_out, list_photos
+from .roots import hold_out, list_photos, manifest_hold_out
 
 #: name -> decode_heads keyword arguments
 CANDIDATES: dict[str, dict[str, Any]] = {
@@ -53,10 +53,10 @@ def _pad(L: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(L, (0, (-w) % multiple, 0, (-h) % multiple), mode="replicate")
 
 
-def held_out_photos(roots: list[Path], categories: tuple[str, ...], per_category: int, max_side: int
-                    ) -> dict[str, list[torch.Tensor]]:
+def held_out_photos(roots: list[Path], categories: tuple[str, ...], per_category: int, max_side: int,
+                    per_root: bool = False) -> dict[str, list[torch.Tensor]]:
     """Lab images (3, H, W) of the held-out train photos, by category (the trainer's :func:`hold_out`)."""
-    _, held = hold_out(list_photos(roots, categories, "train"), per_category)
+    _, held = hold_out(list_photos(roots, categories, "train"), per_category, per_root)
     out: dict[str, list[torch.Tensor]] = {}
     for p in held:
         rgb = torch.from_numpy(read_rgb(p.path, max_side)).permute(2, 0, 1)[None].float() / 255
@@ -151,8 +151,11 @@ def run_eval(args: argparse.Namespace, argv: list[str] | None = None) -> dict[st
     manifest = dict(spec.manifest)
     roots = [Path(r) for r in (args.data or ["../shared/data"])]
     categories = tuple(manifest["data"]["categories"])
-    per_category = manifest["data"]["holdout_per_category"]
-    sets = held_out_photos(roots, categories, per_category, args.max_side)
+    recorded = manifest_hold_out(manifest)
+    if recorded is None:
+        raise SystemExit(f"error: {folder}: expert.json records no held-out train photos to choose the decoding on")
+    per_category, per_root = recorded
+    sets = held_out_photos(roots, categories, per_category, args.max_side, per_root)
     scores = score_candidates(spec.build(), sets, PerceptualScorer())
     chosen, passed = choose_decode(scores)
     command = "python -m ensemble_color evaluate generalist " + shlex.join(argv if argv is not None
