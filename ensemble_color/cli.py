@@ -324,12 +324,13 @@ def _frame_progress(bar) -> Callable[[int, int], None]:
 
 
 def _train_main(argv: list[str]) -> int:
-    from .train import distill, expert, generalist, router
+    from .train import distill, expert, generalist, loop, router
 
     trainers = {"expert": (expert, "a resnet18-deconv specialist"),
                 "router": (router, "the grayscale segmenter that routes pixels to experts"),
                 "generalist": (generalist, "the multi-head U-Net generalist on an ImageNet encoder"),
-                "distill": (distill, "the grayscale ResNet-18 trunk distilled from ImageNet EfficientNet-Lite")}
+                "distill": (distill, "the grayscale ResNet-18 trunk distilled from ImageNet EfficientNet-Lite"),
+                "compact": (loop, "shrink runs' checkpoint.pt to committable fp16 resume points")}
     parser = argparse.ArgumentParser(prog="ensemble_color train", description="Train a model and export it.")
     sub = parser.add_subparsers(dest="what", required=True)
     for name, (module, help_text) in trainers.items():

@@ -108,3 +108,47 @@ def test_compact_resume_point_continues_step_schedule_and_batches(tmp_path):
     assert compact.name == loop.COMPACT and state.step == full_state.step == 6
     assert seen == full_seen[2:]  # the batch sampler continued where it stopped
     assert lrs == pytest.approx(full_lrs)  # ... and so did the learning-rate schedule
+
+
+def test_compact_resume_point_keeps_the_best_checkpoint_chosen_so_far(tmp_path):
+    """On a fresh machine (checkpoint.pt and best.pt gone) the compact point restores best.pt: without it the
+    resumed run would export its last weights whenever no later validation beat the recorded best."""
+    from ensemble_color.train import loop
+
+    def run(resume=False, stop_at=None):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 1)
+        vals = iter([1.0, 5.0, 6.0])  # the first validation (step 2) stays the best
+
+        def step_fn(step):
+            return model(torch.ones(4, 3) * (step + 1)).pow(2).mean(), 4, {}
+
+        cfg = loop.LoopConfig(steps=6, warmup=1, val_every=2, ckpt_every=2, stop_at=stop_at, amp=False)
+        state = loop.train(model, tmp_path, cfg, step_fn, lambda: {"v": next(vals)}, "v",
+                           (lambda: "", lambda s: None), resume=resume)
+        return state
+
+    run(stop_at=2)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    loop.compact_checkpoint(tmp_path)
+    (tmp_path / "checkpoint.pt").unlink()
+    (tmp_path / "best.pt").unlink()
+    state = run(resume=True)
+    assert (state.best_step, state.step) == (2, 6)
+    restored = torch.load(tmp_path / "best.pt", weights_only=True)
+    for k, v in best.items():
+        torch.testing.assert_close(restored[k], v.half().float(), msg=k)
+        assert restored[k].dtype == v.dtype
+
+
+def test_train_compact_cli_writes_a_resume_point_and_names_a_folder_without_checkpoint(tmp_path, capsys):
+    from ensemble_color.cli import main
+    from ensemble_color.train import loop
+
+    cfg = loop.LoopConfig(steps=2, warmup=1, val_every=100, ckpt_every=1, amp=False)
+    loop.train(torch.nn.Linear(3, 1), tmp_path / "run", cfg, lambda s: (torch.ones(()).requires_grad_(), 1, {}),
+               lambda: {"v": 0.0}, "v", (lambda: "", lambda s: None))
+    assert main(["train", "compact", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / loop.COMPACT).is_file()
+    with pytest.raises(SystemExit, match="empty: no checkpoint.pt"):
+        main(["train", "compact", str(tmp_path / "empty")])

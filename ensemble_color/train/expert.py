@@ -68,6 +68,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch threads (1 when other trainings share the cores: spinning OpenMP threads collide)")
     p.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoint.pt")
     p.add_argument("--stop-at", type=int, default=None, help="pause at this step (checkpointed; --resume later)")
+    p.add_argument("--compact", action="store_true",
+                   help="also write a committable fp16 resume point (run-dir/resume.safetensors; train.loop)")
     p.add_argument("--limit", type=int, default=None, help="use at most this many training images (tests)")
     p.add_argument("--no-export", action="store_true")
     p.add_argument("--recipe", default=None, help="the script that rebuilds this expert (recorded in expert.json)")
@@ -197,6 +199,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     run_dir = Path(args.run_dir or f"runs/{args.name}")
     state = loop.train(model, run_dir, cfg, step_fn, validate, "mse", (sampler.state, sampler.load_state),
                        resume=args.resume)
+    if args.compact:
+        loop.compact_checkpoint(run_dir)
     if args.no_export or state.step < args.steps:
         return None
     if (run_dir / "best.pt").exists():

@@ -7,6 +7,7 @@ the batch sampler's random state so a resumed run is the same run.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -123,7 +124,8 @@ COMPACT = "resume.safetensors"
 
 def compact_checkpoint(run_dir: Path, out: Path | None = None) -> Path:
     """Shrink ``run_dir/checkpoint.pt`` to a committable ``resume.safetensors``: weights (and their moving
-    average) in fp16, step, schedule and sampler state as metadata; the optimiser moments are dropped.
+    average, and ``best.pt``'s weights when the run has chosen a best checkpoint so far) in fp16, step, schedule
+    and sampler state as metadata; the optimiser moments are dropped.
 
     Why: a run that spans sessions must continue on a fresh machine, and the full checkpoint (fp32 weights,
     EMA and two Adam moments) is ~4x larger. On resume from it, AdamW restarts its moment estimates at the
@@ -133,6 +135,9 @@ def compact_checkpoint(run_dir: Path, out: Path | None = None) -> Path:
     ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
     tensors = {f"model.{k}": v for k, v in ckpt["model"].items()}
     tensors |= {f"ema.{k}": v for k, v in ckpt.get("ema", {}).items() if isinstance(v, torch.Tensor)}
+    if (run_dir / "best.pt").exists():  # else a resumed run would export its last weights, not its best
+        best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+        tensors |= {f"best.{k}": v for k, v in best.items()}
     tensors = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
     meta = {"state": json.dumps(ckpt["state"]), "sampler": ckpt["sampler"], "format": "ensemble_color-resume-1"}
     out = out or run_dir / COMPACT
@@ -144,18 +149,31 @@ def compact_checkpoint(run_dir: Path, out: Path | None = None) -> Path:
     return out
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``ensemble_color train compact``: for a run the session ends in the middle of (the trainer's own
+    ``--compact`` writes the point only when the run stops by itself)."""
+    p.add_argument("run_dirs", nargs="+", type=Path, help="run folders holding a checkpoint.pt")
+
+
+def run(args: argparse.Namespace, argv: list[str] | None = None) -> None:
+    for run_dir in args.run_dirs:
+        if not (run_dir / "checkpoint.pt").is_file():
+            raise SystemExit(f"error: {run_dir}: no checkpoint.pt to compact")
+        out = compact_checkpoint(run_dir)
+        print(f"{out}: {out.stat().st_size / 2**20:.1f} MiB")
+
+
 def _load_compact(path: Path) -> dict[str, Any]:
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iterator
-    split: dict[str, dict[str, torch.Tensor]] = {"model": {}, "ema": {}}
+    split: dict[str, dict[str, torch.Tensor]] = {"model": {}, "ema": {}, "best": {}}
     for k, v in tensors.items():
         head, _, rest = k.partition(".")
         split[head][rest] = v
-    return {"model": split["model"], "ema": split["ema"], "state": json.loads(meta["state"]),
-            "sampler": meta["sampler"]}
+    return {**split, "state": json.loads(meta["state"]), "sampler": meta["sampler"]}
 
 
 def train(model: nn.Module, run_dir: Path, cfg: LoopConfig,
@@ -199,6 +217,8 @@ def train(model: nn.Module, run_dir: Path, cfg: LoopConfig,
         if ema is not None and ckpt["ema"]:
             ema_own = ema.state_dict()
             ema.load_state_dict({k: v.to(ema_own[k].dtype) for k, v in ckpt["ema"].items()})
+        if ckpt["best"] and not best_path.exists():
+            _atomic_torch_save({k: v.to(own[k].dtype) for k, v in ckpt["best"].items()}, best_path)
         torch.manual_seed(cfg.seed + state.step)
         print(f"resumed {run_dir} at step {state.step} from {COMPACT} (fresh optimiser moments)")
     elif not resume:
