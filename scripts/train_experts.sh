@@ -8,6 +8,13 @@
 #   INIT=scratch OUT=runs/export_scratch RUNS=runs/scratch scripts/train_experts.sh
 # ONLY="birds animals" trains a subset; resumable (RESUME=1 continues each run from its checkpoint).
 # Background run:  EXT=/path/to/ext nohup nice -n -10 scripts/train_experts.sh > runs/experts.log 2>&1 &
+# v2 (issues 16 and 18; VERSION=2, in training): 40 held-out train photos per category from *each* root
+# (--holdout-per-root: v1's 40 were spread over both roots together, so only 1 main-pack scene was held out and
+# defaults could not be tuned on the main pack's photos) and 4,000 steps instead of 2,000 (v1's birds held-out
+# L2ab was still falling at 2,000); a committable fp16 resume point after each run (--compact; a run the session
+# ends in the middle of: python -m ensemble_color train compact RUNS/<name>). bench/experts_select.py decides
+# whether each v2 replaces v1 (rule written before v2 was trained):
+#   VERSION=2 OUT=runs/export_v2 RUNS=runs/experts_v2 EXT=/work/ext scripts/train_experts.sh
 # --dry-run prints the commands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +27,7 @@ COMMON=(--data "$DATA" "$EXT" --val "$DATA" "$EXT" --holdout-per-category 40 --s
         --crop 160 --max-side 256 --val-size 256 --val-limit 256 --lr 2e-3 --ema 0.995 --val-every 250 --seed 0
         --threads "${THREADS:-2}" --out "${OUT:-experts}" --recipe scripts/train_experts.sh)
 [[ "$INIT" != scratch ]] && COMMON+=(--init "$INIT")
+[[ "${VERSION:-1}" == 2 ]] && COMMON+=(--holdout-per-root --steps 4000 --compact --version 2.0)
 # name | categories | route | share of batches per training folder (main pack first, then EXT): the main
 # pack's small scenes and animals sets keep a fixed share of the batches, so that the extension pack does not drown them
 SPECS=("birds|birds|bird|0.55 0.45"

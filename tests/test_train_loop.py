@@ -150,5 +150,5 @@ def test_train_compact_cli_writes_a_resume_point_and_names_a_folder_without_chec
                lambda: {"v": 0.0}, "v", (lambda: "", lambda s: None))
     assert main(["train", "compact", str(tmp_path / "run")]) == 0
     assert (tmp_path / "run" / loop.COMPACT).is_file()
-    with pytest.raises(SystemExit, match="empty: no checkpoint.pt"):
+    with pytest.raises(SystemExit, match=r"empty: no checkpoint\.pt"):
         main(["train", "compact", str(tmp_path / "empty")])

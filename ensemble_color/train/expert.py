@@ -68,6 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch threads (1 when other trainings share the cores: spinning OpenMP threads collide)")
     p.add_argument("--resume", action="store_true", help="continue from run-dir/checkpoint.pt")
     p.add_argument("--stop-at", type=int, default=None, help="pause at this step (checkpointed; --resume later)")
+    p.add_argument("--version", default="1.0", help="written into expert.json")
     p.add_argument("--compact", action="store_true",
                    help="also write a committable fp16 resume point (run-dir/resume.safetensors; train.loop)")
     p.add_argument("--limit", type=int, default=None, help="use at most this many training images (tests)")
@@ -218,7 +219,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         "config": {"input_size": args.crop, "ab_gain": gain},
         "routes": list(args.routes),
         "input_size": args.crop,
-        "version": "1.0",
+        "version": args.version,
         "license": "weights: research use only (trained on data with research-only terms, see data)",
         "data": {"train": train_cache.summary(), "train_by_root": counts_by_root(train_cache.paths),
                  "categories": args.categories, "val_images_during_training": len(val_lab) if args.val else 0,

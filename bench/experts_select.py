@@ -1,0 +1,134 @@
+"""Whether retrained experts replace the shipped ones: the rule, fixed before any candidate was measured.
+
+    python bench/experts_select.py --data ../shared/data --data $EXT --candidates runs/export_v2 \
+        [--baseline experts] [--out bench/results/experts_select]
+
+**Measured on** the candidate's own held-out *train* photos, the hold-out its ``expert.json`` records
+(``train.roots.manifest_hold_out``; v2: 40 per category from each root), grouped by category and data root:
+the candidate never trained on them; the baseline may have (v1 held out 40 per category spread over the roots
+together, so it trained on most of v2's main-pack hold-out). The comparison is tilted against the candidate only.
+Val splits stay for the reports (``bench/experts_report.py``). Each expert alone on the whole photo at its
+native size, input L only, as in the report.
+
+**Rule** (written 2026-12-02, session 6, before specialists v2 were trained): a candidate replaces the
+baseline of the same name when, over those groups,
+
+1. its mean L2ab (the mean of the groups' means) is lower than the baseline's;
+2. on no group is its L2ab more than ``GROUP_SLACK`` (2 %) above the baseline's;
+3. on every group where the baseline's colourfulness is within 25 % of ground truth, the candidate's is too
+   (issue 16's colourfulness check must not get worse); 20 % for the generalist (issue 17's tolerance).
+
+The generalist is judged by the same rule, each model decoded as its ``expert.json`` says (the candidate's
+decoding chosen first, on its own held-out photos, by ``evaluate generalist --set-default``).
+
+Writes JSON + Markdown with every group's figures and each check's outcome.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from v0_models import renamed_copies
+
+from ensemble_color.color import rgb_to_lab
+from ensemble_color.evaluate import build_methods, evaluate
+from ensemble_color.io import load_image
+from ensemble_color.pipeline import Pipeline
+from ensemble_color.plugins import validate_folder
+from ensemble_color.routing import RoutingTable
+from ensemble_color.train.roots import hold_out, list_photos, manifest_hold_out
+
+#: how much worse than the baseline one group may be while the mean improves (rule 2)
+GROUP_SLACK = 0.02
+#: colourfulness tolerance of issue 16 (rule 3), and per expert where its issue says otherwise
+CF_TOLERANCE = 0.25
+CF_TOLERANCE_OF = {"generalist": 0.2}
+
+
+def held_out_groups(roots: list[Path], manifest: dict) -> dict[str, list[torch.Tensor]]:
+    """``<root>:<category>`` -> Lab images of the held-out train photos the manifest's hold-out names."""
+    recorded = manifest_hold_out(manifest)
+    if recorded is None:
+        raise SystemExit(f"error: {manifest['name']}: expert.json records no held-out train photos")
+    per_category, per_root = recorded
+    _, held = hold_out(list_photos(roots, tuple(manifest["data"]["categories"]), "train"), per_category, per_root)
+    groups: dict[str, list[torch.Tensor]] = {}
+    for p in held:
+        groups.setdefault(f"{p.root.name}:{p.category}", []).append(rgb_to_lab(load_image(p.path).rgb[None])[0])
+    return groups
+
+
+def verdict(groups: dict[str, dict[str, dict]], base: str, cand: str, cf_tolerance: float = CF_TOLERANCE
+            ) -> tuple[bool, list[tuple[str, bool]]]:
+    """The rule of the module docstring on ``{group: {method: summary}}``: (replace?, (check, passed))."""
+    def within(cf: float, gt: float) -> bool:
+        return abs(cf - gt) <= cf_tolerance * gt
+
+    mean = {m: float(np.mean([g[m]["l2ab"] for g in groups.values()])) for m in (base, cand)}
+    worse = [n for n, g in groups.items() if g[cand]["l2ab"] > (1 + GROUP_SLACK) * g[base]["l2ab"]]
+    lost_cf = [n for n, g in groups.items() if within(g[base]["cf"], g[base]["cf_gt"])
+               and not within(g[cand]["cf"], g[cand]["cf_gt"])]
+    checks = [(f"mean L2ab lower ({mean[cand]:.3f} vs {mean[base]:.3f})", mean[cand] < mean[base]),
+              (f"no group > {GROUP_SLACK:.0%} worse" + (f" (worse: {', '.join(worse)})" if worse else ""), not worse),
+              (f"colourfulness within {cf_tolerance:.0%} kept" + (f" (lost: {', '.join(lost_cf)})" if lost_cf else ""),
+               not lost_cf)]
+    return all(ok for _, ok in checks), checks
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", action="append", default=None, help="data roots (default ../shared/data)")
+    ap.add_argument("--candidates", type=Path, required=True, help="plugin folder of the retrained specialists")
+    ap.add_argument("--baseline", type=Path, default=Path("experts"), help="plugin folder they would replace")
+    ap.add_argument("--out", default="bench/results/experts_select")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    roots = [Path(r) for r in (args.data or ["../shared/data"])]
+    known = RoutingTable.load().known_classes()
+    names = sorted(p.parent.name for p in args.candidates.glob("*/expert.json")
+                   if (args.baseline / p.parent.name / "expert.json").is_file())
+    if not names:
+        raise SystemExit(f"error: no expert of {args.candidates} has a namesake in {args.baseline}")
+    with tempfile.TemporaryDirectory(prefix="experts_select_") as tmp:
+        renamed_copies(args.baseline, Path(tmp), suffix="-base", only=names)
+        renamed_copies(args.candidates, Path(tmp), suffix="-cand", only=names)
+        pipe = Pipeline.load([Path(tmp)], router="background", device="cpu", use_shipped=False)
+        for expert in pipe.experts.values():
+            _ = expert.model  # load while the folder exists
+    report: dict = {"command": "python bench/experts_select.py " + " ".join(sys.argv[1:]), "experts": {}}
+    md = ["# Retrained specialists against the shipped ones (held-out train photos)", "",
+          f"Generated by `{report['command']}`. Rule: `bench/experts_select.py` (docstring).", "",
+          "| specialist | group | photos | L2ab baseline | L2ab candidate | colourfulness baseline / candidate (GT) |",
+          "|---|---|---:|---:|---:|---|"]
+    verdicts = []
+    for name in names:
+        manifest = validate_folder(args.candidates / name, known).manifest
+        base, cand = f"expert:{name}-base", f"expert:{name}-cand"
+        groups = evaluate(build_methods([base, cand], pipe), held_out_groups(roots, manifest))
+        ok, checks = verdict(groups, base, cand, CF_TOLERANCE_OF.get(name, CF_TOLERANCE))
+        for g, r in groups.items():
+            md.append(f"| {name} | {g} | {r[cand]['n']} | {r[base]['l2ab']:.2f} | {r[cand]['l2ab']:.2f} | "
+                      f"{r[base]['cf']:.1f} / {r[cand]['cf']:.1f} ({r[base]['cf_gt']:.1f}) |")
+        verdicts.append(f"* **{name}: {'replace' if ok else 'keep the baseline'}** — "
+                        + "; ".join(f"{c}: {'yes' if v else 'no'}" for c, v in checks))
+        report["experts"][name] = {"replace": ok, "checks": checks, "groups": {
+            g: {m: {k: v for k, v in s.items() if k not in ("curve", "l2ab_per_image")} for m, s in r.items()}
+            for g, r in groups.items()}}
+    text = "\n".join([*md, "", *verdicts]) + "\n"
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    out.with_suffix(".md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
