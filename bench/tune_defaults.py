@@ -26,6 +26,9 @@ holds out 40 per category from *each* root, but only models trained with that ho
 every expert's manifest records its hold-out (``train.roots.hold_out_record``), and the tuning stops with an
 error naming the expert whose recorded hold-out differs from the tuning set's (:func:`unseen_problems`; the
 shipped models were trained spread over the roots, so ``--holdout-per-root`` comes with their retraining).
+The router is not checked: it trains on every train photo's mask (no hold-out), so it has seen the tuning
+subjects, and routing on the tuning set is better than on a stranger's photo; knobs that trade routing errors
+(``threshold``, ``feather``, ``temperature``) are tuned against a router that makes fewer of them here.
 """
 
 from __future__ import annotations
