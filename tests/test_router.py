@@ -221,7 +221,7 @@ def seed0_single_birds() -> list[tuple[np.ndarray, np.ndarray]]:
 @requires_data
 @shipped
 def test_shipped_router_routes_most_birds_pasted_on_a_landscape_to_bird(seed0_single_birds) -> None:
-    """Issue 15's floor, 54 of 60 (router v8 measures 58, v6 55, v3 40): one clean val bird pasted on a val scene
+    """Issue 15's floor, 54 of 60 (router v11 measures 59, v8 58, v6 55, v3 40): one clean val bird pasted on a val scene
     (seed 0), routed more than half to ``bird`` (the composite's own L)."""
     from ensemble_color.train.composites import LABELS
 
@@ -235,9 +235,9 @@ def test_shipped_router_routes_most_birds_pasted_on_a_landscape_to_bird(seed0_si
 @pytest.mark.data
 @requires_data
 @shipped
-def test_shipped_router_routes_more_pasted_animals_to_animal_than_v6() -> None:
+def test_shipped_router_routes_more_pasted_animals_to_animal_than_v8() -> None:
     """Regression floor for the weak class: one clean val animal pasted on a val scene (seed 0; 45 clean val
-    animals), routed more than half to ``animal`` in at least 26 composites (router v8 measures 29, v6 21)."""
+    animals), routed more than half to ``animal`` in at least 30 composites (router v11 measures 32, v8 29, v6 21)."""
     from ensemble_color.train.composites import LABELS, single_subject_composites
 
     router = load_router("embedded").eval()
@@ -245,7 +245,7 @@ def test_shipped_router_routes_more_pasted_animals_to_animal_than_v6() -> None:
     fractions = [router_eval.routed_fraction(router, rgb, labels == LABELS["animal"], "animal")
                  for rgb, labels in pairs]
     assert len(fractions) == 45
-    assert sum(f > 0.5 for f in fractions) >= 26, sorted(fractions)
+    assert sum(f > 0.5 for f in fractions) >= 30, sorted(fractions)
 
 
 def _probs_from_overlay(overlay: np.ndarray, L: np.ndarray, route_classes: tuple[str, ...]) -> np.ndarray:
