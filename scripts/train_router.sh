@@ -21,8 +21,9 @@
 # Stage v11: v10 (inits/router_v10) trained on for 1,500 steps with the bird class weighted 1.5 in the
 # cross-entropy (--class-weights 1 1 1.5 1): bench/router_misses.py found v10's three missed birds small
 # (1.9-3.9 % of the image) and two of them half taken for `animal`, so more loss on bird pixels is the lever
-# that the sampling shares (v9, v10) did not pull.
-# On a fresh machine the v8 export is the shipped router: cp -r router runs/export/router_v8 (before v9 replaces it).
+# that the sampling shares (v9, v10) did not pull. v11 is what ships in router/ (bench/router_select.py --rule
+# margin, bench/results/router_select_v11_margin.md).
+# v11 warm-starts from the committed inits/router_v10, so STAGES=v11 reproduces the shipped router on a fresh machine.
 # STAGES="v7 v8" runs only those stages (e.g. from the shipped v6 copied to runs/export/router_v6).
 # The exact command as run is in router/config.json -> ensemble_color.command; router/README.md has the results.
 # EXT = the extension pack built by ../shared/data/tools/extend.py. Resumable: RESUME=--resume.
