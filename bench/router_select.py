@@ -97,6 +97,23 @@ def measure(router: Router, comps: list, single_sets: dict, masks: list, ext_peo
     }
 
 
+def _miou_checks(base: dict, cand: dict) -> list[tuple[str, bool]]:
+    """The composites and val masks mIoU within ``TOLERANCE`` of the baseline's (both rules)."""
+    return [(f"composites mIoU within {TOLERANCE}", cand["composites_miou"] >= base["composites_miou"] - TOLERANCE),
+            (f"val masks mIoU within {TOLERANCE}", cand["val_masks_miou"] >= base["val_masks_miou"] - TOLERANCE)]
+
+
+def _person_checks(base: dict, cand: dict) -> list[tuple[str, bool]]:
+    """The extension pack's person IoU within ``TOLERANCE`` (both rules), when both rows were measured with it."""
+    if "ext_person_iou" not in base or "ext_person_iou" not in cand:
+        return []
+    return [(f"extension person IoU within {TOLERANCE}", cand["ext_person_iou"] >= base["ext_person_iou"] - TOLERANCE)]
+
+
+def _outcome(checks: list[tuple[str, bool]]) -> tuple[bool, list[str]]:
+    return all(ok for _, ok in checks), [f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks]
+
+
 def verdict(base: dict, cand: dict, cheaper: bool = False) -> tuple[bool, list[str]]:
     """The pre-declared rule: (ship?, the checks with their outcome). ``cheaper``: the candidate is the baseline's
     weights at a smaller input size, which need not route more, only no worse."""
@@ -108,14 +125,9 @@ def verdict(base: dict, cand: dict, cheaper: bool = False) -> tuple[bool, list[s
         ("single birds > 0.5 not worse", cand["single_share"]["bird"] >= base["single_share"]["bird"]),
         ("single animals > 0.5 not worse", cand["single_share"]["animal"] >= base["single_share"]["animal"]),
         ("composite birds > 0.5 not worse", cand["composites_bird_share"] >= base["composites_bird_share"]),
-        (f"composites mIoU within {TOLERANCE}", cand["composites_miou"] >= base["composites_miou"] - TOLERANCE),
-        (f"val masks mIoU within {TOLERANCE}", cand["val_masks_miou"] >= base["val_masks_miou"] - TOLERANCE),
+        *_miou_checks(base, cand),
     ]
-    if "ext_person_iou" in base and "ext_person_iou" in cand:
-        checks += [
-            (f"extension person IoU within {TOLERANCE}", cand["ext_person_iou"] >= base["ext_person_iou"] - TOLERANCE),
-        ]
-    return all(ok for _, ok in checks), [f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks]
+    return _outcome(checks + _person_checks(base, cand))
 
 
 def verdict_margin(base: dict, cand: dict, cheaper: bool = False) -> tuple[bool, list[str]]:
@@ -133,14 +145,10 @@ def verdict_margin(base: dict, cand: dict, cheaper: bool = False) -> tuple[bool,
     checks += [
         (f"composite birds > 0.5 at most {SHARE_MARGIN} lower",
          cand["composites_bird_share"] >= base["composites_bird_share"] - SHARE_MARGIN),
-        (f"composites mIoU within {TOLERANCE}", cand["composites_miou"] >= base["composites_miou"] - TOLERANCE),
-        (f"val masks mIoU within {TOLERANCE}", cand["val_masks_miou"] >= base["val_masks_miou"] - TOLERANCE),
+        *_miou_checks(base, cand),
         (f"single birds > 0.5 at least {BIRD_FLOOR:.0%}", cand["single_share"]["bird"] >= BIRD_FLOOR),
     ]
-    if "ext_person_iou" in base and "ext_person_iou" in cand:
-        checks.append((f"extension person IoU within {TOLERANCE}",
-                       cand["ext_person_iou"] >= base["ext_person_iou"] - TOLERANCE))
-    return all(ok for _, ok in checks), [f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks]
+    return _outcome(checks + _person_checks(base, cand))
 
 
 #: --rule -> verdict; "strict" is the rule every earlier selection used
