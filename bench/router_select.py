@@ -51,6 +51,11 @@ that no candidate is judged on the draw it was already seen on. A candidate ship
 
 The candidate judged by it is v11 alone (the latest stage; v9 and v10 are its ancestors); v11's verdict under
 the strict rule stands as written, on seed 1.
+
+Written on 2026-12-02 (session 7), while router v12 (the shipped v11 warm-started, the animal class weighted 1.5
+in the loss as well) was training and before any v12 weights were measured: v12 is judged against the shipped
+v11 by rule "margin", unchanged, on **fresh seed-3 sets** (``--rule margin --seed 3``; seed 2 already chose v11).
+Its aim is animals (issue 15 asks 36 of 45; v11 routes 32 on seed 0).
 """
 
 from __future__ import annotations
