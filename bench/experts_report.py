@@ -46,15 +46,6 @@ HOME: dict[str, tuple[str, ...]] = {"scenes": ("scenes",), "people": ("faces", "
 V0_NAME = {"scenes": "scenes", "people": "faces", "birds": "birds", "animals": "animals"}
 
 
-def gain1_copies(experts: Path, names: list[str], out: Path) -> None:
-    """``<name>-gain1``: each specialist with ``config.ab_gain`` set to 1, as a side-by-side method."""
-    for copy in renamed_copies(experts, out, suffix="-gain1", only=names):
-        manifest_path = out / copy / "expert.json"
-        manifest = json.loads(manifest_path.read_text())
-        manifest["config"]["ab_gain"] = 1.0
-        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-
-
 def own_sets(roots: list[Path], name: str) -> list[tuple[str, Path]]:
     """(data set name as ``evaluate.load_datasets`` names it, folder) of the specialist's own val splits."""
     out = []
@@ -175,7 +166,8 @@ def main() -> None:
         if not args.init_only:  # the v0 and gain-1 twins are only for the specialist check
             extract(V0_COMMIT, ["experts"], Path(tmp) / "v0")
             renamed_copies(Path(tmp) / "v0" / "experts", Path(tmp) / "methods")
-            gain1_copies(REPO / "experts", list(HOME), Path(tmp) / "methods")
+            renamed_copies(REPO / "experts", Path(tmp) / "methods", suffix="-gain1", only=list(HOME),
+                           config={"ab_gain": 1.0})
         if args.scratch:
             renamed_copies(args.scratch, Path(tmp) / "methods", suffix="-scratch")
         pipe = Pipeline.load([Path(tmp) / "methods"], router="background", device="cpu")

@@ -38,9 +38,11 @@ def extract(commit: str, paths: list[str], dest: Path) -> None:
                 target.write_bytes(tar.extractfile(member).read())
 
 
-def renamed_copies(experts: Path, out: Path, suffix: str = "-v0", only: list[str] | None = None) -> list[str]:
+def renamed_copies(experts: Path, out: Path, suffix: str = "-v0", only: list[str] | None = None,
+                   config: dict | None = None) -> list[str]:
     """Every expert of ``experts`` (or those named in ``only``) as ``<name><suffix>``, routes emptied and marked
-    fallback (a method to score side by side, not a route owner)."""
+    fallback (a method to score side by side, not a route owner); ``config`` entries override the manifests'
+    (e.g. ``{"ab_gain": 1.0}``: the same weights at another output gain)."""
     names = []
     for manifest_path in sorted(experts.glob("*/expert.json")):
         manifest = json.loads(manifest_path.read_text())
@@ -51,6 +53,7 @@ def renamed_copies(experts: Path, out: Path, suffix: str = "-v0", only: list[str
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "model.safetensors").write_bytes((manifest_path.parent / "model.safetensors").read_bytes())
         manifest.update(name=name, routes=[], fallback=True)
+        manifest["config"] = {**manifest.get("config", {}), **(config or {})}
         (folder / "expert.json").write_text(json.dumps(manifest, indent=2) + "\n")
         names.append(name)
     return names

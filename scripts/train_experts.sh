@@ -8,7 +8,7 @@
 #   INIT=scratch OUT=runs/export_scratch RUNS=runs/scratch scripts/train_experts.sh
 # ONLY="birds animals" trains a subset; resumable (RESUME=1 continues each run from its checkpoint).
 # Background run:  EXT=/path/to/ext nohup nice -n -10 scripts/train_experts.sh > runs/experts.log 2>&1 &
-# v2 (issues 16 and 18; VERSION=2, in training): 40 held-out train photos per category from *each* root
+# v2 (issues 16 and 18; VERSION=2; birds trained and not shipped, see experts/README.md): 40 held-out train photos per category from *each* root
 # (--holdout-per-root: v1's 40 were spread over both roots together, so only 1 main-pack scene was held out and
 # defaults could not be tuned on the main pack's photos) and 4,000 steps instead of 2,000 (v1's birds held-out
 # L2ab was still falling at 2,000); a committable fp16 resume point after each run (--compact; a run the session
