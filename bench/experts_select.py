@@ -4,7 +4,7 @@
         [--baseline experts] [--out bench/results/experts_select]
 
 **Measured on** the candidate's own held-out *train* photos, the hold-out its ``expert.json`` records
-(``train.roots.manifest_hold_out``; v2: 40 per category from each root), grouped by category and data root:
+(``train.roots.required_hold_out``; v2: 40 per category from each root), grouped by category and data root:
 the candidate never trained on them; the baseline may have (v1 held out 40 per category spread over the roots
 together, so it trained on most of v2's main-pack hold-out). The comparison is tilted against the candidate only.
 Val splits stay for the reports (``bench/experts_report.py``). Each expert alone on the whole photo at its
@@ -46,7 +46,7 @@ from ensemble_color.io import load_image
 from ensemble_color.pipeline import Pipeline
 from ensemble_color.plugins import validate_folder
 from ensemble_color.routing import RoutingTable
-from ensemble_color.train.roots import hold_out, list_photos, manifest_hold_out
+from ensemble_color.train.roots import hold_out, list_photos, required_hold_out
 
 #: how much worse than the baseline one group may be while the mean improves (rule 2)
 GROUP_SLACK = 0.02
@@ -57,10 +57,7 @@ CF_TOLERANCE_OF = {"generalist": 0.2}
 
 def held_out_groups(roots: list[Path], manifest: dict) -> dict[str, list[torch.Tensor]]:
     """``<root>:<category>`` -> Lab images of the held-out train photos the manifest's hold-out names."""
-    recorded = manifest_hold_out(manifest)
-    if recorded is None:
-        raise SystemExit(f"error: {manifest['name']}: expert.json records no held-out train photos")
-    per_category, per_root = recorded
+    per_category, per_root = required_hold_out(manifest, manifest["name"])
     _, held = hold_out(list_photos(roots, tuple(manifest["data"]["categories"]), "train"), per_category, per_root)
     groups: dict[str, list[torch.Tensor]] = {}
     for p in held:

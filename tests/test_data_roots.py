@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from ensemble_color.cli import main
@@ -112,3 +113,11 @@ def test_a_model_is_only_measured_on_the_hold_out_its_manifest_records():
     assert "no train photos" in hold_out_mismatch({"data": hold_out_record(0, False)}, 40, False)
     # manifests written before per_root existed held out spread over the roots
     assert hold_out_mismatch({"data": {"holdout_per_category": 40}}, 40, False) is None
+
+
+def test_measuring_on_a_hold_out_needs_one_recorded():
+    from ensemble_color.train.roots import hold_out_record, required_hold_out
+
+    assert required_hold_out({"data": hold_out_record(40, per_root=True)}, "birds") == (40, True)
+    with pytest.raises(SystemExit, match=r"^error: experts/x: expert\.json records no held-out train photos to"):
+        required_hold_out({"data": hold_out_record(0, False)}, "experts/x", " to choose the decoding on")

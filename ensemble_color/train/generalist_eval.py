@@ -32,7 +32,7 @@ from ..evaluate import Scores
 from ..io import atomic_write_bytes
 from ..perceptual import PerceptualScorer, PerceptualSet
 from .data import read_rgb
-from .roots import hold_out, list_photos, manifest_hold_out
+from .roots import hold_out, list_photos, required_hold_out
 
 #: name -> decode_heads keyword arguments
 CANDIDATES: dict[str, dict[str, Any]] = {
@@ -151,10 +151,7 @@ def run_eval(args: argparse.Namespace, argv: list[str] | None = None) -> dict[st
     manifest = dict(spec.manifest)
     roots = [Path(r) for r in (args.data or ["../shared/data"])]
     categories = tuple(manifest["data"]["categories"])
-    recorded = manifest_hold_out(manifest)
-    if recorded is None:
-        raise SystemExit(f"error: {folder}: expert.json records no held-out train photos to choose the decoding on")
-    per_category, per_root = recorded
+    per_category, per_root = required_hold_out(manifest, str(folder), " to choose the decoding on")
     sets = held_out_photos(roots, categories, per_category, args.max_side, per_root)
     scores = score_candidates(spec.build(), sets, PerceptualScorer())
     chosen, passed = choose_decode(scores)

@@ -128,6 +128,15 @@ def manifest_hold_out(manifest: dict[str, Any]) -> tuple[int, bool] | None:
     return (int(n), bool(data.get("holdout_per_root", False))) if n else None
 
 
+def required_hold_out(manifest: dict[str, Any], label: str, purpose: str = "") -> tuple[int, bool]:
+    """:func:`manifest_hold_out` for commands that measure on those photos and cannot go on without them:
+    exits with one line naming ``label`` (and ``purpose``, e.g. " to choose the decoding on")."""
+    recorded = manifest_hold_out(manifest)
+    if recorded is None:
+        raise SystemExit(f"error: {label}: expert.json records no held-out train photos{purpose}")
+    return recorded
+
+
 def hold_out_mismatch(manifest: dict[str, Any], per_category: int, per_root: bool) -> str | None:
     """Why a model may have trained on the photos ``hold_out(…, per_category, per_root)`` holds out, or None
     when its manifest records exactly that hold-out (another count or spacing holds out other photos)."""
