@@ -180,8 +180,7 @@ def apply(pipe: Pipeline, config: dict) -> Pipeline:
     p.router.feather = config["feather"]
     if "generalist" in p.experts:
         model = p.experts["generalist"].model
-        kw = CANDIDATES[config["decode"]]
-        model.decode, model.T, model.blend_w = kw["decode"], kw.get("T", model.T), kw.get("blend_w", model.blend_w)
+        model.set_decoding(**CANDIDATES[config["decode"]])
     return p
 
 
@@ -190,7 +189,7 @@ def current_decode(pipe: Pipeline) -> str:
     model = pipe.experts["generalist"].model
     for name, kw in CANDIDATES.items():
         if kw["decode"] == model.decode and kw.get("T", model.T) == model.T and \
-                kw.get("blend_w", model.blend_w) == model.blend_w:
+                kw.get("blend_w", model.blend_w) == model.blend_w and kw.get("reg_gain", 1.0) == model.reg_gain:
             return name
     raise SystemExit(f"error: the generalist's decoding ({model.decode}, T={model.T}) is not a candidate")
 

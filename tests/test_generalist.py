@@ -123,6 +123,31 @@ def test_model_heads_and_decodes(arch):
         create_model(arch, decode="median")
 
 
+@pytest.mark.parametrize("arch", ["multihead-unet", "multihead-lite"])
+def test_regression_gain_scales_and_clamps_and_is_never_inherited(arch):
+    from ensemble_color.color import AB_RANGE
+    from ensemble_color.train.generalist_eval import CANDIDATES
+
+    model = create_model(arch, **tiny_config(arch), decode="regression", reg_gain=2.0).eval()
+    L = torch.rand(2, 1, 64, 96) * 100
+    with torch.inference_mode():
+        heads = model.forward_heads(L)
+        heads["reg"] = heads["reg"] * 0 + torch.linspace(-100, 100, 96)  # some |ab| beyond AB_RANGE / 2
+        doubled = model.decode_heads(heads)
+        plain = model.decode_heads(heads, "regression")  # a candidate named without a gain has gain 1
+        torch.testing.assert_close(plain, heads["reg"])
+        torch.testing.assert_close(doubled, (2 * heads["reg"]).clamp(-AB_RANGE, AB_RANGE))
+        assert doubled.abs().max() == AB_RANGE
+        torch.testing.assert_close(model.decode_heads(heads, **CANDIDATES["regression x1.5"]),
+                                   (1.5 * heads["reg"]).clamp(-AB_RANGE, AB_RANGE))
+        model.set_decoding(**CANDIDATES["regression"])  # switching candidates resets the gain
+        assert model.reg_gain == 1.0
+        torch.testing.assert_close(model.decode_heads(heads), heads["reg"])
+    for bad in (0.0, -1.0, 10.0, "2"):  # manifests are untrusted: the config is checked at build
+        with pytest.raises(ValueError, match="reg_gain"):
+            create_model(arch, **tiny_config(arch), reg_gain=bad)
+
+
 def _tiny_pack(root, categories=("scenes", "faces", "birds", "animals"), n=3):
     """A miniature data pack: random photos, masks with a labelled box (a 255 row), one people CSV row."""
     rng = np.random.default_rng(0)

@@ -38,13 +38,13 @@ class MultiHeadLite(MultiHeadBase):
     def __init__(self, variant: str = "lite0", decoder: tuple[int, int, int, int] = (96, 64, 48, 32),
                  scene_hidden: int = 256, n_scene_classes: int = 1000, n_categories: int = len(CATEGORIES),
                  n_seg_classes: int = len(ROUTE_CLASSES), decode: str = "soft", T: float = softencode.DEFAULT_T,
-                 blend_w: float = 0.5, input_size: int = 160) -> None:
+                 blend_w: float = 0.5, input_size: int = 160, reg_gain: float = 1.0) -> None:
         super().__init__()
         import timm  # a dependency of segmentation-models-pytorch, so present wherever the router runs
 
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        self._init_decoding(decode, T, blend_w)
+        self._init_decoding(decode, T, blend_w, reg_gain)
         self.variant = variant
         self.encoder = timm.create_model(f"tf_efficientnet_{variant}", features_only=True, in_chans=1,
                                          pretrained=False)

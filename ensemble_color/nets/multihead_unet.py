@@ -15,10 +15,11 @@ four heads, so one network learns colour *and* what it is looking at:
 
 Contract: ``forward(L)`` takes L in Lab units (B, 1, H, W), H and W multiples of 16, and returns ab
 in Lab units (B, 2, H, W), decoded as ``self.decode`` says: ``"soft"`` (annealed mean with
-temperature ``self.T``), ``"mode"``, ``"mean"``, ``"regression"`` or ``"blend"`` (``blend_w`` x soft
-+ (1 - ``blend_w``) x regression). Everything needed at inference (bin centres, the empirical bin
-distribution and the rebalancing weights) is a persistent buffer, so it travels in the plugin's
-``model.safetensors``.
+temperature ``self.T``), ``"mode"``, ``"mean"``, ``"regression"`` (times ``reg_gain``, clamped to the ab
+range: the specialists' output gain, for a regression head that predicts a desaturated conditional mean) or
+``"blend"`` (``blend_w`` x soft + (1 - ``blend_w``) x regression). Everything needed at inference (bin
+centres, the empirical bin distribution and the rebalancing weights) is a persistent buffer, so it travels in
+the plugin's ``model.safetensors``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from ..color import AB_RANGE
 from .registry import ModelDescriptor, register_architecture
 
 DECODES = ("soft", "mode", "mean", "regression", "blend")
+#: upper bound on a manifest's ``reg_gain`` (manifests are untrusted input), as the specialists' ``ab_gain``
+MAX_REG_GAIN = 3.0
 ROUTE_CLASSES = ("background", "person", "bird", "animal")
 
 
@@ -52,16 +55,27 @@ class MultiHeadBase(nn.Module):
     ``segment`` are then the same contract for all of them (L in, ab out).
     """
 
-    def _init_decoding(self, decode: str, T: float, blend_w: float) -> None:
-        if decode not in DECODES:
-            raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
+    def _init_decoding(self, decode: str, T: float, blend_w: float, reg_gain: float = 1.0) -> None:
         bins = torch.zeros(softencode.N_BINS, 2)
         if bins.device.type != "meta":  # validation builds on "meta": no values needed there
             bins = softencode.ab_bins()
         self.register_buffer("ab_bins", bins)
         self.register_buffer("bin_prior", torch.full((softencode.N_BINS,), 1.0 / softencode.N_BINS))
         self.register_buffer("bin_weights", torch.ones(softencode.N_BINS))
-        self.decode, self.T, self.blend_w = decode, float(T), float(blend_w)
+        self.set_decoding(decode, T, blend_w, reg_gain)
+
+    def set_decoding(self, decode: str, T: float | None = None, blend_w: float | None = None,
+                     reg_gain: float = 1.0) -> None:
+        """How :meth:`forward` decodes (the plugin's config; decode selection and tuning switch it). ``T`` and
+        ``blend_w`` left out keep their values (a decoding that does not use them ignores them); the regression
+        gain is 1 unless given, so switching to a candidate never inherits the previous one's."""
+        if decode not in DECODES:
+            raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
+        if not isinstance(reg_gain, int | float) or not 0.0 < reg_gain <= MAX_REG_GAIN:
+            raise ValueError(f"reg_gain must be a number in (0, {MAX_REG_GAIN}], got {reg_gain!r}")
+        self.decode, self.reg_gain = decode, float(reg_gain)
+        self.T = float(T) if T is not None else getattr(self, "T", softencode.DEFAULT_T)
+        self.blend_w = float(blend_w) if blend_w is not None else getattr(self, "blend_w", 0.5)
 
     def _init_heads(self, quarter: int, half: int, n_seg_classes: int) -> None:
         """The soft-encoding and segmentation heads on the 1/4-resolution decoder features (``quarter``
@@ -75,15 +89,19 @@ class MultiHeadBase(nn.Module):
 
     def decode_heads(self, heads: dict[str, torch.Tensor], decode: str | None = None,
                      size: tuple[int, int] | None = None, T: float | None = None,
-                     blend_w: float | None = None) -> torch.Tensor:
+                     blend_w: float | None = None, reg_gain: float | None = None) -> torch.Tensor:
         """ab (B, 2, H, W) from :meth:`forward_heads` output with ``decode`` (default ``self.decode``);
-        ``T`` and ``blend_w`` override the stored temperature and blend weight (decode selection)."""
-        decode = decode or self.decode
+        ``T``, ``blend_w`` and ``reg_gain`` override the stored ones (decode selection scores every candidate
+        on one forward pass). ``reg_gain`` left out is the stored gain when ``decode`` is too, else 1."""
         T = self.T if T is None else float(T)
         blend_w = self.blend_w if blend_w is None else float(blend_w)
+        if reg_gain is None:
+            reg_gain = self.reg_gain if decode is None else 1.0
+        decode = decode or self.decode
         size = size or tuple(heads["reg"].shape[-2:])
         if decode == "regression":
-            return heads["reg"].float()
+            reg = heads["reg"].float()
+            return reg if reg_gain == 1.0 else (reg * reg_gain).clamp(-AB_RANGE, AB_RANGE)
         if decode == "mode":
             ab = softencode.mode(heads["soft"], self.ab_bins)
         else:
@@ -108,9 +126,10 @@ class MultiHeadUNet(MultiHeadBase):
 
     def __init__(self, widths: tuple[int, int, int, int] = (32, 64, 128, 256), n_scene_classes: int = 4,
                  scene_hidden: int = 128, n_seg_classes: int = len(ROUTE_CLASSES), decode: str = "soft",
-                 T: float = softencode.DEFAULT_T, blend_w: float = 0.5, input_size: int = 128) -> None:
+                 T: float = softencode.DEFAULT_T, blend_w: float = 0.5, input_size: int = 128,
+                 reg_gain: float = 1.0) -> None:
         super().__init__()
-        self._init_decoding(decode, T, blend_w)
+        self._init_decoding(decode, T, blend_w, reg_gain)
         c0, c1, c2, c3 = widths
         self.enc1 = nn.Sequential(_conv(1, c0, 2), _conv(c0, c0))        # 1/2
         self.enc2 = nn.Sequential(_conv(c0, c1, 2), _conv(c1, c1))       # 1/4

@@ -7,12 +7,19 @@ training stream), never on val photos, so the reported val figures stay honest.
 
 **The rule** (:func:`choose_decode`; fixed before the first candidate was measured):
 
-1. candidates: :data:`CANDIDATES` (soft at four temperatures, regression, three soft/regression blends);
+1. candidates: :data:`CANDIDATES` (soft at four temperatures, regression, three soft/regression blends;
+   regression gains since session 7, below);
 2. a candidate qualifies when, on *every* category's held-out photos, its mean L2ab is below gray's and
    its mean colourfulness is within 20 % of the ground truth's;
 3. among qualifying candidates, the lowest Fréchet distance (ImageNet Lite0 features, all held-out
    photos pooled) wins;
 4. if none qualifies: the candidate qualifying on the most categories, then the lowest Fréchet distance.
+
+Extended on 2026-12-02 (session 7), before any of them was measured: the candidates also include the regression
+head times a gain (1.25, 1.5, 1.75, 2; ``reg_gain``, clamped to the ab range), the move that gave the
+specialists their colour (``ab_gain``): generalist v3's regression decoding was the lowest in L2ab on four
+categories of five but 40-50 % less colourful than ground truth, and its blends with the soft head, which
+bring the colour, bring the soft head's wrong hues with it. Steps 2-4 are unchanged.
 """
 
 from __future__ import annotations
@@ -44,7 +51,13 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "blend 0.25 soft": {"decode": "blend", "T": 0.38, "blend_w": 0.25},
     "blend 0.5 soft": {"decode": "blend", "T": 0.38, "blend_w": 0.5},
     "blend 0.75 soft": {"decode": "blend", "T": 0.38, "blend_w": 0.75},
+    "regression x1.25": {"decode": "regression", "reg_gain": 1.25},
+    "regression x1.5": {"decode": "regression", "reg_gain": 1.5},
+    "regression x1.75": {"decode": "regression", "reg_gain": 1.75},
+    "regression x2": {"decode": "regression", "reg_gain": 2.0},
 }
+#: the decoding keys of a generalist's config (replaced together when a decoding is chosen)
+DECODE_KEYS = ("decode", "T", "blend_w", "reg_gain")
 CF_TOLERANCE = 0.2
 
 
@@ -165,7 +178,8 @@ def run_eval(args: argparse.Namespace, argv: list[str] | None = None) -> dict[st
     print(table)
     print(f"chosen: {chosen}")
     if args.set_default:
-        manifest["config"].update(CANDIDATES[chosen])
+        manifest["config"] = {**{k: v for k, v in manifest["config"].items() if k not in DECODE_KEYS},
+                              **CANDIDATES[chosen]}
         manifest.setdefault("metrics", {})["decode_selection"] = {"chosen": chosen, "command": command}
         atomic_write_bytes(folder / "expert.json", (json.dumps(manifest, indent=2) + "\n").encode())
         print(f"{folder / 'expert.json'}: config decode = {CANDIDATES[chosen]}")
