@@ -24,9 +24,10 @@
 # that the sampling shares (v9, v10) did not pull. v11 is what ships in router/ (bench/router_select.py --rule
 # margin, bench/results/router_select_v11_margin.md).
 # v11 warm-starts from the committed inits/router_v10, so STAGES=v11 reproduces the shipped router on a fresh machine.
-# Stage v12 (candidate, session 7): v11 (router/ as shipped, kept as inits/router_v11) trained on for 1,500 steps
-# with the animal class weighted 1.5 as well (--class-weights 1 1 1.5 1.5): v11 routes 32 of 45 single pasted
-# val animals (issue 15 asks 36) and all but one bird, so the move that lifted birds is tried on animals.
+# Stage v12 (session 7): v11 (router/ as shipped then) trained on for 1,500 steps with the animal class weighted
+# 1.5 as well (--class-weights 1 1 1.5 1.5): v11 routes 32 of 45 single pasted val animals (issue 15 asks 36).
+# Not shipped (bench/results/router_select_v12_margin.md): more single animals (0.773 vs 0.682 of seed-3 pastes)
+# and birds, but composites mIoU 0.0058 lower, beyond the margin rule's 0.005.
 # STAGES="v7 v8" runs only those stages (e.g. from the shipped v6 copied to runs/export/router_v6).
 # The exact command as run is in router/config.json -> ensemble_color.command; router/README.md has the results.
 # EXT = the extension pack built by ../shared/data/tools/extend.py. Resumable: RESUME=--resume.
@@ -75,7 +76,7 @@ if [[ " $STAGES " == *" v11 "* ]]; then
 fi
 if [[ " $STAGES " == *" v12 "* ]]; then
   step python -m ensemble_color train router "${COMMON[@]}" --out runs/export/router_v12 --run-dir runs/router_v12 \
-    --init inits/router_v11 --cutouts-per-category 3000 --lr 1.5e-4 --seed 12 --steps 1500 \
+    --init router --cutouts-per-category 3000 --lr 1.5e-4 --seed 12 --steps 1500 \
     --class-weights 1 1 1.5 1.5 --main-pack-share '{"animals": 0.5}' \
     --source-weights '{"faces": 0.1, "people": 0.1, "birds": 0.35, "animals": 0.3, "scenes": 0.15}' ${RESUME:-}
 fi
