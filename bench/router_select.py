@@ -58,6 +58,10 @@ v11 by rule "margin", unchanged, on **fresh seed-3 sets** (``--rule margin --see
 Its aim is animals (issue 15 asks 36 of 45; v11 routes 32 on seed 0). (Outcome: not shipped. It routes more
 single animals, 0.773 against 0.682, and birds, 0.967 against 0.950, but its composites mIoU is 0.8122 against
 0.8180, 0.0058 lower where the rule allows 0.005.)
+
+Written on 2026-12-02 (session 7), before router v13 (v12's recipe, 1,000 steps instead of 1,500) was trained:
+v13 is judged against the shipped v11 by rule "margin", unchanged, on **fresh seed-4 sets** (``--rule margin
+--seed 4``); v12 is not judged again.
 """
 
 from __future__ import annotations

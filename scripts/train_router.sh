@@ -28,6 +28,9 @@
 # 1.5 as well (--class-weights 1 1 1.5 1.5): v11 routes 32 of 45 single pasted val animals (issue 15 asks 36).
 # Not shipped (bench/results/router_select_v12_margin.md): more single animals (0.773 vs 0.682 of seed-3 pastes)
 # and birds, but composites mIoU 0.0058 lower, beyond the margin rule's 0.005.
+# Stage v13 (session 7): v12's recipe stopped at 1,000 steps (its schedule then ends there): v12's training-time
+# val composites peaked at step 1,000 (0.807, against 0.802 at 1,500), so a shorter stage may keep the composites
+# while moving the animals.
 # STAGES="v7 v8" runs only those stages (e.g. from the shipped v6 copied to runs/export/router_v6).
 # The exact command as run is in router/config.json -> ensemble_color.command; router/README.md has the results.
 # EXT = the extension pack built by ../shared/data/tools/extend.py. Resumable: RESUME=--resume.
@@ -37,7 +40,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_recipe.sh
-STAGES=${STAGES:-v6 v7 v8 v9 v10 v11 v12}
+STAGES=${STAGES:-v6 v7 v8 v9 v10 v11 v12 v13}
 COMMON=(--data "${DATA:-../shared/data}" --data "${EXT:?set EXT to the extension pack}"
         --encoder tu-tf_efficientnet_lite0 --encoder-init imagenet --steps 2000 --batch-size 16 --crop 224
         --scale 0.25 1.0 --composite-frac 0.6 --mask-cutouts faces people birds animals --scenes-per-root 5000
@@ -77,6 +80,12 @@ fi
 if [[ " $STAGES " == *" v12 "* ]]; then
   step python -m ensemble_color train router "${COMMON[@]}" --out runs/export/router_v12 --run-dir runs/router_v12 \
     --init router --cutouts-per-category 3000 --lr 1.5e-4 --seed 12 --steps 1500 \
+    --class-weights 1 1 1.5 1.5 --main-pack-share '{"animals": 0.5}' \
+    --source-weights '{"faces": 0.1, "people": 0.1, "birds": 0.35, "animals": 0.3, "scenes": 0.15}' ${RESUME:-}
+fi
+if [[ " $STAGES " == *" v13 "* ]]; then
+  step python -m ensemble_color train router "${COMMON[@]}" --out runs/export/router_v13 --run-dir runs/router_v13 \
+    --init router --cutouts-per-category 3000 --lr 1.5e-4 --seed 13 --steps 1000 \
     --class-weights 1 1 1.5 1.5 --main-pack-share '{"animals": 0.5}' \
     --source-weights '{"faces": 0.1, "people": 0.1, "birds": 0.35, "animals": 0.3, "scenes": 0.15}' ${RESUME:-}
 fi
