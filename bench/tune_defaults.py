@@ -18,6 +18,12 @@ ground truth's. A configuration violating that on fewer groups always wins; L2ab
 **Search**: coordinate descent over :data:`GRID`, one knob at a time in that order, keeping the best
 so far. Writes ``docs/tuning.{md,json}``.
 
+**The shipped decoding** (``--set-decode``; written 2026-12-02, session 7, when this rule and ``evaluate
+generalist``'s first disagreed, the pipeline's run choosing the 0.75 soft blend where the generalist's own rule
+chose regression x1.5): the decoding chosen here is stored in the shipped generalist's ``expert.json``
+(``generalist_eval.set_decoding``), because that plugin colours the backgrounds of the shipped pipeline, whose
+defaults issue 18 has this rule choose. The generalist's own choice stays recorded beside it.
+
 **Known limitation** (found 2026-12-02, after the last tuning run): ``hold_out`` takes its 40 photos per
 category evenly spaced over *both* roots, so the small main-pack sets are barely in the tuning set: of the 40
 scenes 1 is from the main pack, of the animals 2, faces 9, birds 23 (``--count-held-out`` prints them).
@@ -49,7 +55,7 @@ from ensemble_color.composite import SUBJECT_CONTEXT_RAMP
 from ensemble_color.io import load_image
 from ensemble_color.pipeline import Pipeline
 from ensemble_color.train.composites import CATEGORY_LABEL, cutout_from_mask, make_composite
-from ensemble_color.train.generalist_eval import CANDIDATES
+from ensemble_color.train.generalist_eval import CANDIDATES, set_decoding
 from ensemble_color.train.masks import mask_path
 from ensemble_color.train.roots import CATEGORY_ROUTE, Photo, hold_out, hold_out_mismatch, list_photos
 
@@ -206,6 +212,8 @@ def main() -> None:
     ap.add_argument("--holdout-per-root", action="store_true",
                     help="hold out --per-category photos per category from each root (the experts must have been "
                          "trained with the same hold-out)")
+    ap.add_argument("--set-decode", action="store_true",
+                    help="store the chosen decoding in the shipped generalist's expert.json (the pipeline's default)")
     ap.add_argument("--count-held-out", action="store_true",
                     help="print how many tuning photos of each category come from each root, and stop")
     args = ap.parse_args()
@@ -239,6 +247,9 @@ def main() -> None:
             if better(s, best_score, args.tol):
                 best, best_score = config, s
     write(Path(args.out), args, roots, groups, best, best_score, trials)
+    if args.set_decode and "generalist" in base.experts:
+        set_decoding(base.experts["generalist"].spec.folder, best["decode"], "pipeline_decode",
+                     "python bench/tune_defaults.py " + " ".join(sys.argv[1:]))
 
 
 def write(out: Path, args: argparse.Namespace, roots: list[Path], groups: dict, best: dict, best_score: Score,

@@ -148,6 +148,21 @@ def test_regression_gain_scales_and_clamps_and_is_never_inherited(arch):
             create_model(arch, **tiny_config(arch), reg_gain=bad)
 
 
+def test_a_chosen_decoding_replaces_every_decoding_key_and_keeps_the_other_rules_record(tmp_path):
+    from ensemble_color.train.generalist_eval import set_decoding
+
+    (tmp_path / "expert.json").write_text(json.dumps({"name": "generalist", "config": {
+        "variant": "lite0", "decode": "regression", "reg_gain": 1.5}, "metrics": {
+        "decode_selection": {"chosen": "regression x1.5", "command": "evaluate generalist"}}}))
+    set_decoding(tmp_path, "blend 0.75 soft", "pipeline_decode", "tune_defaults --set-decode")
+    m = json.loads((tmp_path / "expert.json").read_text())
+    assert m["config"] == {"variant": "lite0", "decode": "blend", "T": 0.38, "blend_w": 0.75}  # no stale gain
+    assert m["metrics"]["decode_selection"]["chosen"] == "regression x1.5"
+    assert m["metrics"]["pipeline_decode"] == {"chosen": "blend 0.75 soft", "command": "tune_defaults --set-decode"}
+    create_model("multihead-unet", **tiny_config("multihead-unet"),
+                 **{k: v for k, v in m["config"].items() if k != "variant"})  # a config the model accepts
+
+
 def _tiny_pack(root, categories=("scenes", "faces", "birds", "animals"), n=3):
     """A miniature data pack: random photos, masks with a labelled box (a 255 row), one people CSV row."""
     rng = np.random.default_rng(0)

@@ -178,9 +178,22 @@ def run_eval(args: argparse.Namespace, argv: list[str] | None = None) -> dict[st
     print(table)
     print(f"chosen: {chosen}")
     if args.set_default:
-        manifest["config"] = {**{k: v for k, v in manifest["config"].items() if k not in DECODE_KEYS},
-                              **CANDIDATES[chosen]}
-        manifest.setdefault("metrics", {})["decode_selection"] = {"chosen": chosen, "command": command}
-        atomic_write_bytes(folder / "expert.json", (json.dumps(manifest, indent=2) + "\n").encode())
-        print(f"{folder / 'expert.json'}: config decode = {CANDIDATES[chosen]}")
+        set_decoding(folder, chosen, "decode_selection", command)
     return result
+
+
+def set_decoding(folder: Path, name: str, record: str, command: str) -> None:
+    """Store candidate ``name`` as the generalist plugin's decoding (its ``config``, every decoding key
+    replaced) and record in ``metrics[record]`` which rule chose it and by what command.
+
+    Two rules write here: this module's (``evaluate generalist --set-default``, the generalist on its own
+    held-out photos: ``record="decode_selection"``) and the pipeline's (``bench/tune_defaults.py --set-decode``,
+    the generalist colouring backgrounds in the shipped pipeline: ``record="pipeline_decode"``). The shipped
+    plugin's is the pipeline's: the shipped default is what issue 18's rule chose; the other record stays.
+    """
+    manifest = json.loads((folder / "expert.json").read_text(encoding="utf-8"))
+    manifest["config"] = {**{k: v for k, v in manifest["config"].items() if k not in DECODE_KEYS},
+                          **CANDIDATES[name]}
+    manifest.setdefault("metrics", {})[record] = {"chosen": name, "command": command}
+    atomic_write_bytes(folder / "expert.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    print(f"{folder / 'expert.json'}: config decode = {CANDIDATES[name]} ({record})")
