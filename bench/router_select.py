@@ -61,7 +61,8 @@ single animals, 0.773 against 0.682, and birds, 0.967 against 0.950, but its com
 
 Written on 2026-12-02 (session 7), before router v13 (v12's recipe, 1,000 steps instead of 1,500) was trained:
 v13 is judged against the shipped v11 by rule "margin", unchanged, on **fresh seed-4 sets** (``--rule margin
---seed 4``); v12 is not judged again.
+--seed 4``); v12 is not judged again. (Outcome: not shipped. Composites 0.8039 against 0.8009, one more single
+bird and animal, but val masks mIoU 0.8434 against 0.8514, 0.008 lower where the rule allows 0.005.)
 """
 
 from __future__ import annotations

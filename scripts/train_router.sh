@@ -30,7 +30,8 @@
 # and birds, but composites mIoU 0.0058 lower, beyond the margin rule's 0.005.
 # Stage v13 (session 7): v12's recipe stopped at 1,000 steps (its schedule then ends there): v12's training-time
 # val composites peaked at step 1,000 (0.807, against 0.802 at 1,500), so a shorter stage may keep the composites
-# while moving the animals.
+# while moving the animals. Not shipped (bench/results/router_select_v13_margin.md): composites 0.8039 vs 0.8009 and
+# one more single bird and animal, but val masks mIoU 0.8434 vs 0.8514, beyond the margin rule's 0.005.
 # STAGES="v7 v8" runs only those stages (e.g. from the shipped v6 copied to runs/export/router_v6).
 # The exact command as run is in router/config.json -> ensemble_color.command; router/README.md has the results.
 # EXT = the extension pack built by ../shared/data/tools/extend.py. Resumable: RESUME=--resume.
