@@ -56,6 +56,23 @@ def join_l_ab(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
     return lab_to_rgb(torch.cat([L.float(), ab.float()], dim=-3))
 
 
+#: upper bound on a model's output gain (``ab_gain``, ``reg_gain``: manifests are untrusted input)
+MAX_AB_GAIN = 3.0
+
+
+def checked_gain(value: object, name: str) -> float:
+    """A manifest's output gain as a float, or ValueError naming ``name`` unless it is a number in (0, 3]."""
+    if not isinstance(value, int | float) or not 0.0 < value <= MAX_AB_GAIN:
+        raise ValueError(f"{name} must be a number in (0, {MAX_AB_GAIN}], got {value!r}")
+    return float(value)
+
+
+def gain_ab(ab: torch.Tensor, gain: float) -> torch.Tensor:
+    """A regressor's ab times its output gain, clamped to the ab range: an MSE prediction is the desaturated
+    conditional mean, and the gain (chosen on held-out photos) scales it back towards the photos' chroma."""
+    return ab if gain == 1.0 else (ab * gain).clamp(-AB_RANGE, AB_RANGE)
+
+
 def saturate_ab(ab: torch.Tensor, factor: float) -> torch.Tensor:
     """Scale chroma by ``factor`` (1 = unchanged); regression models under-saturate, users like a knob."""
     return ab * factor if factor != 1.0 else ab

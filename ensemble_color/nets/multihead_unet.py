@@ -29,12 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import softencode
-from ..color import AB_RANGE
+from ..color import AB_RANGE, checked_gain, gain_ab
 from .registry import ModelDescriptor, register_architecture
 
 DECODES = ("soft", "mode", "mean", "regression", "blend")
-#: upper bound on a manifest's ``reg_gain`` (manifests are untrusted input), as the specialists' ``ab_gain``
-MAX_REG_GAIN = 3.0
 ROUTE_CLASSES = ("background", "person", "bird", "animal")
 
 
@@ -71,11 +69,11 @@ class MultiHeadBase(nn.Module):
         gain is 1 unless given, so switching to a candidate never inherits the previous one's."""
         if decode not in DECODES:
             raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
-        if not isinstance(reg_gain, int | float) or not 0.0 < reg_gain <= MAX_REG_GAIN:
-            raise ValueError(f"reg_gain must be a number in (0, {MAX_REG_GAIN}], got {reg_gain!r}")
-        self.decode, self.reg_gain = decode, float(reg_gain)
-        self.T = float(T) if T is not None else getattr(self, "T", softencode.DEFAULT_T)
-        self.blend_w = float(blend_w) if blend_w is not None else getattr(self, "blend_w", 0.5)
+        self.decode, self.reg_gain = decode, checked_gain(reg_gain, "reg_gain")
+        if T is not None:
+            self.T = float(T)
+        if blend_w is not None:
+            self.blend_w = float(blend_w)
 
     def _init_heads(self, quarter: int, half: int, n_seg_classes: int) -> None:
         """The soft-encoding and segmentation heads on the 1/4-resolution decoder features (``quarter``
@@ -100,8 +98,7 @@ class MultiHeadBase(nn.Module):
         decode = decode or self.decode
         size = size or tuple(heads["reg"].shape[-2:])
         if decode == "regression":
-            reg = heads["reg"].float()
-            return reg if reg_gain == 1.0 else (reg * reg_gain).clamp(-AB_RANGE, AB_RANGE)
+            return gain_ab(heads["reg"].float(), reg_gain)
         if decode == "mode":
             ab = softencode.mode(heads["soft"], self.ab_bins)
         else:

@@ -22,11 +22,8 @@ import torch
 import torchvision
 from torch import nn
 
-from ..color import AB_RANGE
+from ..color import AB_RANGE, checked_gain, gain_ab
 from .registry import ModelDescriptor, register_architecture
-
-#: upper bound on a manifest's ``ab_gain`` (manifests are untrusted input)
-MAX_AB_GAIN = 3.0
 
 
 def _decoder_stage(c_in: int, c_out: int) -> nn.Sequential:
@@ -45,9 +42,7 @@ class ResNetDeconv(nn.Module):
     def __init__(self, decoder_widths: tuple[int, int, int] = (128, 64, 32), imagenet_init: bool = False,
                  input_size: int = 128, ab_gain: float = 1.0) -> None:
         super().__init__()
-        if not isinstance(ab_gain, int | float) or not 0.0 < ab_gain <= MAX_AB_GAIN:
-            raise ValueError(f"ab_gain must be a number in (0, {MAX_AB_GAIN}], got {ab_gain!r}")
-        self.ab_gain = float(ab_gain)
+        self.ab_gain = checked_gain(ab_gain, "ab_gain")
         weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1 if imagenet_init else None
         resnet = torchvision.models.resnet18(weights=weights)  # downloads only when imagenet_init
         conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -63,7 +58,7 @@ class ResNetDeconv(nn.Module):
     def forward(self, L: torch.Tensor) -> torch.Tensor:
         x = (L - 50.0) / 50.0
         ab = torch.tanh(self.head(self.decoder(self.encoder(x)))) * AB_RANGE
-        return ab if self.ab_gain == 1.0 else (ab * self.ab_gain).clamp(-AB_RANGE, AB_RANGE)
+        return gain_ab(ab, self.ab_gain)
 
 
 @register_architecture("resnet18-deconv", tiny_config={"decoder_widths": (16, 8, 8)})

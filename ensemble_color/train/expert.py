@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import metrics
-from ..color import AB_RANGE, lab_to_rgb, rgb_to_lab
+from ..color import AB_RANGE, gain_ab, lab_to_rgb, rgb_to_lab
 from ..nets import create_model
 from ..plugins import export_expert, read_state_dict
 from . import loop
@@ -133,7 +133,7 @@ def choose_gain(model: torch.nn.Module, lab: torch.Tensor, batch: int = 64) -> t
     cf_gt = metrics.colorfulness(lab_to_rgb(lab)).mean().item()
     rows = []
     for g in GAINS:
-        ab = (preds * g).clamp(-AB_RANGE, AB_RANGE)
+        ab = gain_ab(preds, g)
         cf = metrics.colorfulness(lab_to_rgb(torch.cat([lab[:, :1], ab], 1))).mean().item()
         rows.append({"gain": g, "l2ab": metrics.l2ab(ab, lab[:, 1:]).mean().item(), "cf": cf, "cf_gt": cf_gt})
     ok = [r for r in rows if abs(r["cf"] - cf_gt) <= CF_TOLERANCE * cf_gt]
