@@ -21,6 +21,13 @@ baseline of the same name when, over those groups,
 The generalist is judged by the same rule, each model decoded as its ``expert.json`` says (the candidate's
 decoding chosen first, on its own held-out photos, by ``evaluate generalist --set-default``).
 
+**Generalist addendum** (written 2026-12-02, session 8, before generalist v5 was trained): since session 7 the
+shipped generalist decodes as the *pipeline's* rule chose (``bench/tune_defaults.py --set-decode``), not as its
+own rule did. So a generalist candidate replaces the baseline only if it passes rules 1-3 twice: decoded as its
+own rule chose (as above), and with ``--same-decoding`` (the candidate decoded as the baseline's ``expert.json``
+says), so that the weights, not a change of decoding, carry the win. Once it replaces, both decoding rules are
+re-run (``evaluate generalist --set-default``, then ``tune_defaults --knobs decode saturation --set-decode``).
+
 Writes JSON + Markdown with every group's figures and each check's outcome.
 
 ``--candidate-gain G`` is a diagnosis, not a decision: every candidate runs at output gain ``G`` (e.g. the
