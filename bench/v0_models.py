@@ -42,7 +42,8 @@ def renamed_copies(experts: Path, out: Path, suffix: str = "-v0", only: list[str
                    config: dict | None = None) -> list[str]:
     """Every expert of ``experts`` (or those named in ``only``) as ``<name><suffix>``, routes emptied and marked
     fallback (a method to score side by side, not a route owner); ``config`` entries override the manifests'
-    (e.g. ``{"ab_gain": 1.0}``: the same weights at another output gain)."""
+    (e.g. ``{"ab_gain": 1.0}``: the same weights at another output gain) and a ``None`` entry removes the key
+    (the model's default applies)."""
     names = []
     for manifest_path in sorted(experts.glob("*/expert.json")):
         manifest = json.loads(manifest_path.read_text())
@@ -53,7 +54,8 @@ def renamed_copies(experts: Path, out: Path, suffix: str = "-v0", only: list[str
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "model.safetensors").write_bytes((manifest_path.parent / "model.safetensors").read_bytes())
         manifest.update(name=name, routes=[], fallback=True)
-        manifest["config"] = {**manifest.get("config", {}), **(config or {})}
+        merged = {**manifest.get("config", {}), **(config or {})}
+        manifest["config"] = {k: v for k, v in merged.items() if v is not None}
         (folder / "expert.json").write_text(json.dumps(manifest, indent=2) + "\n")
         names.append(name)
     return names
