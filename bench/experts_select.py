@@ -50,10 +50,10 @@ from v0_models import renamed_copies
 from ensemble_color.color import rgb_to_lab
 from ensemble_color.evaluate import build_methods, evaluate
 from ensemble_color.io import load_image
+from ensemble_color.nets.multihead_unet import DECODE_KEYS
 from ensemble_color.pipeline import Pipeline
 from ensemble_color.plugins import validate_folder
 from ensemble_color.routing import RoutingTable
-from ensemble_color.train.generalist_eval import DECODE_KEYS
 from ensemble_color.train.roots import hold_out, list_photos, required_hold_out
 
 #: how much worse than the baseline one group may be while the mean improves (rule 2)

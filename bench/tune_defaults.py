@@ -18,11 +18,12 @@ ground truth's. A configuration violating that on fewer groups always wins; L2ab
 **Search**: coordinate descent over :data:`GRID`, one knob at a time in that order, keeping the best
 so far. Writes ``docs/tuning.{md,json}``.
 
-**The shipped decoding** (``--set-decode``; written 2026-12-02, session 7, when this rule and ``evaluate
-generalist``'s first disagreed, the pipeline's run choosing the 0.75 soft blend where the generalist's own rule
-chose regression x1.5): the decoding chosen here is stored in the shipped generalist's ``expert.json``
-(``generalist_eval.set_decoding``), because that plugin colours the backgrounds of the shipped pipeline, whose
-defaults issue 18 has this rule choose. The generalist's own choice stays recorded beside it.
+**The decoding** (knob ``decode``): how the generalist decodes *when it colours backgrounds in the pipeline*,
+the pipeline option ``decode`` (``PipelineOptions.decode``), copied into the defaults by hand like every knob.
+Since session 8 the plugin's ``expert.json`` keeps its own rule's choice (``evaluate generalist``: the
+generalist alone on its held-out photos, issue 17), so the two rules no longer write one place; in session 7,
+when they first disagreed (this rule chose the 0.75 soft blend, the generalist's regression x1.5), the choice
+made here was written into the plugin instead (``--set-decode``, gone).
 
 **Known limitation** (found 2026-12-02, after the last tuning run): ``hold_out`` takes its 40 photos per
 category evenly spaced over *both* roots, so the small main-pack sets are barely in the tuning set: of the 40
@@ -53,9 +54,9 @@ from ensemble_color import metrics
 from ensemble_color.color import rgb_to_lab
 from ensemble_color.composite import SUBJECT_CONTEXT_RAMP
 from ensemble_color.io import load_image
+from ensemble_color.nets.multihead_unet import DECODINGS
 from ensemble_color.pipeline import Pipeline
 from ensemble_color.train.composites import CATEGORY_LABEL, cutout_from_mask, make_composite
-from ensemble_color.train.generalist_eval import CANDIDATES, set_decoding
 from ensemble_color.train.masks import mask_path
 from ensemble_color.train.roots import CATEGORY_ROUTE, Photo, hold_out, hold_out_mismatch, list_photos
 
@@ -63,7 +64,7 @@ GRID = {
     "work_size": [256, 384, 512],
     "background": ["scenes", "generalist", "scenes+generalist"],
     "context": [None, SUBJECT_CONTEXT_RAMP, (0.05, 0.3)],
-    "decode": list(CANDIDATES),
+    "decode": list(DECODINGS),
     "saturation": [1.0, 1.1, 1.2],
     "upsample": ["guided", "bilinear"],
     "temperature": [1.0, 2.0],
@@ -184,20 +185,9 @@ def apply(pipe: Pipeline, config: dict) -> Pipeline:
     p.router.input_size = config["router_size"]
     p.router.temperature = config["temperature"]
     p.router.feather = config["feather"]
-    if "generalist" in p.experts:
-        model = p.experts["generalist"].model
-        model.set_decoding(**CANDIDATES[config["decode"]])
+    if config["decode"] is not None:
+        p = p.with_options(decode={**p.options.decode, "generalist": config["decode"]})
     return p
-
-
-def current_decode(pipe: Pipeline) -> str:
-    """The candidate name matching the shipped generalist's stored decoding."""
-    model = pipe.experts["generalist"].model
-    for name, kw in CANDIDATES.items():
-        if kw["decode"] == model.decode and kw.get("T", model.T) == model.T and \
-                kw.get("blend_w", model.blend_w) == model.blend_w and kw.get("reg_gain", 1.0) == model.reg_gain:
-            return name
-    raise SystemExit(f"error: the generalist's decoding ({model.decode}, T={model.T}) is not a candidate")
 
 
 def main() -> None:
@@ -212,8 +202,6 @@ def main() -> None:
     ap.add_argument("--holdout-per-root", action="store_true",
                     help="hold out --per-category photos per category from each root (the experts must have been "
                          "trained with the same hold-out)")
-    ap.add_argument("--set-decode", action="store_true",
-                    help="store the chosen decoding in the shipped generalist's expert.json (the pipeline's default)")
     ap.add_argument("--count-held-out", action="store_true",
                     help="print how many tuning photos of each category come from each root, and stop")
     args = ap.parse_args()
@@ -229,7 +217,7 @@ def main() -> None:
     groups = tuning_set(roots, args.per_category, args.composites, per_root=args.holdout_per_root)
     best = {"work_size": base.options.work_size, "upsample": base.options.upsample,
             "temperature": base.router.temperature, "feather": base.router.feather,
-            "decode": current_decode(base), "saturation": base.options.saturation,
+            "decode": base.options.decode.get("generalist"), "saturation": base.options.saturation,
             "router_size": base.router.input_size, "fallback_min": base.options.fallback_min,
             "crop_quantile": base.options.crop_quantile, "threshold": base.options.threshold,
             "background": "+".join(base.options.assign.get("background", ("scenes",))),
@@ -237,6 +225,8 @@ def main() -> None:
     best_score = score(apply(base, best), groups)
     trials = [{"knob": "start", "config": dict(best), **best_score.row()}]
     for knob in args.knobs:
+        if knob == "decode" and best["decode"] is None:
+            continue  # no generalist to decode
         for v in GRID[knob]:
             if v == best[knob]:
                 continue
@@ -247,9 +237,6 @@ def main() -> None:
             if better(s, best_score, args.tol):
                 best, best_score = config, s
     write(Path(args.out), args, roots, groups, best, best_score, trials)
-    if args.set_decode and "generalist" in base.experts:
-        set_decoding(base.experts["generalist"].spec.folder, best["decode"], "pipeline_decode",
-                     "python bench/tune_defaults.py " + " ".join(sys.argv[1:]))
 
 
 def write(out: Path, args: argparse.Namespace, roots: list[Path], groups: dict, best: dict, best_score: Score,

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--assign", action="append", default=[], metavar="CLASS=EXPERT[+EXPERT]",
                    help="colour a route class with these experts instead of the ones whose manifests claim it "
                         "(e.g. background=scenes+generalist); repeatable")
+    p.add_argument("--decode", action="append", default=[], metavar="EXPERT=DECODING",
+                   help="decode a multi-head expert so in the blend (e.g. 'generalist=regression x1.5'; default "
+                        "'generalist=blend 0.75 soft', docs/tuning.md); `--decode list` prints the decodings")
     subject = p.add_mutually_exclusive_group()
     subject.add_argument("--context", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                          help="let subjects' experts also colour the background when the subjects fill more "
@@ -135,6 +138,17 @@ def parse_assign(items: Iterable[str]) -> dict[str, tuple[str, ...]]:
     return out
 
 
+def parse_decode(items: Iterable[str]) -> dict[str, str]:
+    """``["generalist=regression x1.5", ...]`` -> ``{"generalist": "regression x1.5"}`` (names checked on load)."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, decoding = item.partition("=")
+        if not sep or not name.strip() or not decoding.strip():
+            raise ValueError(f"--decode {item!r}: expected EXPERT=DECODING (`--decode list` prints them)")
+        out[name.strip()] = decoding.strip()
+    return out
+
+
 def output_path(src: Path, out_dir: Path | None, tag: str, fmt: str | None, overwrite: bool,
                 protected: set[Path]) -> Path:
     """``{stem}{tag}.{ext}``; never an input file, and never an existing file unless ``overwrite``."""
@@ -209,6 +223,9 @@ def colorize_files(args: argparse.Namespace) -> int:
         assigned = parse_assign(args.assign)
         if assigned:  # on top of the default assignment (the generalist colours the background)
             overrides["assign"] = {**PipelineOptions().assign, **assigned}
+        decodings = parse_decode(args.decode)
+        if decodings:  # on top of the default (the generalist's decoding in the blend)
+            overrides["decode"] = {**PipelineOptions().decode, **decodings}
         if args.context is NO_CONTEXT:
             overrides["context"] = None
         elif args.context is not None:
@@ -228,12 +245,17 @@ def colorize_files(args: argparse.Namespace) -> int:
     except (ValueError, KeyError, OSError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    for flag, named in (("--assign", {n for names in assigned.values() for n in names}), ("--decode", decodings)):
+        if unknown := set(named) - set(pipe.experts):
+            print(f"error: {flag} names expert(s) {sorted(unknown)} that are not installed; "
+                  f"installed: {sorted(pipe.experts)}", file=sys.stderr)
+            return 1
     if overrides:
-        pipe = pipe.with_options(**overrides)
-    if unknown := {n for names in assigned.values() for n in names} - set(pipe.experts):
-        print(f"error: --assign names expert(s) {sorted(unknown)} that are not installed; "
-              f"installed: {sorted(pipe.experts)}", file=sys.stderr)
-        return 1
+        try:
+            pipe = pipe.with_options(**overrides)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
     protected = {f.resolve() for f in files}
     failed = len(errors)
     moving = {f: is_frame_sequence(f) for f in files}  # videos and animated images go frame by frame
@@ -406,6 +428,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_experts:
         return list_experts(args)
+    if args.decode == ["list"]:
+        from .nets.multihead_unet import DECODINGS
+
+        print("\n".join(f"{name}: {kw}" for name, kw in DECODINGS.items()))
+        return 0
     if not args.inputs:
         build_parser().print_usage(sys.stderr)
         print("error: give at least one image, folder or pattern (or --list-experts)", file=sys.stderr)

@@ -25,7 +25,7 @@ import argparse
 import io
 import json
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -175,12 +175,16 @@ def _exporter() -> str:
 
 
 def export_onnx(out_dir: str | Path, router: str = "embedded", experts_dirs: Sequence[str | Path] = (),
-                only: Sequence[str] | None = None, threads: int | None = None) -> dict[str, Any]:
+                only: Sequence[str] | None = None, threads: int | None = None,
+                decode: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Export the router and every discovered expert (shipped + ``experts_dirs``) under ``out_dir``.
 
+    ``decode`` (expert -> named decoding; default the pipeline's, ``PipelineOptions.decode``) is folded into
+    the graphs, so the exported folders colour as the torch pipeline does (a graph cannot change decoding).
     Writes ``out_dir/router/``, ``out_dir/experts/NAME/`` and ``out_dir/export.json`` (the parity
     summary); returns that summary.
     """
+    from .pipeline import PipelineOptions
     from .plugins import discover, expert_search_path
     from .routing import RoutingTable, router_dir
 
@@ -191,6 +195,8 @@ def export_onnx(out_dir: str | Path, router: str = "embedded", experts_dirs: Seq
     names = list(scan.experts) if only is None else list(only)
     if unknown := sorted(set(names) - set(scan.experts)):
         raise ValueError(f"unknown expert(s) {unknown}; installed: {sorted(scan.experts)}")
+    decodings = {n: d for n, d in (PipelineOptions().decode if decode is None else decode).items()
+                 if n in names and "decodes" in scan.experts[n].build_descriptor().extra}
     folder = router_dir() if router == "embedded" else Path(router)
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
         raise ValueError(f"router {router!r}: export needs an smp router folder (config.json + model.safetensors)")
@@ -200,6 +206,8 @@ def export_onnx(out_dir: str | Path, router: str = "embedded", experts_dirs: Seq
         spec = scan.experts[name]
         if "safetensors" not in spec.formats:
             raise ValueError(f"expert {name!r} ships no model.safetensors: nothing to export from")
+        if name in decodings:
+            spec = spec.with_decoding(decodings[name])
         summary["experts"][name] = export_expert_folder(spec, out / "experts" / name, threads)
     atomic_write_bytes(out / "export.json", (json.dumps(summary, indent=2) + "\n").encode())
     return summary
@@ -215,10 +223,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experts", action="append", default=[], metavar="DIR", help="extra plugin folder")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="export only these experts")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads for the parity probes")
+    parser.add_argument("--decode", action="append", default=[], metavar="EXPERT=DECODING",
+                        help="fold this decoding into a multi-head expert's graph instead of the pipeline's "
+                             "default (as the colourising command's --decode)")
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = export_onnx(args.out, args.router, args.experts, args.only, args.threads)
+    from .cli import parse_decode
+    from .pipeline import PipelineOptions
+
+    decode = {**PipelineOptions().decode, **parse_decode(args.decode)}
+    summary = export_onnx(args.out, args.router, args.experts, args.only, args.threads, decode)
     r = summary["router_onnx"]
     print(f"router -> {Path(args.out) / 'router'}  (max |Δp| {r['parity_max_abs_prob']:.2e} on {r['probe_shape']})")
     for name, block in summary["experts"].items():

@@ -38,7 +38,7 @@ from .composite import (
 )
 from .io import LoadedImage
 from .nets import ModelDescriptor
-from .plugins import ExpertSpec, PluginScan, discover, expert_search_path
+from .plugins import ExpertSpec, PluginError, PluginScan, discover, expert_search_path
 from .routing import Router, RoutingTable, available_routers, load_router
 
 if TYPE_CHECKING:
@@ -63,6 +63,12 @@ class PipelineOptions:
     #: too (composite.share_context); None = background always goes to its own experts. Default: on
     #: (docs/tuning.md), so a photo of one bird is coloured by the birds expert, surroundings included
     context: tuple[float, float] | None = SUBJECT_CONTEXT_RAMP
+    #: expert -> named decoding (:data:`.nets.multihead_unet.DECODINGS`) it runs with *in the blend*, instead of
+    #: its manifest's. The generalist's manifest keeps its own rule's choice (alone, on its held-out photos:
+    #: issue 17); colouring backgrounds in this pipeline it decodes as issue 18's rule chose (docs/tuning.md).
+    #: Experts named here but not loaded, or without a decoding, are left out; one that cannot change its
+    #: decoding (an ONNX graph with another folded in) keeps its own, with a warning.
+    decode: Mapping[str, str] = field(default_factory=lambda: {"generalist": "blend 0.75 soft"})
     max_batch: int = 8            #: crops per expert forward pass
     upsample: str = "guided"      #: "guided" (edge-aware, follows full-res L) or "bilinear"
     #: where the router's segmenter and the experts run, one of :data:`BACKENDS`; fixed when the models load
@@ -152,6 +158,7 @@ class LoadedExpert:
                  threads: int | None = None) -> None:
         self.spec, self.device, self.requested_backend, self.threads = spec, device, backend, threads
         self._model: nn.Module | None = None
+        self._decoded: dict[str, LoadedExpert] = {}
 
     @property
     def backend(self) -> str:
@@ -167,6 +174,17 @@ class LoadedExpert:
         """The torch module itself (the generalist's seg head as router needs it), shared with :attr:`model`
         on the torch backend."""
         return self.model if self.backend == "torch" else self.spec.build().to(self.device)
+
+    def with_decoding(self, name: str | None) -> LoadedExpert:
+        """This expert decoding as named decoding ``name`` (``None``: as its manifest says). Each is built lazily
+        once and kept here, so per-request options (the app's ``with_options``) never rebuild or reconvert it."""
+        if name is None:
+            return self
+        if name not in self._decoded:
+            spec = self.spec.with_decoding(name)
+            self._decoded[name] = self if spec is self.spec else LoadedExpert(
+                spec, self.device, self.requested_backend, self.threads)
+        return self._decoded[name]
 
     @cached_property
     def descriptor(self) -> ModelDescriptor:
@@ -221,6 +239,7 @@ class Pipeline:
                    if enabled is None or n in enabled}
         if enabled is not None and (unknown := set(enabled) - set(scan.experts)):
             raise ValueError(f"unknown expert(s) {sorted(unknown)}; installed: {sorted(scan.experts)}")
+        opt = replace(opt, decode=usable_decodings(experts, opt.decode))
         generalist = experts.get("generalist")
         r = _load_router(router, table, opt, dev, (lambda: generalist.torch_model()) if generalist else None,
                          router_options or {})
@@ -234,6 +253,8 @@ class Pipeline:
         fixed = sorted(k for k in ("backend", "threads") if k in changes and changes[k] != getattr(self.options, k))
         if fixed:
             raise ValueError(f"{', '.join(fixed)} belong to the loaded models: pass them to Pipeline.load(options=…)")
+        if "decode" in changes:
+            changes["decode"] = usable_decodings(self.experts, changes["decode"])
         return Pipeline(self.experts, self.router, self.device, replace(self.options, **changes), self.scan)
 
     def subset(self, names: Sequence[str]) -> Pipeline:
@@ -315,7 +336,8 @@ class Pipeline:
         colours as one image at a time (padding to a common size would shift the border context).
         """
         layers: list[dict[str, torch.Tensor]] = [{} for _ in L_works]
-        for name, expert in self.experts.items():
+        for name, loaded in self.experts.items():
+            expert = loaded.with_decoding(self.options.decode.get(name))
             groups: dict[tuple[int, int], list[tuple[int, Box]]] = {}
             for i, b in enumerate(boxes):
                 if name in b:
@@ -338,6 +360,23 @@ class Pipeline:
                 ab = expert.run(L_work[None].to(self.device))[0].cpu()
                 out[name] = join_l_ab(L_work, ab)
         return out
+
+
+def usable_decodings(experts: Mapping[str, LoadedExpert], decode: Mapping[str, str]) -> dict[str, str]:
+    """The ``decode`` option restricted to loaded experts that have a decoding (experts not loaded and
+    specialists are left out); an unknown decoding name is an error (``ValueError``); an expert that cannot
+    change its decoding (an ONNX graph with another folded in) keeps its own, with a warning."""
+    usable = {}
+    for name, decoding in decode.items():
+        if name not in experts or "decodes" not in experts[name].descriptor.extra:
+            continue
+        try:
+            experts[name].with_decoding(decoding)
+        except PluginError as e:
+            warnings.warn(f"decode {name}={decoding!r} not applied: {e}", stacklevel=3)
+            continue
+        usable[name] = decoding
+    return usable
 
 
 def _load_router(spec: str, table: RoutingTable, opt: PipelineOptions, device: torch.device,

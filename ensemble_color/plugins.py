@@ -14,7 +14,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from torch import nn
 
 from .io import atomic_write_bytes
 from .nets import ModelDescriptor, create_model, list_architectures
+from .nets.multihead_unet import with_decoding
 
 MANIFEST = "expert.json"
 WEIGHTS = "model.safetensors"
@@ -60,6 +61,20 @@ class ExpertSpec:
         """Backends that can run it, preferred first: weights run on torch (or converted, on onnxruntime);
         an ONNX graph alone runs on onnxruntime only."""
         return ("torch", "onnxruntime") if "safetensors" in self.formats else ("onnxruntime",)
+
+    def with_decoding(self, name: str) -> ExpertSpec:
+        """The same expert decoding as named decoding ``name`` (:data:`.nets.multihead_unet.DECODINGS`) instead of
+        as its manifest says; nothing loaded. Only a multi-head generalist with its weights has a decoding to
+        choose (an ONNX graph has its own folded in)."""
+        if "decodes" not in self.build_descriptor().extra:
+            raise PluginError(f"expert {self.name} ({self.architecture}) has no decoding to choose")
+        config = with_decoding(self.config, name)
+        if config == self.config:
+            return self
+        if "safetensors" not in self.formats:
+            raise PluginError(f"expert {self.name} ships only {ONNX_WEIGHTS}, its decoding "
+                              f"({self.config.get('decode', 'the default')}) folded into the graph")
+        return replace(self, manifest={**self.manifest, "config": config})
 
     def build(self) -> nn.Module:
         """Instantiate the architecture and load the (already validated) weights, in eval mode."""

@@ -81,6 +81,20 @@ def test_assign_routes_a_class_to_the_named_expert(tmp_path, tiny_experts, photo
     assert "'nobody'" in err and "expected CLASS=EXPERT" in err
 
 
+def test_decode_changes_how_the_shipped_generalist_colours_the_background(tmp_path, tiny_experts, photo, capsys):
+    common = [str(photo), "--experts", str(tiny_experts), "--router", "background", "--format", "png"]
+    assert main([*common, "-o", str(tmp_path / "default")]) == 0
+    assert main([*common, "-o", str(tmp_path / "reg"), "--decode", "generalist=regression x1.5"]) == 0
+    read = [np.asarray(Image.open(tmp_path / d / "photo_colorized.png")) for d in ("default", "reg")]
+    assert not np.array_equal(*read)  # the background is the generalist's, decoded otherwise
+    assert main([*common, "--decode", "generalist=median", "-o", str(tmp_path / "x")]) == 1
+    assert main([*common, "--decode", "nobody=regression", "-o", str(tmp_path / "x")]) == 1
+    assert main([*common, "--decode", "generalist", "-o", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert "unknown decoding 'median'" in err and "['nobody']" in err and "expected EXPERT=DECODING" in err
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
 def test_context_option_is_checked(tmp_path, tiny_experts, photo, capsys):
     from ensemble_color.cli import parse_context
 

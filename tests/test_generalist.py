@@ -126,7 +126,7 @@ def test_model_heads_and_decodes(arch):
 @pytest.mark.parametrize("arch", ["multihead-unet", "multihead-lite"])
 def test_regression_gain_scales_and_clamps_and_is_never_inherited(arch):
     from ensemble_color.color import AB_RANGE
-    from ensemble_color.train.generalist_eval import CANDIDATES
+    from ensemble_color.nets.multihead_unet import DECODINGS as CANDIDATES
 
     model = create_model(arch, **tiny_config(arch), decode="regression", reg_gain=2.0).eval()
     L = torch.rand(2, 1, 64, 96) * 100
@@ -148,17 +148,16 @@ def test_regression_gain_scales_and_clamps_and_is_never_inherited(arch):
             create_model(arch, **tiny_config(arch), reg_gain=bad)
 
 
-def test_a_chosen_decoding_replaces_every_decoding_key_and_keeps_the_other_rules_record(tmp_path):
+def test_a_chosen_decoding_replaces_every_decoding_key_and_records_the_rule(tmp_path):
     from ensemble_color.train.generalist_eval import set_decoding
 
     (tmp_path / "expert.json").write_text(json.dumps({"name": "generalist", "config": {
-        "variant": "lite0", "decode": "regression", "reg_gain": 1.5}, "metrics": {
-        "decode_selection": {"chosen": "regression x1.5", "command": "evaluate generalist"}}}))
-    set_decoding(tmp_path, "blend 0.75 soft", "pipeline_decode", "tune_defaults --set-decode")
+        "variant": "lite0", "decode": "regression", "reg_gain": 1.5}, "metrics": {"held_out": {"l2ab": 11.6}}}))
+    set_decoding(tmp_path, "blend 0.75 soft", "evaluate generalist --set-default")
     m = json.loads((tmp_path / "expert.json").read_text())
     assert m["config"] == {"variant": "lite0", "decode": "blend", "T": 0.38, "blend_w": 0.75}  # no stale gain
-    assert m["metrics"]["decode_selection"]["chosen"] == "regression x1.5"
-    assert m["metrics"]["pipeline_decode"] == {"chosen": "blend 0.75 soft", "command": "tune_defaults --set-decode"}
+    assert m["metrics"] == {"held_out": {"l2ab": 11.6}, "decode_selection": {
+        "chosen": "blend 0.75 soft", "command": "evaluate generalist --set-default"}}
     create_model("multihead-unet", **tiny_config("multihead-unet"),
                  **{k: v for k, v in m["config"].items() if k != "variant"})  # a config the model accepts
 

@@ -82,14 +82,30 @@ def test_generalist_export_folds_its_chosen_decoding_in(tmp_path: Path) -> None:
     assert block["decode"] == "soft" and block["parity_max_abs_ab"] < 1e-3
     exported = discover([tmp_path / "out"], known)
     assert not exported.skipped and exported.experts["generalist"].formats == ("onnx",)
-    ort_model = Pipeline.load([tmp_path / "out"], router="background", use_shipped=False,
-                              options=ORT).experts["generalist"].model
+    with pytest.warns(UserWarning, match="not applied: .*folded into the graph"):  # the default decode option
+        ort_pipe = Pipeline.load([tmp_path / "out"], router="background", use_shipped=False, options=ORT)
+    assert ort_pipe.options.decode == {}  # the graph's own decoding colours, and the options say so
+    ort_model = ort_pipe.experts["generalist"].model
     model = spec.build()
     x = probe_input(16, batch=1, cells=(3, 5))
     with torch.inference_mode():
         ours, soft, reg = ort_model(x), model(x), model.decode_heads(model.forward_heads(x), "regression")
     assert (ours - soft).abs().max() < 1e-3
     assert (ours - reg).abs().max() > 1.0  # really the soft decode, not the regression head
+
+
+def test_generalist_exported_with_the_pipelines_decoding_loads_without_a_warning(tmp_path: Path, recwarn) -> None:
+    known = RoutingTable.load().known_classes()
+    make_expert(tmp_path / "src", "generalist", [], arch="multihead-unet", fallback=True)
+    spec = discover([tmp_path / "src"], known).experts["generalist"]
+    default = PipelineOptions().decode["generalist"]
+    export_expert_folder(spec.with_decoding(default), tmp_path / "out" / "generalist", threads=1)
+    pipe = Pipeline.load([tmp_path / "out"], router="background", use_shipped=False, options=ORT)
+    assert pipe.options.decode == {"generalist": default} and not recwarn.list
+    x = probe_input(16, batch=1, cells=(3, 5))
+    with torch.inference_mode():
+        diff = pipe.experts["generalist"].model(x) - spec.with_decoding(default).build()(x)
+    assert diff.abs().max() < 1e-3
 
 
 def test_lite0_fpn_router_exports_with_dynamic_sizes_and_routes_like_torch(tmp_path: Path) -> None:

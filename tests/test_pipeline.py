@@ -107,3 +107,40 @@ def test_same_size_images_share_a_forward_pass(tiny_experts, monkeypatch):
     batch = pipe.colorize_batch(imgs)
     assert calls == [3]
     assert torch.allclose(pipe.colorize(imgs[1]).rgb, batch[1].rgb, atol=1e-5)
+
+
+def _generalist_pipe(root, config: dict | None = None, **opts):
+    """``root`` with a tiny multi-head generalist (decoding ``config`` on top of the tiny one) as the only expert."""
+    import json
+
+    from conftest import make_expert
+
+    folder = make_expert(root, "generalist", [], arch="multihead-unet", seed=9, fallback=True)
+    if config:
+        manifest = json.loads((folder / "expert.json").read_text())
+        manifest["config"].update(config)
+        (folder / "expert.json").write_text(json.dumps(manifest))
+    return Pipeline.load([root], router="background", use_shipped=False).with_options(**opts)
+
+
+def test_decode_option_decodes_the_generalist_in_the_blend_and_leaves_its_manifest_alone(tmp_path):
+    import pytest
+
+    img = torch.rand(3, 48, 64)
+    manifest_says = _generalist_pipe(tmp_path / "a", {"decode": "regression", "reg_gain": 2.0}, decode={})
+    option_says = _generalist_pipe(tmp_path / "b", {"decode": "soft", "T": 0.38},
+                                   decode={"generalist": "regression x2"})
+    plain = option_says.with_options(decode={})
+    torch.testing.assert_close(option_says.colorize(img).ab_work, manifest_says.colorize(img).ab_work)
+    assert not torch.allclose(plain.colorize(img).ab_work, option_says.colorize(img).ab_work, atol=0.1)
+    loaded = option_says.experts["generalist"]
+    assert loaded.model.decode == "soft"  # alone (evaluations, galleries) it decodes as its manifest says
+    assert loaded.with_decoding("regression x2") is loaded.with_decoding("regression x2")  # built once, kept
+    assert loaded.with_decoding("soft T=0.38") is loaded  # the manifest's own decoding needs no second model
+    with pytest.raises(ValueError, match="unknown decoding 'median'"):
+        option_says.with_options(decode={"generalist": "median"})
+
+
+def test_decode_option_leaves_out_experts_without_a_decoding(tiny_experts, recwarn):
+    pipe = _pipe(tiny_experts, decode={"scenes": "regression", "absent": "regression"})
+    assert pipe.options.decode == {} and not recwarn.list

@@ -34,6 +34,32 @@ from .registry import ModelDescriptor, register_architecture
 
 DECODES = ("soft", "mode", "mean", "regression", "blend")
 ROUTE_CLASSES = ("background", "person", "bird", "animal")
+#: named decodings -> :meth:`MultiHeadBase.set_decoding` arguments: the candidates of the generalist's decode rule
+#: (``train.generalist_eval``), the values of the pipeline's ``decode`` option and of the CLI's ``--decode``
+DECODINGS: dict[str, dict] = {
+    "soft T=0.2": {"decode": "soft", "T": 0.2},
+    "soft T=0.38": {"decode": "soft", "T": 0.38},
+    "soft T=0.6": {"decode": "soft", "T": 0.6},
+    "soft T=1 (mean)": {"decode": "mean"},
+    "regression": {"decode": "regression"},
+    "blend 0.25 soft": {"decode": "blend", "T": 0.38, "blend_w": 0.25},
+    "blend 0.5 soft": {"decode": "blend", "T": 0.38, "blend_w": 0.5},
+    "blend 0.75 soft": {"decode": "blend", "T": 0.38, "blend_w": 0.75},
+    "regression x1.25": {"decode": "regression", "reg_gain": 1.25},
+    "regression x1.5": {"decode": "regression", "reg_gain": 1.5},
+    "regression x1.75": {"decode": "regression", "reg_gain": 1.75},
+    "regression x2": {"decode": "regression", "reg_gain": 2.0},
+}
+#: the decoding keys of a multi-head plugin's config (replaced together when a decoding is chosen)
+DECODE_KEYS = ("decode", "T", "blend_w", "reg_gain")
+
+
+def with_decoding(config: dict, name: str) -> dict:
+    """``config`` (a multi-head plugin's) with every decoding key replaced by named decoding ``name``: keys the
+    decoding leaves out fall back to the model's defaults instead of the old decoding's values."""
+    if name not in DECODINGS:
+        raise ValueError(f"unknown decoding {name!r}; known: {', '.join(DECODINGS)}")
+    return {**{k: v for k, v in config.items() if k not in DECODE_KEYS}, **DECODINGS[name]}
 
 
 def _conv(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:

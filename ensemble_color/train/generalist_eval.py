@@ -37,27 +37,13 @@ import torch.nn.functional as F
 from ..color import join_l_ab, rgb_to_lab
 from ..evaluate import Scores
 from ..io import atomic_write_bytes
+from ..nets.multihead_unet import DECODINGS, with_decoding
 from ..perceptual import PerceptualScorer, PerceptualSet
 from .data import read_rgb
 from .roots import hold_out, list_photos, required_hold_out
 
-#: name -> decode_heads keyword arguments
-CANDIDATES: dict[str, dict[str, Any]] = {
-    "soft T=0.2": {"decode": "soft", "T": 0.2},
-    "soft T=0.38": {"decode": "soft", "T": 0.38},
-    "soft T=0.6": {"decode": "soft", "T": 0.6},
-    "soft T=1 (mean)": {"decode": "mean"},
-    "regression": {"decode": "regression"},
-    "blend 0.25 soft": {"decode": "blend", "T": 0.38, "blend_w": 0.25},
-    "blend 0.5 soft": {"decode": "blend", "T": 0.38, "blend_w": 0.5},
-    "blend 0.75 soft": {"decode": "blend", "T": 0.38, "blend_w": 0.75},
-    "regression x1.25": {"decode": "regression", "reg_gain": 1.25},
-    "regression x1.5": {"decode": "regression", "reg_gain": 1.5},
-    "regression x1.75": {"decode": "regression", "reg_gain": 1.75},
-    "regression x2": {"decode": "regression", "reg_gain": 2.0},
-}
-#: the decoding keys of a generalist's config (replaced together when a decoding is chosen)
-DECODE_KEYS = ("decode", "T", "blend_w", "reg_gain")
+#: the rule's candidates: every named decoding (name -> decode_heads keyword arguments)
+CANDIDATES = DECODINGS
 CF_TOLERANCE = 0.2
 
 
@@ -178,22 +164,20 @@ def run_eval(args: argparse.Namespace, argv: list[str] | None = None) -> dict[st
     print(table)
     print(f"chosen: {chosen}")
     if args.set_default:
-        set_decoding(folder, chosen, "decode_selection", command)
+        set_decoding(folder, chosen, command)
     return result
 
 
-def set_decoding(folder: Path, name: str, record: str, command: str) -> None:
+def set_decoding(folder: Path, name: str, command: str) -> None:
     """Store candidate ``name`` as the generalist plugin's decoding (its ``config``, every decoding key
-    replaced) and record in ``metrics[record]`` which rule chose it and by what command.
+    replaced) and record in ``metrics.decode_selection`` that this rule chose it, by what command.
 
-    Two rules write here: this module's (``evaluate generalist --set-default``, the generalist on its own
-    held-out photos: ``record="decode_selection"``) and the pipeline's (``bench/tune_defaults.py --set-decode``,
-    the generalist colouring backgrounds in the shipped pipeline: ``record="pipeline_decode"``). The shipped
-    plugin's is the pipeline's: the shipped default is what issue 18's rule chose; the other record stays.
+    The plugin carries the generalist's *own* decoding (it alone, on its held-out photos: issue 17). The
+    pipeline runs it as its ``decode`` option says when it colours backgrounds (issue 18's rule,
+    ``bench/tune_defaults.py``), so the two rules no longer write one place.
     """
     manifest = json.loads((folder / "expert.json").read_text(encoding="utf-8"))
-    manifest["config"] = {**{k: v for k, v in manifest["config"].items() if k not in DECODE_KEYS},
-                          **CANDIDATES[name]}
-    manifest.setdefault("metrics", {})[record] = {"chosen": name, "command": command}
+    manifest["config"] = with_decoding(manifest["config"], name)
+    manifest.setdefault("metrics", {})["decode_selection"] = {"chosen": name, "command": command}
     atomic_write_bytes(folder / "expert.json", (json.dumps(manifest, indent=2) + "\n").encode())
-    print(f"{folder / 'expert.json'}: config decode = {CANDIDATES[name]} ({record})")
+    print(f"{folder / 'expert.json'}: config decode = {CANDIDATES[name]}")
