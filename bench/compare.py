@@ -6,7 +6,7 @@ Methods (all see only L; all measured on exactly the same images):
   gray                 ab = 0
   v0 pipeline          the pipeline with the v0 weights (router and experts at ``v0_models.V0_COMMIT``,
                        restored from git by ``bench/v0_models.py``), today's code and defaults
-  generalist alone     the generalist on the whole image, its shipped decoding
+  generalist alone     the generalist on the whole image, decoded as its manifest says (its own rule)
   <specialist> alone   each specialist (every expert claiming a route) on the whole image
   seed merge           every specialist colours the whole image; each pixel takes the colour of the
                        specialist picked by the hard arg-max route (no blending, no crops)
@@ -39,7 +39,7 @@ from ensemble_color.composite import ExpertRoute, choose_fallback, compose, upsa
 from ensemble_color.evaluate import evaluate, load_datasets, markdown
 from ensemble_color.io import to_pil
 from ensemble_color.perceptual import PerceptualScorer
-from ensemble_color.pipeline import Pipeline, working_size
+from ensemble_color.pipeline import Pipeline, PipelineOptions, working_size
 
 CATEGORIES = ("scenes", "faces", "people", "birds", "animals")
 ROUTED = "routed (shipped)"
@@ -210,11 +210,13 @@ def speed_images(data: str, n: int) -> list[torch.Tensor]:
 
 
 def load_v0(folder: Path) -> Pipeline:
-    """The v0 pipeline restored from git into ``folder`` (``bench/v0_models.py``), today's code and defaults."""
+    """The v0 pipeline restored from git into ``folder`` (``bench/v0_models.py``), today's code and defaults, but
+    its generalist decoding as its manifest says (today's ``decode`` default was chosen for today's weights)."""
     from v0_models import V0_COMMIT, extract
 
     extract(V0_COMMIT, ["experts", "router"], folder)
-    return Pipeline.load([folder / "experts"], device="cpu", use_shipped=False, router=str(folder / "router"))
+    return Pipeline.load([folder / "experts"], device="cpu", use_shipped=False, router=str(folder / "router"),
+                         options=PipelineOptions(decode={}))
 
 
 def contact_sheet(methods: dict[str, AbMethod], images: list[torch.Tensor], path: Path, cols: list[str]) -> None:

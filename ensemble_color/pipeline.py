@@ -217,7 +217,8 @@ class Pipeline:
         if not experts:
             raise ValueError("no usable experts: add plugin folders under experts/ or pass --experts DIR")
         self.experts, self.router, self.device = experts, router.to(device).eval(), device
-        self.options = options or PipelineOptions()
+        opt = options or PipelineOptions()
+        self.options = replace(opt, decode=usable_decodings(experts, opt.decode))
         self.scan = scan
 
     @classmethod
@@ -239,7 +240,6 @@ class Pipeline:
                    if enabled is None or n in enabled}
         if enabled is not None and (unknown := set(enabled) - set(scan.experts)):
             raise ValueError(f"unknown expert(s) {sorted(unknown)}; installed: {sorted(scan.experts)}")
-        opt = replace(opt, decode=usable_decodings(experts, opt.decode))
         generalist = experts.get("generalist")
         r = _load_router(router, table, opt, dev, (lambda: generalist.torch_model()) if generalist else None,
                          router_options or {})
@@ -253,8 +253,6 @@ class Pipeline:
         fixed = sorted(k for k in ("backend", "threads") if k in changes and changes[k] != getattr(self.options, k))
         if fixed:
             raise ValueError(f"{', '.join(fixed)} belong to the loaded models: pass them to Pipeline.load(options=…)")
-        if "decode" in changes:
-            changes["decode"] = usable_decodings(self.experts, changes["decode"])
         return Pipeline(self.experts, self.router, self.device, replace(self.options, **changes), self.scan)
 
     def subset(self, names: Sequence[str]) -> Pipeline:
