@@ -27,6 +27,10 @@ own rule did. So a generalist candidate replaces the baseline only if it passes 
 own rule chose (as above), and with ``--same-decoding`` (the candidate decoded as the baseline's ``expert.json``
 says), so that the weights, not a change of decoding, carry the win. Once it replaces, both decoding rules are
 re-run (``evaluate generalist --set-default``, then ``tune_defaults --knobs decode saturation --set-decode``).
+[Note, later in session 8, before v5 was measured: the pipeline's decoding moved from the plugin's manifest to the
+pipeline option ``PipelineOptions.decode`` (``--set-decode`` is gone; ``tune_defaults``' ``decode`` knob tunes the
+option). The rule is unchanged; v5's second pass runs against the baseline manifest as it stood when the addendum
+was written (blend 0.75, which is also the option's default).]
 
 Writes JSON + Markdown with every group's figures and each check's outcome.
 
