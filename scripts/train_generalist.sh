@@ -30,7 +30,11 @@ EXT=${EXT:?set EXT to the extension pack}
 # 1,500 more steps at half v3's learning rate (5e-4), same hold-out (seed 0, 40 per category): v3's held-out L2ab
 # was still falling at its end (regression 11.67 -> 11.62, soft 14.66 -> 14.56 over its last 250 steps); exported
 # to runs/export_v5 with its decoding chosen there; bench/experts_select.py decides (its generalist addendum,
-# written before v5 trained).
+# written before v5 trained). Run in session 8 (3,669 s wall, 1,500 steps, 13.3 img/s on 2 threads; held-out 160 px
+# centre crops at its end: regression 11.50, soft 14.30, v3 11.62 / 14.56). Its own decode rule chose regression
+# x1.5 again. Not shipped: it fails both passes (bench/results/experts_select_generalist_v5*.md): at its own
+# decoding mean L2ab 16.25 vs 15.78; at the baseline's (blend 0.75) mean L2ab 15.50 vs 15.78 but extension
+# scenes 2.6 % worse (17.06 vs 16.62), beyond the 2 % a group may lose.
 STAGES=${STAGES:-v2 v3}
 ARGS=(--data "$DATA" --data "$EXT" --batch-size 32 --crop 160 --encoder-lr-scale 0.25 --ema 0.998 --val-every 250
       --holdout-per-category 40 --threads "${THREADS:-2}" --seed 0 --compact)
