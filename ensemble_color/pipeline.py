@@ -45,12 +45,6 @@ if TYPE_CHECKING:
     from .video import VideoReport
 
 
-#: sigma (working pixels) of the blur on the router's probabilities that the pipeline's router gets unless
-#: ``router_options`` say otherwise (``Router.feather``): chosen by bench/tune_defaults.py's rule (docs/tuning.md,
-#: session 8: tied with 0 in L2ab and AuC, the experts ran on fewer pixels)
-ROUTER_FEATHER = 3.0
-
-
 @dataclass(frozen=True)
 class PipelineOptions:
     """Knobs a user may turn; defaults chosen by bench/tune_defaults.py on held-out train photos (docs/tuning.md)."""
@@ -248,7 +242,7 @@ class Pipeline:
             raise ValueError(f"unknown expert(s) {sorted(unknown)}; installed: {sorted(scan.experts)}")
         generalist = experts.get("generalist")
         r = _load_router(router, table, opt, dev, (lambda: generalist.torch_model()) if generalist else None,
-                         {"feather": ROUTER_FEATHER, **(router_options or {})})
+                         router_options or {})
         unserved = [c for c in r.route_classes if not any(c in e.spec.routes for e in experts.values())]
         if unserved and not any(e.spec.fallback for e in experts.values()):
             warnings.warn(f"route classes {unserved} have no expert; the fallback expert colours them", stacklevel=2)
