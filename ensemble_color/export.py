@@ -196,7 +196,7 @@ def export_onnx(out_dir: str | Path, router: str = "embedded", experts_dirs: Seq
     if unknown := sorted(set(names) - set(scan.experts)):
         raise ValueError(f"unknown expert(s) {unknown}; installed: {sorted(scan.experts)}")
     decodings = {n: d for n, d in (PipelineOptions().decode if decode is None else decode).items()
-                 if n in names and "decodes" in scan.experts[n].build_descriptor().extra}
+                 if n in names and "decodes" in scan.experts[n].descriptor.extra}
     folder = router_dir() if router == "embedded" else Path(router)
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
         raise ValueError(f"router {router!r}: export needs an smp router folder (config.json + model.safetensors)")

@@ -15,7 +15,6 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -186,10 +185,10 @@ class LoadedExpert:
                 spec, self.device, self.requested_backend, self.threads)
         return self._decoded[name]
 
-    @cached_property
+    @property
     def descriptor(self) -> ModelDescriptor:
-        """What the model supports, read without loading its weights."""
-        return self.spec.build_descriptor()
+        """What the model supports, read without loading its weights (built once, by the spec)."""
+        return self.spec.descriptor
 
     @property
     def route(self) -> ExpertRoute:

@@ -15,6 +15,7 @@ import re
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ class ExpertSpec:
         """The same expert decoding as named decoding ``name`` (:data:`.nets.multihead_unet.DECODINGS`) instead of
         as its manifest says; nothing loaded. Only a multi-head generalist with its weights has a decoding to
         choose (an ONNX graph has its own folded in)."""
-        if "decodes" not in self.build_descriptor().extra:
+        if "decodes" not in self.descriptor.extra:
             raise PluginError(f"expert {self.name} ({self.architecture}) has no decoding to choose")
         config = with_decoding(self.config, name)
         if config == self.config:
@@ -88,6 +89,11 @@ class ExpertSpec:
     def build_descriptor(self) -> ModelDescriptor:
         with torch.device("meta"):
             return create_model(self.architecture, **self.config).descriptor
+
+    @cached_property
+    def descriptor(self) -> ModelDescriptor:
+        """:meth:`build_descriptor`, built once per spec (a meta build of the generalist takes ~40 ms)."""
+        return self.build_descriptor()
 
 
 @dataclass
