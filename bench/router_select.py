@@ -63,6 +63,14 @@ Written on 2026-12-02 (session 7), before router v13 (v12's recipe, 1,000 steps 
 v13 is judged against the shipped v11 by rule "margin", unchanged, on **fresh seed-4 sets** (``--rule margin
 --seed 4``); v12 is not judged again. (Outcome: not shipped. Composites 0.8039 against 0.8009, one more single
 bird and animal, but val masks mIoU 0.8434 against 0.8514, 0.008 lower where the rule allows 0.005.)
+
+Written on 2026-12-02 (session 9), before any router with a logit bias was measured: **calibration**
+candidates, the shipped v11 with an offset added to its ``animal`` logit (``SPEC#animal=B``, ``Router.logit_bias``;
+a prior shift, the post-hoc analogue of v12/v13's class weight, which moved every pixel's decision at once during
+training), B in 0.25, 0.5, 0.75 and 1.0. Each is judged against v11 without a bias by rule "margin", unchanged,
+on **fresh seed-5 sets** (``--rule margin --seed 5``). The bias that ships is the passing candidate with the most
+seed-5 single animals routed > 0.5 (a tie goes to the smaller bias); if none passes, none ships. The val figures
+of ``evaluate router`` (seed 0) are measured after the choice and only reported.
 """
 
 from __future__ import annotations
@@ -169,13 +177,19 @@ RULES = {"strict": verdict, "margin": verdict_margin}
 
 def is_cheaper(base_spec: str, base: Router, spec: str, cand: Router) -> bool:
     """True when ``spec`` is the baseline's weights (same ``SPEC`` before any ``@SIZE``) at a smaller input size."""
-    return spec.partition("@")[0] == base_spec.partition("@")[0] and cand.input_size < base.input_size
+    same_weights = spec.partition("#")[0].partition("@")[0] == base_spec.partition("#")[0].partition("@")[0]
+    return same_weights and cand.input_size < base.input_size
 
 
 def load_spec(spec: str) -> Router:
-    """A router by ``load_router`` spec, or ``SPEC@SIZE`` for the same router at another input size."""
+    """A router by ``load_router`` spec, ``SPEC@SIZE`` for the same router at another input size, and
+    ``SPEC#CLASS=B[,CLASS=B]`` with these logit biases instead of its config's."""
+    spec, _, biases = spec.partition("#")
     name, _, size = spec.partition("@")
-    return load_router(name, **({"input_size": int(size)} if size else {})).eval()
+    options: dict = {"input_size": int(size)} if size else {}
+    if biases:
+        options["logit_bias"] = {k: float(v) for k, v in (item.split("=") for item in biases.split(","))}
+    return load_router(name, **options).eval()
 
 
 def main() -> None:

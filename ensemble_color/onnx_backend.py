@@ -363,16 +363,13 @@ def router_on_onnxruntime(router: Router, threads: int | None = None, device: to
     Checked against torch on a probe (max |Δp| after softmax <= 0.01).
     """
     from .export import as_module
-    from .routing import Router
 
     if not any(True for _ in as_module(router.segmenter).parameters()):
         return router
     m = router.size_multiple
     ort_seg = OrtModel(convert_router(router, threads, device).session,
                        _router_descriptor(router.name, m, router.input_size))
-    return Router(f"{router.name}@onnxruntime", ort_seg, router.label_to_route, router.route_classes,
-                  input_size=router.input_size, size_multiple=m, temperature=router.temperature,
-                  feather=router.feather)
+    return router.with_segmenter(ort_seg, f"{router.name}@onnxruntime")
 
 
 def is_onnx_router_folder(spec: str | Path) -> bool:
@@ -407,5 +404,5 @@ def onnx_router(folder: str | Path, table: RoutingTable, threads: int | None = N
     matrix, classes = table.matrix(backend)
     session = router_session(read_onnx(folder / ONNX_FILE), matrix.shape[0], m, threads, device)
     seg = OrtModel(session, _router_descriptor(folder.name, m, input_size))
-    opts = {"input_size": input_size, "size_multiple": m, **options}
+    opts = {"input_size": input_size, "size_multiple": m, "logit_bias": extra.get("logit_bias"), **options}
     return Router(f"onnx:{folder.name}", seg, matrix, classes, **opts)

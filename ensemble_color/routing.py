@@ -10,7 +10,7 @@ generalist expert's segmentation head) and ``background`` (honest placeholder: a
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,11 +73,15 @@ class Router(nn.Module):
     ``temperature`` > 1 softens the segmenter's decisions (wider blends at region borders);
     ``feather`` is the sigma (in working pixels) of a Gaussian blur on the probabilities, so experts'
     colours cross-fade instead of meeting at a seam.
+    ``logit_bias`` (route class -> offset) is added to the logits of every label routed to that class before
+    the softmax: a prior shift that calibrates a trained router without retraining it (the embedded router's
+    config carries the one chosen by ``bench/router_select.py``; ``router/README.md``).
     """
 
     def __init__(self, name: str, segmenter: Callable[[torch.Tensor], torch.Tensor], label_to_route: torch.Tensor,
                  route_classes: tuple[str, ...], input_size: int = 320, size_multiple: int = 32,
-                 temperature: float = 1.0, feather: float = 0.0) -> None:
+                 temperature: float = 1.0, feather: float = 0.0,
+                 logit_bias: Mapping[str, float] | None = None) -> None:
         super().__init__()
         self.name = name
         self.segmenter = segmenter
@@ -85,6 +89,20 @@ class Router(nn.Module):
         self.route_classes = route_classes
         self.input_size, self.size_multiple = input_size, size_multiple
         self.temperature, self.feather = temperature, feather
+        self.logit_bias = validate_logit_bias(logit_bias or {}, route_classes)
+
+    def with_segmenter(self, segmenter: Callable[[torch.Tensor], torch.Tensor], name: str) -> Router:
+        """The same router (table, sizes, temperature, feather, bias) around another segmenter (a converted one)."""
+        return Router(name, segmenter, self.label_to_route, self.route_classes, input_size=self.input_size,
+                      size_multiple=self.size_multiple, temperature=self.temperature, feather=self.feather,
+                      logit_bias=self.logit_bias)
+
+    def _label_bias(self, like: torch.Tensor) -> torch.Tensor | None:
+        """``logit_bias`` in the segmenter's label space, shaped to add to (B, labels, h, w) logits."""
+        if not any(self.logit_bias.values()):
+            return None
+        per_route = torch.tensor([self.logit_bias.get(c, 0.0) for c in self.route_classes], dtype=like.dtype)
+        return (self.label_to_route.to(like) @ per_route.to(like.device))[None, :, None, None]
 
     def _segmenter_size(self, h: int, w: int) -> tuple[int, int]:
         s = self.input_size / max(h, w)
@@ -95,8 +113,10 @@ class Router(nn.Module):
         h, w = L.shape[-2:]
         x = F.interpolate(L.float(), size=self._segmenter_size(h, w), mode="bilinear", align_corners=False,
                           antialias=True)
-        logits = self.segmenter(x).float()
-        probs = torch.softmax(logits / self.temperature, dim=1)
+        logits = self.segmenter(x).float() / self.temperature
+        if (bias := self._label_bias(logits)) is not None:
+            logits = logits + bias
+        probs = torch.softmax(logits, dim=1)
         routed = torch.einsum("blhw,lr->brhw", probs, self.label_to_route.to(probs))
         routed = F.interpolate(routed, size=(h, w), mode="bilinear", align_corners=False)
         if self.feather > 0:
@@ -104,6 +124,19 @@ class Router(nn.Module):
             routed = kornia.filters.gaussian_blur2d(routed, (k, k), (self.feather, self.feather),
                                                     border_type="replicate")
         return routed / routed.sum(1, keepdim=True).clamp_min(1e-6)
+
+
+def validate_logit_bias(bias: Mapping[str, Any], route_classes: tuple[str, ...]) -> dict[str, float]:
+    """A ``logit_bias`` mapping checked against the router's classes (``ValueError`` naming the problem)."""
+    if not isinstance(bias, Mapping):
+        raise ValueError(f"router logit_bias must map route classes to numbers, got {type(bias).__name__}")
+    unknown = sorted(set(bias) - set(route_classes))
+    if unknown:
+        raise ValueError(f"router logit_bias names unknown route class(es) {unknown}; known: {list(route_classes)}")
+    bad = [k for k, v in bias.items() if isinstance(v, bool) or not isinstance(v, int | float) or abs(v) > 20]
+    if bad:
+        raise ValueError(f"router logit_bias for {bad} must be numbers within ±20")
+    return {k: float(v) for k, v in bias.items()}
 
 
 class _AllBackground(nn.Module):
@@ -172,7 +205,7 @@ def smp_router(folder: str | Path, table: RoutingTable, **options: Any) -> Route
     in_ch = net.encoder._in_channels if hasattr(net.encoder, "_in_channels") else 1
     mapping = extra.get("input_mapping", "l_unit")
     seg: nn.Module = _LToUnit(net, mapping) if in_ch == 1 else _GrayToRGB(net, None, None)
-    opts = {"input_size": extra.get("input_size", 320), **options}
+    opts = {"input_size": extra.get("input_size", 320), "logit_bias": extra.get("logit_bias"), **options}
     return Router(f"smp:{folder.name}", seg, matrix, classes, **opts)
 
 
