@@ -1,19 +1,22 @@
 """Speed and memory of the full pipeline vs a single expert, measured side by side in one run.
 
-    python bench/speed.py [--repeats 7] [--out bench/results/speed] [--backends torch onnxruntime]
+    python bench/speed.py [--repeats 7] [--out bench/results/speed] [--variants default torch onnxruntime]
 
 For each input size (512x512 and 1024x768 by default) it times, interleaved round by round so
 machine noise hits every variant alike:
-  * ``pipeline``: load-free colourisation (router + experts on crops + blend + full-res join);
+  * ``default``: the pipeline as it ships (``PipelineOptions()``: experts on torch, the router's
+    segmenter on onnxruntime when it is installed, ``router_backend="auto"``), load-free colourisation
+    (router + experts on crops + blend + full-res join); the router share is reported for it;
   * ``single_expert``: the fallback/background expert alone on the same working-size L, joined the
     same way (the cheapest honest colouriser at the same working size);
-  * ``pipeline_onnxruntime``: the same pipeline with the router's segmenter and the experts on
-    onnxruntime (``--backend onnxruntime``, converted in memory at load), when onnxruntime is installed;
-  * with ``--contiguous``, ``torch (contiguous)``: the torch pipeline with its weights put back in the
+  * ``torch``: everything on torch (``router_backend="torch"``): what the router on onnxruntime buys;
+  * ``onnxruntime``: the router's segmenter and the experts on onnxruntime (``--backend onnxruntime``,
+    converted in memory at load), when onnxruntime is installed;
+  * with ``--contiguous``, ``torch (contiguous)``: the all-torch pipeline with its weights put back in the
     default layout (the pipeline loads them channels-last, ``pipeline._torch_expert``): what that choice buys;
 and reports medians, the ratio pipeline / single expert, the router's share of pipeline time, the
-onnxruntime speed-up end to end and per stage (where the time goes), and peak RSS (process high-water
-mark, so it only grows: read it per size in run order).
+speed-up of the first variant over the others end to end and per stage (where the time goes), and peak
+RSS (process high-water mark, so it only grows: read it per size in run order).
 Writes JSON and Markdown.
 """
 
@@ -65,9 +68,14 @@ def single_expert_fn(pipe: Pipeline):
     return run, name
 
 
+#: variant -> the options it loads with (``threads`` added from the command line)
+VARIANTS = {"default": {}, "torch": {"backend": "torch", "router_backend": "torch"},
+            "onnxruntime": {"backend": "onnxruntime", "router_backend": "onnxruntime"}}
+
+
 def contiguous_copy(args: argparse.Namespace) -> Pipeline:
-    """The torch pipeline with every weight in the default (contiguous) memory layout."""
-    p = Pipeline.load(args.experts, router=args.router, device="cpu", options=PipelineOptions(backend="torch"))
+    """The all-torch pipeline with every weight in the default (contiguous) memory layout."""
+    p = Pipeline.load(args.experts, router=args.router, device="cpu", options=PipelineOptions(**VARIANTS["torch"]))
     for expert in p.experts.values():
         expert.model.to(memory_format=torch.contiguous_format)
     if isinstance(p.router.segmenter, torch.nn.Module):
@@ -83,17 +91,19 @@ def main() -> None:
     ap.add_argument("--experts", action="append", default=[])
     ap.add_argument("--out", default="bench/results/speed")
     ap.add_argument("--threads", type=int, default=None, help="torch threads and each onnxruntime session's")
-    ap.add_argument("--backends", nargs="+", default=None, choices=["torch", "onnxruntime"],
-                    help="default: both when onnxruntime is installed, else torch")
+    ap.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS),
+                    help="the first is the one whose router share is reported; default: all three when "
+                         "onnxruntime is installed, else default and torch (then the same pipeline)")
     ap.add_argument("--contiguous", action="store_true",
                     help="also time the torch pipeline with contiguous (not channels-last) weights")
     ap.add_argument("--note", default="", help="a line printed above the tables (e.g. 'measured under load')")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    backends = args.backends or ["torch", *(["onnxruntime"] if importlib.util.find_spec("onnxruntime") else [])]
+    has_ort = importlib.util.find_spec("onnxruntime") is not None
+    backends = args.variants or ["default", "torch", *(["onnxruntime"] if has_ort else [])]
     pipes = {b: Pipeline.load(args.experts, router=args.router, device="cpu",
-                              options=PipelineOptions(backend=b, threads=args.threads)) for b in backends}
+                              options=PipelineOptions(**VARIANTS[b], threads=args.threads)) for b in backends}
     if args.contiguous:
         backends.append("torch (contiguous)")
         pipes[backends[-1]] = contiguous_copy(args)
@@ -135,8 +145,9 @@ def main() -> None:
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor(),
             "router": pipe.router.name, "experts": sorted(pipe.experts), "single_expert": single_name,
             "repeats": args.repeats, "image": "synthetic smooth gray (bench/speed.py photo_like)",
-            "backends": backends, "note": args.note}
-    if "onnxruntime" in pipes:
+            "backends": backends, "variants": {b: VARIANTS.get(b, "all-torch, contiguous weights") for b in backends},
+            "router_backends": {b: p.router.name for b, p in pipes.items()}, "note": args.note}
+    if has_ort:
         meta["onnxruntime"] = importlib.metadata.version("onnxruntime")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -168,9 +179,10 @@ def backend_table(rows: list[dict], backends: list[str], meta: dict) -> list[str
         stages = [" / ".join(f"{r['backends'][b]['stages_s'][k] * 1000:.0f}" for k in STAGES) for b in backends]
         md.append(f"| {r['size']} | " + " | ".join(f"{med[b]:.3f}" for b in backends) + " | "
                   + " | ".join(f"{med[base] / med[b]:.2f}×" for b in backends[1:]) + " | " + " | ".join(stages) + " |")
-    md.append(f"\nVariants measured in the same rounds, interleaved; onnxruntime {meta.get('onnxruntime', '-')} "
-              "runs the router's segmenter and the experts, torch everything else (resize, routing table, crops, "
-              "blend, guided upsampling, Lab join), so `router`/`experts` are what it can speed up.")
+    md.append(f"\nVariants measured in the same rounds, interleaved (routers: {meta['router_backends']}); "
+              f"onnxruntime {meta.get('onnxruntime', '-')} can run the router's segmenter and the experts, torch "
+              "always runs everything else (resize, routing table, crops, blend, guided upsampling, Lab join), so "
+              "`router`/`experts` are what it can speed up.")
     return md
 
 

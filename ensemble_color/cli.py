@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
                    help="run the router and experts in torch or onnxruntime (faster on CPU; needs the 'onnx' "
                         "extra; converts in memory unless the plugins ship model.onnx, see 'export onnx')")
+    p.add_argument("--router-backend", choices=["auto", "torch", "onnxruntime"], default="auto",
+                   help="where the router's segmenter runs; auto (default): onnxruntime on CPU when installed "
+                        "(about 2x faster there), else as --backend")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch and each onnxruntime session")
     p.add_argument("--size", type=int, default=None, help="working resolution: long side in pixels")
     p.add_argument("--saturation", type=float, default=None, help="chroma multiplier (1 = as predicted)")
@@ -241,7 +244,8 @@ def colorize_files(args: argparse.Namespace) -> int:
     try:
         pipe = Pipeline.load(args.experts, router=args.router, device=args.device, enabled=args.only,
                              router_options=router_options,
-                             options=PipelineOptions(backend=args.backend, threads=args.threads))
+                             options=PipelineOptions(backend=args.backend, router_backend=args.router_backend,
+                                                     threads=args.threads))
     except (ValueError, KeyError, OSError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

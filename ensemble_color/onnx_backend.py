@@ -7,8 +7,12 @@ path for both backends. Only the networks move to onnxruntime; the router's resi
 step and the compositor stay in torch.
 
 Graphs come from two places: a plugin's own ``model.onnx`` (or an exported router folder), or the torch
-model converted in memory at load (:mod:`ensemble_color.export`; nothing is written to disk), checked
-against torch on a probe before use.
+model converted in memory at load (:mod:`ensemble_color.export`), checked against torch on a probe before use.
+A converted *router* is also kept in the user's cache (:func:`cache_dir`, keyed by a hash of the segmenter's
+architecture and weights, the opset and the torch version): tracing takes ~1.5 s, about what 250 photos gain
+from onnxruntime, so the pipeline's default router backend (``auto``, onnxruntime on CPU) would cost a
+one-photo CLI run more than it saves without it. A cached graph is an untrusted file like any other: it is
+validated, and checked against torch on the probe, at every load.
 
 ONNX files are untrusted like every plugin file. Before onnxruntime sees one: it is read once, size-capped,
 parsed without loading external data, and refused if any tensor lives in an external file (a hostile graph
@@ -22,6 +26,9 @@ shape, finite.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,12 +41,14 @@ from .export import (
     EXPERT_OUTPUT,
     INPUT,
     ONNX_FILE,
+    OPSET,
     ROUTER_OUTPUT,
     max_abs_diff,
     probe_input,
     to_onnx_bytes,
     trace_example,
 )
+from .io import atomic_write_bytes
 from .nets import ModelDescriptor
 
 if TYPE_CHECKING:
@@ -331,14 +340,72 @@ def convert_expert(model: nn.Module, name: str, threads: int | None = None, devi
     return Conversion(data, session, tuple(x.shape), delta)
 
 
-def convert_router(router: Router, threads: int | None = None, device: torch.device | str = "cpu") -> Conversion:
+def cache_dir() -> Path:
+    """Where converted graphs are kept between runs: ``$ENSEMBLE_COLOR_CACHE``, else
+    ``$XDG_CACHE_HOME/ensemble_color``, else ``~/.cache/ensemble_color`` (never the working directory)."""
+    if os.environ.get("ENSEMBLE_COLOR_CACHE"):
+        return Path(os.environ["ENSEMBLE_COLOR_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ensemble_color"
+
+
+def conversion_key(module: nn.Module) -> str:
+    """A hash of what a traced graph depends on: the module's structure and every parameter and buffer, the
+    opset and the torch version (its exporter)."""
+    h = hashlib.sha256(f"{OPSET}|{torch.__version__}|{module!r}".encode())
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def _cached_graph(path: Path | None) -> bytes | None:
+    """The bytes at ``path`` when it is a readable, valid router graph; else ``None`` (a warning if it exists)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        return read_onnx(path)
+    except OnnxModelError as e:
+        warnings.warn(f"ignoring the cached router graph: {e}", stacklevel=4)
+        return None
+
+
+def _store_graph(path: Path, data: bytes) -> None:
+    """Keep a converted graph for the next load; a cache that cannot be written only costs time (warned)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data)
+    except OSError as e:
+        warnings.warn(f"cannot cache the converted router in {path.parent} ({e}); it is converted at every load",
+                      stacklevel=4)
+
+
+def convert_router(router: Router, threads: int | None = None, device: torch.device | str = "cpu",
+                   cache: Path | None = None) -> Conversion:
     """Trace ``router.segmenter`` (input mapping included; on CPU) into a checked session; raise unless
-    max |Δp| after softmax <= :data:`PARITY_TOL_PROB`."""
+    max |Δp| after softmax <= :data:`PARITY_TOL_PROB`. With ``cache`` (a folder), a graph traced from the
+    same segmenter before is read from there instead of traced (checked the same way; one that fails is
+    ignored with a warning), and a new one is written there."""
     from .export import as_module
 
     seg = as_module(router.segmenter)
+    path = cache / f"router-{conversion_key(seg)}.onnx" if cache is not None else None
+    if (cached := _cached_graph(path)) is not None:
+        try:
+            return _checked_router(router, seg, cached, threads, device)
+        except OnnxModelError as e:
+            warnings.warn(f"ignoring the cached router graph: {e}", stacklevel=2)
+    data = to_onnx_bytes(seg, trace_example(router.size_multiple, router.input_size), ROUTER_OUTPUT)
+    conversion = _checked_router(router, seg, data, threads, device)
+    if path is not None:
+        _store_graph(path, conversion.data)
+    return conversion
+
+
+def _checked_router(router: Router, seg: nn.Module, data: bytes, threads: int | None = None,
+                    device: torch.device | str = "cpu") -> Conversion:
+    """``data`` as a router session, after the graph checks and the parity check against ``seg`` on a probe."""
     m, n_labels = router.size_multiple, router.label_to_route.shape[0]
-    data = to_onnx_bytes(seg, trace_example(m, router.input_size), ROUTER_OUTPUT)
     session = router_session(data, n_labels, m, threads, device)
     x = probe_input(m, cells=(5, 7))
     with torch.inference_mode():
@@ -355,9 +422,10 @@ def _router_descriptor(router_name: str, size_multiple: int, input_size: int) ->
                            input_size=input_size)
 
 
-def router_on_onnxruntime(router: Router, threads: int | None = None, device: torch.device | str = "cpu"
-                          ) -> Router:
-    """The same router with its segmenter (input mapping included) converted to an onnxruntime graph.
+def router_on_onnxruntime(router: Router, threads: int | None = None, device: torch.device | str = "cpu",
+                          cache: Path | None = None) -> Router:
+    """The same router with its segmenter (input mapping included) converted to an onnxruntime graph
+    (kept in / read from ``cache``, see :func:`convert_router`).
 
     A segmenter without parameters (the all-background placeholder) has nothing to accelerate and is kept.
     Checked against torch on a probe (max |Δp| after softmax <= 0.01).
@@ -367,7 +435,7 @@ def router_on_onnxruntime(router: Router, threads: int | None = None, device: to
     if not any(True for _ in as_module(router.segmenter).parameters()):
         return router
     m = router.size_multiple
-    ort_seg = OrtModel(convert_router(router, threads, device).session,
+    ort_seg = OrtModel(convert_router(router, threads, device, cache).session,
                        _router_descriptor(router.name, m, router.input_size))
     return router.with_segmenter(ort_seg, f"{router.name}@onnxruntime")
 

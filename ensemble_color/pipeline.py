@@ -10,6 +10,7 @@ each needed expert runs once per batch on its crops -> blend -> upsample ab -> j
 
 from __future__ import annotations
 
+import importlib.util
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -70,8 +71,14 @@ class PipelineOptions:
     decode: Mapping[str, str] = field(default_factory=lambda: {"generalist": "blend 0.75 soft"})
     max_batch: int = 8            #: crops per expert forward pass
     upsample: str = "guided"      #: "guided" (edge-aware, follows full-res L) or "bilinear"
-    #: where the router's segmenter and the experts run, one of :data:`BACKENDS`; fixed when the models load
+    #: where the experts run (and the router's segmenter, unless ``router_backend`` says otherwise), one of
+    #: :data:`BACKENDS`; fixed when the models load
     backend: str = "torch"
+    #: where the router's segmenter runs: one of :data:`BACKENDS`, or "auto" = onnxruntime on CPU when it is
+    #: installed, else ``backend``. The Lite0 FPN runs about 2x faster there on every machine measured while
+    #: the experts run slower (bench/results/speed.md), so "auto" splits them; the converted graph is cached
+    #: (:func:`.onnx_backend.cache_dir`). Fixed when the models load
+    router_backend: str = "auto"
     threads: int | None = None    #: onnxruntime intra-op threads (None: one per core); torch's are process-wide
 
 
@@ -138,9 +145,9 @@ def _torch_router(router: Router, device: torch.device, threads: int | None) -> 
 
 
 def _onnxruntime_router(router: Router, device: torch.device, threads: int | None) -> Router:
-    from .onnx_backend import router_on_onnxruntime
+    from .onnx_backend import cache_dir, router_on_onnxruntime
 
-    return router_on_onnxruntime(router, threads, device)
+    return router_on_onnxruntime(router, threads, device, cache=cache_dir())
 
 
 #: backend -> (expert loader, router converter). A loaded model knows its backend; the code path is one.
@@ -235,6 +242,8 @@ class Pipeline:
         opt = options or PipelineOptions()
         if opt.backend not in BACKENDS:
             raise ValueError(f"unknown backend {opt.backend!r}; known: {', '.join(BACKENDS)}")
+        if opt.router_backend not in (*BACKENDS, "auto"):
+            raise ValueError(f"unknown router backend {opt.router_backend!r}; known: auto, {', '.join(BACKENDS)}")
         experts = {n: LoadedExpert(s, dev, opt.backend, opt.threads) for n, s in scan.experts.items()
                    if enabled is None or n in enabled}
         if enabled is not None and (unknown := set(enabled) - set(scan.experts)):
@@ -249,7 +258,8 @@ class Pipeline:
 
     def with_options(self, **changes) -> Pipeline:
         """Same loaded models, other options (cheap: used by the app per request)."""
-        fixed = sorted(k for k in ("backend", "threads") if k in changes and changes[k] != getattr(self.options, k))
+        fixed = sorted(k for k in ("backend", "router_backend", "threads")
+                       if k in changes and changes[k] != getattr(self.options, k))
         if fixed:
             raise ValueError(f"{', '.join(fixed)} belong to the loaded models: pass them to Pipeline.load(options=…)")
         return Pipeline(self.experts, self.router, self.device, replace(self.options, **changes), self.scan)
@@ -383,13 +393,31 @@ def _load_router(spec: str, table: RoutingTable, opt: PipelineOptions, device: t
     from .onnx_backend import is_onnx_router_folder
 
     folder = Path(spec)
+    backend = router_backend(opt, device)
     exported = spec not in available_routers() and is_onnx_router_folder(folder)
-    if exported and (opt.backend == "onnxruntime" or not (folder / "model.safetensors").is_file()):
+    if exported and (backend == "onnxruntime" or not (folder / "model.safetensors").is_file()):
         from .onnx_backend import onnx_router
 
         return onnx_router(folder, table, opt.threads, device, **router_options)
     r = load_router(spec, table, generalist=generalist, **router_options)
-    return BACKENDS[opt.backend][1](r, device, opt.threads)
+    if opt.router_backend != "auto":
+        return BACKENDS[backend][1](r, device, opt.threads)
+    from .onnx_backend import OnnxModelError
+
+    try:
+        return BACKENDS[backend][1](r, device, opt.threads)
+    except (OnnxModelError, torch.onnx.errors.OnnxExporterError) as e:  # auto only: asked for, it is an error
+        warnings.warn(f"router {r.name} stays on torch (it did not convert to onnxruntime: {e})", stacklevel=3)
+        return _torch_router(r, device, opt.threads)
+
+
+def router_backend(opt: PipelineOptions, device: torch.device) -> str:
+    """The backend ``opt.router_backend`` names, "auto" resolved (onnxruntime on CPU when installed)."""
+    if opt.router_backend != "auto":
+        return opt.router_backend
+    if device.type == "cpu" and importlib.util.find_spec("onnxruntime") is not None:
+        return "onnxruntime"
+    return opt.backend
 
 
 def _to_l(image: LoadedImage | torch.Tensor) -> torch.Tensor:

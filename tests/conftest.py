@@ -29,6 +29,14 @@ def make_expert(root: Path, name: str, routes: list[str], arch: str = "resnet18-
     return export_expert(model, root / name, json.loads(json.dumps(manifest)))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _onnx_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Converted routers are cached in a folder of this test session, never in the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("ENSEMBLE_COLOR_CACHE", str(tmp_path_factory.mktemp("onnx_cache")))
+        yield
+
+
 @pytest.fixture
 def tiny_experts(tmp_path: Path) -> Path:
     """A plugin folder with four tiny random experts covering the shipped route classes."""

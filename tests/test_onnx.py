@@ -147,6 +147,75 @@ def test_in_memory_router_conversion_keeps_the_torch_side_of_the_router() -> Non
         assert (ours(L) - ref(L)).abs().max() < 1e-3
 
 
+@pytest.fixture
+def lite0_router_folder(tmp_path: Path) -> Path:
+    """A random FPN Lite0 router folder (the shipped architecture, small input)."""
+    from ensemble_color.train.router import build_model, export_router
+
+    torch.manual_seed(2)
+    return export_router(build_model("FPN", "tu-tf_efficientnet_lite0"), tmp_path / "lite0",
+                         {"input_size": 96, "input_mapping": "gray_unit"}, fp16=False)
+
+
+def test_router_backend_auto_puts_the_router_on_onnxruntime_and_keeps_the_experts_on_torch(
+        tiny_experts: Path, lite0_router_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENSEMBLE_COLOR_CACHE", str(tmp_path / "cache"))
+    auto = Pipeline.load([tiny_experts], router=str(lite0_router_folder), use_shipped=False)
+    torch_router = Pipeline.load([tiny_experts], router=str(lite0_router_folder), use_shipped=False,
+                                 options=PipelineOptions(router_backend="torch"))
+    assert auto.options.router_backend == "auto" and auto.router.name.endswith("@onnxruntime")
+    assert isinstance(auto.router.segmenter, OrtModel) and not isinstance(torch_router.router.segmenter, OrtModel)
+    assert {e.backend for e in auto.experts.values()} == {"torch"}
+    image = torch.rand(3, 101, 137)
+    a, b = torch_router.colorize(image), auto.colorize(image)
+    _same_routing(a, b)
+    assert (a.probs - b.probs).abs().max() < 1e-3 and (a.ab_work - b.ab_work).abs().max() < 1e-2
+    with pytest.raises(ValueError, match="router_backend"):
+        auto.with_options(router_backend="torch")
+    with pytest.raises(ValueError, match="unknown router backend"):
+        Pipeline.load([tiny_experts], router="background", use_shipped=False,
+                      options=PipelineOptions(router_backend="tensorrt"))
+
+
+def test_converted_router_is_cached_and_a_bad_cached_graph_is_replaced(
+        lite0_router_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ensemble_color.onnx_backend as ob
+
+    cache = tmp_path / "cache"
+    ref = smp_router(lite0_router_folder, RoutingTable.load()).eval()
+    router_on_onnxruntime(ref, threads=1, cache=cache)
+    (graph,) = cache.glob("router-*.onnx")
+    L = torch.rand(1, 1, 70, 90) * 100
+
+    def no_tracing(*args, **kwargs):
+        raise AssertionError("traced again although the cache holds this router")
+
+    with monkeypatch.context() as m:  # same weights: read from the cache, never traced
+        m.setattr(ob, "to_onnx_bytes", no_tracing)
+        cached = router_on_onnxruntime(ref, threads=1, cache=cache)
+    with torch.inference_mode():
+        assert (cached(L) - ref(L)).abs().max() < 1e-3
+    graph.write_bytes(b"not an onnx graph")
+    with pytest.warns(UserWarning, match="ignoring the cached router graph"):
+        again = router_on_onnxruntime(ref, threads=1, cache=cache)
+    with torch.inference_mode():
+        assert (again(L) - ref(L)).abs().max() < 1e-3
+    assert graph.read_bytes() != b"not an onnx graph"  # replaced by a fresh conversion
+    with torch.no_grad():  # other weights, another key: no stale graph is ever used for them
+        next(ref.segmenter.parameters()).add_(0.1)
+    router_on_onnxruntime(ref, threads=1, cache=cache)
+    assert len(list(cache.glob("router-*.onnx"))) == 2
+
+
+def test_an_unwritable_cache_costs_a_warning_not_the_router(lite0_router_folder: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder would go")
+    ref = smp_router(lite0_router_folder, RoutingTable.load()).eval()
+    with pytest.warns(UserWarning, match="cannot cache the converted router"):
+        ours = router_on_onnxruntime(ref, threads=1, cache=blocker / "cache")
+    assert isinstance(ours.segmenter, OrtModel)
+
+
 def test_backend_is_a_property_of_the_loaded_models(tiny_experts: Path) -> None:
     torch_pipe = Pipeline.load([tiny_experts], router="background", use_shipped=False)
     ort_pipe = Pipeline.load([tiny_experts], router="background", use_shipped=False, options=ORT)

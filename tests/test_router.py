@@ -65,6 +65,49 @@ def test_probabilities_sum_to_one_at_input_size() -> None:
         assert probs.min() >= 0
 
 
+def test_logit_bias_shifts_its_class_prior_before_the_softmax() -> None:
+    """A bias b on a route class is exactly softmax(logits + b) over the labels routed to it: more of that class
+    everywhere, and a bias on every class at once changes nothing (softmax is shift-invariant)."""
+    torch.manual_seed(0)
+    table = RoutingTable.load()
+    plain = torchvision_router("lraspp", table, pretrained=False).eval()
+    biased = torchvision_router("lraspp", table, pretrained=False, logit_bias={"animal": 1.5}).eval()
+    biased.segmenter = plain.segmenter
+    uniform = torchvision_router("lraspp", table, pretrained=False,
+                                 logit_bias=dict.fromkeys(plain.route_classes, 3.0)).eval()
+    uniform.segmenter = plain.segmenter
+    L = torch.rand(1, 1, 64, 96) * 100
+    with torch.inference_mode():
+        p, q, u = plain(L), biased(L), uniform(L)
+        x = torch.nn.functional.interpolate(L, size=plain._segmenter_size(64, 96), mode="bilinear",
+                                            align_corners=False, antialias=True)
+        logits = plain.segmenter(x).float()
+    a = plain.route_classes.index("animal")
+    bias = plain.label_to_route[:, a] * 1.5
+    want = torch.einsum("blhw,lr->brhw", torch.softmax(logits + bias[None, :, None, None], 1), plain.label_to_route)
+    want = torch.nn.functional.interpolate(want, size=(64, 96), mode="bilinear", align_corners=False)
+    assert torch.allclose(q, want / want.sum(1, keepdim=True), atol=1e-5)
+    assert (q[:, a] > p[:, a]).all() and torch.allclose(q.sum(1), torch.ones(1, 64, 96), atol=1e-5)
+    assert torch.allclose(u, p, atol=1e-6)
+    assert biased.with_segmenter(plain.segmenter, "copy").logit_bias == {"animal": 1.5}
+
+
+@pytest.mark.parametrize(("bias", "message"), [({"cat": 1.0}, "unknown route class"), ({"animal": "1"}, "numbers"),
+                                               ({"animal": 99.0}, "within"), ([1.0], "map route classes")])
+def test_bad_logit_bias_is_refused_with_the_reason(bias, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        torchvision_router("lraspp", RoutingTable.load(), pretrained=False, logit_bias=bias)
+
+
+def test_router_folder_config_carries_its_logit_bias(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = train_router.build_model("FPN", "tu-tf_efficientnet_lite0")
+    folder = train_router.export_router(net, tmp_path / "r", {"input_size": 64, "input_mapping": "gray_unit",
+                                                              "logit_bias": {"bird": -0.5}}, fp16=False)
+    assert smp_router(folder, RoutingTable.load()).logit_bias == {"bird": -0.5}
+    assert smp_router(folder, RoutingTable.load(), logit_bias={}).logit_bias == {}  # an option overrides it
+
+
 def test_iou_counter_ignores_255_and_scores_errors() -> None:
     target = np.array([[0, 0, 2, 2], [0, 255, 2, 3]], np.uint8)
     pred = np.array([[0, 0, 2, 0], [0, 1, 2, 3]], np.uint8)  # the 1 sits on an ignored pixel
@@ -235,9 +278,10 @@ def test_shipped_router_routes_most_birds_pasted_on_a_landscape_to_bird(seed0_si
 @pytest.mark.data
 @requires_data
 @shipped
-def test_shipped_router_routes_more_pasted_animals_to_animal_than_v8() -> None:
-    """Regression floor for the weak class: one clean val animal pasted on a val scene (seed 0; 45 clean val
-    animals), routed more than half to ``animal`` in at least 30 composites (router v11 measures 32, v8 29, v6 21)."""
+def test_shipped_router_routes_pasted_animals_to_animal() -> None:
+    """Issue 15's bar for the weak class: one clean val animal pasted on a val scene (seed 0; 45 clean val
+    animals), routed more than half to ``animal`` in at least 36 composites (router v11 with its calibrated
+    animal logit bias 0.75 measures 37; v11 without it 32, v8 29, v6 21)."""
     from ensemble_color.train.composites import LABELS, single_subject_composites
 
     router = load_router("embedded").eval()
@@ -245,7 +289,7 @@ def test_shipped_router_routes_more_pasted_animals_to_animal_than_v8() -> None:
     fractions = [router_eval.routed_fraction(router, rgb, labels == LABELS["animal"], "animal")
                  for rgb, labels in pairs]
     assert len(fractions) == 45
-    assert sum(f > 0.5 for f in fractions) >= 30, sorted(fractions)
+    assert sum(f > 0.5 for f in fractions) >= 36, sorted(fractions)
 
 
 def _probs_from_overlay(overlay: np.ndarray, L: np.ndarray, route_classes: tuple[str, ...]) -> np.ndarray:
