@@ -25,6 +25,13 @@ generalist alone on its held-out photos, issue 17), so the two rules no longer w
 when they first disagreed (this rule chose the 0.75 soft blend, the generalist's regression x1.5), the choice
 made here was written into the plugin instead (``--set-decode``, gone).
 
+**Knob ``decode_alone``** (added 2026-12-02, session 9, before it was measured): when the router finds no
+subject worth a specialist, the generalist colours the photo alone; ``blend`` decodes it as in the blend
+(``decode``), ``manifest`` as its manifest says, i.e. as the generalist alone. Session 8's evidence had the
+blend worse than gray on val scenes (18.98 vs 17.12) where the generalist alone was not (16.86); whether the
+switch pays on the tuning set is for this rule to say, unchanged. Session 9 tunes ``decode_alone`` then
+``decode`` from the shipped defaults (``--knobs decode_alone decode``), with the router's new animal bias.
+
 **Known limitation** (found 2026-12-02, after the last tuning run): ``hold_out`` takes its 40 photos per
 category evenly spaced over *both* roots, so the small main-pack sets are barely in the tuning set: of the 40
 scenes 1 is from the main pack, of the animals 2, faces 9, birds 23 (``--count-held-out`` prints them).
@@ -72,6 +79,7 @@ GRID = {
     "background": ["scenes", "generalist", "scenes+generalist"],
     "context": [None, SUBJECT_CONTEXT_RAMP, (0.05, 0.3)],
     "decode": list(DECODINGS),
+    "decode_alone": ["blend", "manifest"],
     "saturation": [1.0, 1.1, 1.2],
     "upsample": ["guided", "bilinear"],
     "temperature": [1.0, 2.0],
@@ -194,7 +202,7 @@ def apply(pipe: Pipeline, config: dict) -> Pipeline:
     p.router.feather = config["feather"]
     if config["decode"] is not None:
         p = p.with_options(decode={**p.options.decode, "generalist": config["decode"]})
-    return p
+    return p.with_options(decode_alone=config["decode_alone"])
 
 
 def main() -> None:
@@ -224,7 +232,8 @@ def main() -> None:
     groups = tuning_set(roots, args.per_category, args.composites, per_root=args.holdout_per_root)
     best = {"work_size": base.options.work_size, "upsample": base.options.upsample,
             "temperature": base.router.temperature, "feather": base.router.feather,
-            "decode": base.options.decode.get("generalist"), "saturation": base.options.saturation,
+            "decode": base.options.decode.get("generalist"), "decode_alone": base.options.decode_alone,
+            "saturation": base.options.saturation,
             "router_size": base.router.input_size, "fallback_min": base.options.fallback_min,
             "crop_quantile": base.options.crop_quantile, "threshold": base.options.threshold,
             "background": "+".join(base.options.assign.get("background", ("scenes",))),

@@ -69,6 +69,10 @@ class PipelineOptions:
     #: Experts named here but not loaded, or without a decoding, are left out; one that cannot change its
     #: decoding (an ONNX graph with another folded in) keeps its own, with a warning.
     decode: Mapping[str, str] = field(default_factory=lambda: {"generalist": "blend 0.75 soft"})
+    #: how an expert decodes when it colours a photo alone (the router found no subject worth a specialist):
+    #: "blend" = as ``decode`` says, "manifest" = as its manifest says, i.e. exactly the expert alone (the
+    #: generalist's own rule chose that decoding on its held-out photos, issue 17). Chosen by issue 18's rule
+    decode_alone: str = "blend"
     max_batch: int = 8            #: crops per expert forward pass
     upsample: str = "guided"      #: "guided" (edge-aware, follows full-res L) or "bilinear"
     #: where the experts run (and the router's segmenter, unless ``router_backend`` says otherwise), one of
@@ -150,6 +154,9 @@ def _onnxruntime_router(router: Router, device: torch.device, threads: int | Non
     return router_on_onnxruntime(router, threads, device, cache=cache_dir())
 
 
+#: values of ``PipelineOptions.decode_alone``
+DECODE_ALONE = ("blend", "manifest")
+
 #: backend -> (expert loader, router converter). A loaded model knows its backend; the code path is one.
 BACKENDS = {"torch": (_torch_expert, _torch_router), "onnxruntime": (_onnxruntime_expert, _onnxruntime_router)}
 
@@ -224,6 +231,8 @@ class Pipeline:
             raise ValueError("no usable experts: add plugin folders under experts/ or pass --experts DIR")
         self.experts, self.router, self.device = experts, router.to(device).eval(), device
         opt = options or PipelineOptions()
+        if opt.decode_alone not in DECODE_ALONE:
+            raise ValueError(f"unknown decode_alone {opt.decode_alone!r}; known: {', '.join(DECODE_ALONE)}")
         self.options = replace(opt, decode=usable_decodings(experts, opt.decode))
         self.scan = scan
 
@@ -344,12 +353,13 @@ class Pipeline:
         """
         layers: list[dict[str, torch.Tensor]] = [{} for _ in L_works]
         for name, loaded in self.experts.items():
-            expert = loaded.with_decoding(self.options.decode.get(name))
-            groups: dict[tuple[int, int], list[tuple[int, Box]]] = {}
+            groups: dict[tuple[str | None, int, int], list[tuple[int, Box]]] = {}
             for i, b in enumerate(boxes):
                 if name in b:
-                    groups.setdefault((b[name].y1 - b[name].y0, b[name].x1 - b[name].x0), []).append((i, b[name]))
-            for jobs in groups.values():
+                    key = (self._decoding(name, alone=len(b) == 1), b[name].y1 - b[name].y0, b[name].x1 - b[name].x0)
+                    groups.setdefault(key, []).append((i, b[name]))
+            for (decoding, _, _), jobs in groups.items():
+                expert = loaded.with_decoding(decoding)
                 for start in range(0, len(jobs), self.options.max_batch):
                     chunk = jobs[start:start + self.options.max_batch]
                     crops = torch.stack([L_works[i][:, box.slices[0], box.slices[1]] for i, box in chunk])
@@ -358,6 +368,13 @@ class Pipeline:
                         layer[:, box.slices[0], box.slices[1]] = ab
                         layers[i][name] = layer
         return layers
+
+    def _decoding(self, name: str, alone: bool) -> str | None:
+        """The named decoding expert ``name`` runs with (``None``: its manifest's); ``alone``: it is the only
+        expert on the photo (see ``PipelineOptions.decode_alone``)."""
+        if alone and self.options.decode_alone == "manifest":
+            return None
+        return self.options.decode.get(name)
 
     def full_frame_experts(self, L_work: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each expert alone on the whole working image -> RGB (3, h, w); for galleries and comparisons."""
