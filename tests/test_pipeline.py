@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import torch
 
 from ensemble_color.color import rgb_to_l
@@ -144,3 +146,39 @@ def test_decode_option_decodes_the_generalist_in_the_blend_and_leaves_its_manife
 def test_decode_option_leaves_out_experts_without_a_decoding(tiny_experts, recwarn):
     pipe = _pipe(tiny_experts, decode={"scenes": "regression", "absent": "regression"})
     assert pipe.options.decode == {} and not recwarn.list
+
+
+class _LeftHalfBird(torch.nn.Module):
+    """A segmenter over the ensemble labels: the left half of every image is a bird, the rest background."""
+
+    def forward(self, L: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(L.shape[0], 4, *L.shape[-2:])
+        logits[:, 0] = 10.0
+        logits[:, 2, :, : L.shape[-1] // 2] = 20.0
+        return logits
+
+
+def test_decode_alone_manifest_colours_a_photo_without_subjects_as_the_generalist_alone(tmp_path):
+    import pytest
+    from conftest import make_expert
+
+    from ensemble_color.routing import RoutingTable
+
+    img = torch.rand(3, 48, 64)
+    blend = _generalist_pipe(tmp_path / "g", {"decode": "soft", "T": 0.38}, decode={"generalist": "regression x2"})
+    alone = blend.with_options(decode_alone="manifest")
+    manifest = blend.with_options(decode={})
+    assert alone.colorize(img).boxes.keys() == {"generalist"}
+    torch.testing.assert_close(alone.colorize(img).ab_work, manifest.colorize(img).ab_work)
+    assert not torch.allclose(blend.colorize(img).ab_work, manifest.colorize(img).ab_work, atol=0.1)
+    # beside a specialist the generalist is not alone: it decodes as in the blend under either setting
+    make_expert(tmp_path / "g", "birds", ["bird"], seed=3)
+    both = Pipeline.load([tmp_path / "g"], router="background", use_shipped=False).experts
+    matrix, classes = RoutingTable.load().matrix("ensemble")
+    router = Router("left-bird", _LeftHalfBird(), matrix, classes, input_size=64)
+    shared = Pipeline(both, router, torch.device("cpu"), replace(blend.options, context=None))  # no sharing
+    res_blend, res_alone = shared.colorize(img), shared.with_options(decode_alone="manifest").colorize(img)
+    assert res_blend.boxes.keys() == {"generalist", "birds"}
+    torch.testing.assert_close(res_alone.ab_work, res_blend.ab_work)
+    with pytest.raises(ValueError, match="unknown decode_alone"):
+        blend.with_options(decode_alone="sometimes")
