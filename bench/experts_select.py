@@ -31,6 +31,9 @@ re-run (``evaluate generalist --set-default``, then ``tune_defaults --knobs deco
 pipeline option ``PipelineOptions.decode`` (``--set-decode`` is gone; ``tune_defaults``' ``decode`` knob tunes the
 option). The rule is unchanged; v5's second pass runs against the baseline manifest as it stood when the addendum
 was written (blend 0.75, which is also the option's default).]
+[Session 9, 2026-12-02, before generalist v6 (v3 trained on at 256 px crops, ``STAGES=v6
+scripts/train_generalist.sh``) trained: v6 is judged by this addendum unchanged, against v3. The baseline's
+``expert.json`` now says regression x1.5, so the second pass decodes v6 that way.]
 
 Writes JSON + Markdown with every group's figures and each check's outcome.
 

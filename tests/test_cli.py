@@ -116,3 +116,24 @@ def test_main_subject_flag_is_the_shared_context_ramp(tmp_path, tiny_experts, ph
     with pytest.raises(SystemExit):  # one or the other, not both
         main([*common, "--main-subject", "--context", "0.1", "0.3"])
     assert "not allowed with" in capsys.readouterr().err
+
+
+def test_router_backend_flag_reaches_the_pipeline_and_is_checked(tmp_path, tiny_experts, photo, monkeypatch, capsys):
+    from ensemble_color.pipeline import Pipeline
+
+    seen = []
+    load = Pipeline.load
+
+    def recording_load(*args, **kwargs):
+        pipe = load(*args, **kwargs)
+        seen.append((kwargs["options"].router_backend, pipe.router.name))
+        return pipe
+
+    monkeypatch.setattr(Pipeline, "load", recording_load)
+    common = [str(photo), "--experts", str(tiny_experts), "--router", "background"]
+    assert main([*common, "-o", str(tmp_path / "a")]) == 0
+    assert main([*common, "--router-backend", "torch", "-o", str(tmp_path / "b")]) == 0
+    assert [b for b, _ in seen] == ["auto", "torch"]
+    with pytest.raises(SystemExit):  # argparse: an unknown choice is a usage error
+        main([*common, "--router-backend", "tensorrt", "-o", str(tmp_path / "c")])
+    assert "invalid choice" in capsys.readouterr().err
