@@ -76,7 +76,7 @@ class OnnxModelError(ValueError):
 
 
 class OnnxUnavailableError(ImportError):
-    """``onnx``/``onnxruntime`` are not installed (an optional extra)."""
+    """``onnx``/``onnxruntime`` are not installed (core dependencies, but an environment may lack them)."""
 
 
 def _import(name: str) -> Any:

@@ -1,6 +1,6 @@
 """ONNX export and the onnxruntime backend: parity with torch, dynamic sizes, one pipeline code path.
 
-Skipped, with the reason, when the optional ``onnx`` extra (onnx + onnxruntime) is not installed.
+Skipped, with the reason, where onnx and onnxruntime (core dependencies) are missing from the environment.
 Hostile ONNX plugin files are in ``test_plugins.py``.
 """
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("onnx", reason="the optional 'onnx' extra is not installed (pip install -e '.[onnx]')")
-pytest.importorskip("onnxruntime", reason="the optional 'onnx' extra is not installed (pip install -e '.[onnx]')")
+pytest.importorskip("onnx", reason="onnx and onnxruntime (core dependencies) are not installed here")
+pytest.importorskip("onnxruntime", reason="onnx and onnxruntime (core dependencies) are not installed here")
 
 from conftest import REPO, make_expert
 

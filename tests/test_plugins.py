@@ -168,8 +168,8 @@ def _nan_output(model) -> None:
 
 
 def test_hostile_and_broken_onnx_plugins_are_skipped_with_reasons(tmp_path, tiny_experts):
-    pytest.importorskip("onnxruntime", reason="the optional 'onnx' extra is not installed")
-    pytest.importorskip("onnx", reason="the optional 'onnx' extra is not installed")
+    pytest.importorskip("onnxruntime", reason="onnx and onnxruntime (core dependencies) are not installed here")
+    pytest.importorskip("onnx", reason="onnx and onnxruntime (core dependencies) are not installed here")
     root = tmp_path / "plugins"
     _onnx_expert(root / "onnxonly")
     make_expert(root, "both", ["bird"])
