@@ -40,6 +40,9 @@ EXT=${EXT:?set EXT to the extension pack}
 # 700 steps at lr 5e-4, same hold-out. The question: v5 showed that more steps at 160 px do not move full photos;
 # does train/test resolution (FixRes, Touvron et al. 2019)? Exported to runs/export_v6 with its decoding chosen
 # there; bench/experts_select.py's generalist addendum, unchanged, decides (written down before v6 trained).
+# Run in session 9 (2,176 s wall, 700 steps, 5.4 img/s). Not shipped: it fails both passes of the addendum
+# (bench/results/experts_select_generalist_v6*.md); at v3's decoding it has the lower L2ab on 8 of 9 groups,
+# but extension scenes are 2.6 % worse and two groups fall outside 20 % colourfulness. Kept in inits/generalist_v6.
 STAGES=${STAGES:-v2 v3}
 ARGS=(--data "$DATA" --data "$EXT" --batch-size 32 --crop 160 --encoder-lr-scale 0.25 --ema 0.998 --val-every 250
       --holdout-per-category 40 --threads "${THREADS:-2}" --seed 0 --compact)
