@@ -97,7 +97,8 @@ def main() -> None:
     pipes = {}
     for backend in args.backends:
         pipe = Pipeline.load(args.experts, router=args.router, device="cpu",
-                             options=PipelineOptions(backend=backend, threads=args.threads))
+                             options=PipelineOptions(backend=backend, router_backend=backend,  # all on one
+                                                     threads=args.threads))
         pipes[backend] = pipe.with_options(work_size=args.work_size) if args.work_size else pipe
     rows = {}
     with tempfile.TemporaryDirectory(prefix="bench_video_") as tmp:

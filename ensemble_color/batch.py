@@ -524,6 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--saturation", type=float, help="chroma multiplier (1 = as predicted)")
     p.add_argument("--main-subject", action="store_true", help="photos of one subject (see the main command)")
     p.add_argument("--backend", choices=["torch", "onnxruntime"], help="as in the main command (default: torch)")
+    p.add_argument("--router-backend", choices=["auto", "torch", "onnxruntime"],
+                   help="as in the main command (default: auto)")
     p.add_argument("--router", default="embedded", help="as in the main command")
     p.add_argument("--experts", action="append", default=[], metavar="DIR", help="extra plugin folder")
     p.add_argument("--only", nargs="+", metavar="NAME", help="use only these experts")
@@ -535,7 +537,7 @@ def config_from_args(args: argparse.Namespace) -> BatchConfig:
     """Command-line flags -> :class:`BatchConfig` (pipeline options only where given, as in the CLI)."""
     overrides = {k: v for k, v in {"work_size": args.size, "saturation": args.saturation,
                                    "context": SUBJECT_CONTEXT_RAMP if args.main_subject else None,
-                                   "backend": args.backend}.items()
+                                   "backend": args.backend, "router_backend": args.router_backend}.items()
                  if v is not None}
     if args.backend == "onnxruntime" and args.engine == "ray":  # its default, one thread per core of the node,
         overrides["threads"] = max(1, round(args.cpus_per_worker))  # would oversubscribe a shared node

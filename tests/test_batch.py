@@ -208,3 +208,13 @@ def test_ray_is_optional(tmp_path, monkeypatch, capsys):
     scans = make_scans(tmp_path / "scans", 1, corrupt=set())
     assert main(["batch", str(scans), str(tmp_path / "out"), "--engine", "ray"]) == 1
     assert "needs Ray (pip install 'ensemble_color[scale]')" in capsys.readouterr().err
+
+
+def test_backend_flags_reach_the_pipeline_options(tmp_path):
+    from ensemble_color.batch import build_parser, config_from_args
+
+    parser = build_parser()
+    given = config_from_args(parser.parse_args([str(tmp_path), str(tmp_path / "o"), "--router-backend", "torch",
+                                                "--backend", "onnxruntime"]))
+    assert (given.pipeline.options.backend, given.pipeline.options.router_backend) == ("onnxruntime", "torch")
+    assert config_from_args(parser.parse_args([str(tmp_path), str(tmp_path / "o")])).pipeline.options is None
