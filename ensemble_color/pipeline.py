@@ -71,7 +71,8 @@ class PipelineOptions:
     decode: Mapping[str, str] = field(default_factory=lambda: {"generalist": "blend 0.75 soft"})
     #: how an expert decodes when it colours a photo alone (the router found no subject worth a specialist):
     #: "blend" = as ``decode`` says, "manifest" = as its manifest says, i.e. exactly the expert alone (the
-    #: generalist's own rule chose that decoding on its held-out photos, issue 17). Chosen by issue 18's rule
+    #: generalist's own rule chose that decoding on its held-out photos, issue 17). "blend" kept by issue 18's
+    #: rule (a tie on the tuning set, docs/tuning_decode_alone.md)
     decode_alone: str = "blend"
     max_batch: int = 8            #: crops per expert forward pass
     upsample: str = "guided"      #: "guided" (edge-aware, follows full-res L) or "bilinear"
