@@ -177,15 +177,20 @@ RULES = {"strict": verdict, "margin": verdict_margin}
 
 def is_cheaper(base_spec: str, base: Router, spec: str, cand: Router) -> bool:
     """True when ``spec`` is the baseline's weights (same ``SPEC`` before any ``@SIZE``) at a smaller input size."""
-    same_weights = spec.partition("#")[0].partition("@")[0] == base_spec.partition("#")[0].partition("@")[0]
-    return same_weights and cand.input_size < base.input_size
+    return parse_spec(spec)[0] == parse_spec(base_spec)[0] and cand.input_size < base.input_size
+
+
+def parse_spec(spec: str) -> tuple[str, str, str]:
+    """``SPEC[@SIZE][#BIASES]`` -> (SPEC, SIZE, BIASES), the parts absent as empty strings."""
+    spec, _, biases = spec.partition("#")
+    name, _, size = spec.partition("@")
+    return name, size, biases
 
 
 def load_spec(spec: str) -> Router:
     """A router by ``load_router`` spec, ``SPEC@SIZE`` for the same router at another input size, and
     ``SPEC#CLASS=B[,CLASS=B]`` with these logit biases instead of its config's."""
-    spec, _, biases = spec.partition("#")
-    name, _, size = spec.partition("@")
+    name, size, biases = parse_spec(spec)
     options: dict = {"input_size": int(size)} if size else {}
     if biases:
         options["logit_bias"] = {k: float(v) for k, v in (item.split("=") for item in biases.split(","))}

@@ -359,17 +359,6 @@ def conversion_key(module: nn.Module) -> str:
     return h.hexdigest()[:32]
 
 
-def _cached_graph(path: Path | None) -> bytes | None:
-    """The bytes at ``path`` when it is a readable, valid router graph; else ``None`` (a warning if it exists)."""
-    if path is None or not path.is_file():
-        return None
-    try:
-        return read_onnx(path)
-    except OnnxModelError as e:
-        warnings.warn(f"ignoring the cached router graph: {e}", stacklevel=4)
-        return None
-
-
 def _store_graph(path: Path, data: bytes) -> None:
     """Keep a converted graph for the next load; a cache that cannot be written only costs time (warned)."""
     try:
@@ -390,9 +379,9 @@ def convert_router(router: Router, threads: int | None = None, device: torch.dev
 
     seg = as_module(router.segmenter)
     path = cache / f"router-{conversion_key(seg)}.onnx" if cache is not None else None
-    if (cached := _cached_graph(path)) is not None:
-        try:
-            return _checked_router(router, seg, cached, threads, device)
+    if path is not None and path.is_file():
+        try:  # unreadable, invalid or not matching torch: traced again and replaced
+            return _checked_router(router, seg, read_onnx(path), threads, device)
         except OnnxModelError as e:
             warnings.warn(f"ignoring the cached router graph: {e}", stacklevel=2)
     data = to_onnx_bytes(seg, trace_example(router.size_multiple, router.input_size), ROUTER_OUTPUT)

@@ -418,13 +418,13 @@ def _load_router(spec: str, table: RoutingTable, opt: PipelineOptions, device: t
 
         return onnx_router(folder, table, opt.threads, device, **router_options)
     r = load_router(spec, table, generalist=generalist, **router_options)
-    if opt.router_backend != "auto":
-        return BACKENDS[backend][1](r, device, opt.threads)
     from .onnx_backend import OnnxModelError
 
     try:
         return BACKENDS[backend][1](r, device, opt.threads)
-    except (OnnxModelError, torch.onnx.errors.OnnxExporterError) as e:  # auto only: asked for, it is an error
+    except (OnnxModelError, torch.onnx.errors.OnnxExporterError) as e:
+        if opt.router_backend != "auto":  # asked for by name, a router that does not convert is an error
+            raise
         warnings.warn(f"router {r.name} stays on torch (it did not convert to onnxruntime: {e})", stacklevel=3)
         return _torch_router(r, device, opt.threads)
 
