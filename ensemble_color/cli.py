@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
-from .composite import SUBJECT_CONTEXT_RAMP
+from .composite import DECODE_ALONE, SUBJECT_CONTEXT_RAMP
 from .io import ImageLoadError, load_image, save_image, to_pil
 from .train.data import IMAGE_SUFFIXES
 from .video import ANIMATION_SUFFIXES, VIDEO_SUFFIXES, is_frame_sequence
@@ -58,7 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "(e.g. background=scenes+generalist); repeatable")
     p.add_argument("--decode", action="append", default=[], metavar="EXPERT=DECODING",
                    help="decode a multi-head expert so in the blend (e.g. 'generalist=regression x1.5'; default "
-                        "'generalist=blend 0.75 soft', docs/tuning.md); `--decode list` prints the decodings")
+                        "'generalist=blend 0.75 soft', docs/tuning.md); `--decode list` prints the decodings. A "
+                        "photo it colours (nearly) alone decodes as its manifest says, unless --decode-alone blend")
+    p.add_argument("--decode-alone", choices=DECODE_ALONE, default=None,
+                   help="how an expert colouring a photo alone decodes: as its manifest says (default, "
+                        "docs/tuning_alone_share.md) or as in the blend (--decode)")
+    p.add_argument("--alone-share", type=float, default=None, metavar="S",
+                   help="an expert colours a photo alone when it carries at least this share of it (0-1]; "
+                        "default 0.9, 1 = only when no other expert has a region")
     subject = p.add_mutually_exclusive_group()
     subject.add_argument("--context", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                          help="let subjects' experts also colour the background when the subjects fill more "
@@ -129,27 +136,30 @@ def parse_context(values: Sequence[float]) -> tuple[float, float]:
     return lo, hi
 
 
+def _parse_pairs(items: Iterable[str], flag: str, expected: str) -> dict[str, str]:
+    """``["KEY=VALUE", ...]`` -> ``{KEY: VALUE}`` (stripped); a one-line error naming ``flag`` otherwise."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"{flag} {item!r}: expected {expected}")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def parse_assign(items: Iterable[str]) -> dict[str, tuple[str, ...]]:
     """``["background=scenes+generalist", ...]`` -> ``{"background": ("scenes", "generalist")}``."""
-    out: dict[str, tuple[str, ...]] = {}
-    for item in items:
-        cls, sep, names = item.partition("=")
-        experts = tuple(n.strip() for n in names.split("+") if n.strip())
-        if not sep or not cls.strip() or not experts:
-            raise ValueError(f"--assign {item!r}: expected CLASS=EXPERT[+EXPERT...]")
-        out[cls.strip()] = experts
+    expected = "CLASS=EXPERT[+EXPERT...]"
+    out = {cls: tuple(n.strip() for n in names.split("+") if n.strip())
+           for cls, names in _parse_pairs(items, "--assign", expected).items()}
+    if empty := [cls for cls, experts in out.items() if not experts]:
+        raise ValueError(f"--assign {empty[0]}=…: expected {expected}")
     return out
 
 
 def parse_decode(items: Iterable[str]) -> dict[str, str]:
     """``["generalist=regression x1.5", ...]`` -> ``{"generalist": "regression x1.5"}`` (names checked on load)."""
-    out: dict[str, str] = {}
-    for item in items:
-        name, sep, decoding = item.partition("=")
-        if not sep or not name.strip() or not decoding.strip():
-            raise ValueError(f"--decode {item!r}: expected EXPERT=DECODING (`--decode list` prints them)")
-        out[name.strip()] = decoding.strip()
-    return out
+    return _parse_pairs(items, "--decode", "EXPERT=DECODING (`--decode list` prints them)")
 
 
 def output_path(src: Path, out_dir: Path | None, tag: str, fmt: str | None, overwrite: bool,
@@ -221,7 +231,9 @@ def colorize_files(args: argparse.Namespace) -> int:
     out_dir = Path(args.output) if args.output else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
-    overrides = {k: v for k, v in {"work_size": args.size, "saturation": args.saturation}.items() if v is not None}
+    overrides = {k: v for k, v in {"work_size": args.size, "saturation": args.saturation,
+                                   "decode_alone": args.decode_alone, "alone_share": args.alone_share}.items()
+                 if v is not None}
     try:
         assigned = parse_assign(args.assign)
         if assigned:  # on top of the default assignment (the generalist colours the background)

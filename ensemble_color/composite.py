@@ -215,6 +215,20 @@ def plan_regions(weights: dict[str, torch.Tensor], fallback: str, threshold: flo
     return boxes, {k: v / total.clamp_min(1e-6) for k, v in final.items()}
 
 
+#: values of ``PipelineOptions.decode_alone``: how an expert colouring a photo alone decodes
+DECODE_ALONE = ("blend", "manifest")
+
+
+def alone_experts(weights: Mapping[str, torch.Tensor], share: float = 1.0) -> set[str]:
+    """Experts that colour a photo alone, by its blend ``weights`` (:func:`plan_regions`'s, summing to one at
+    every pixel): the only expert with a region, or, with ``share`` < 1, one carrying at least that share of
+    the photo's weight. Why a share: a scene with one small person in it is, for its background's expert, a
+    photo it colours nearly alone, and decodes best as such (``PipelineOptions.alone_share``)."""
+    if len(weights) == 1:
+        return set(weights)
+    return {n for n, w in weights.items() if share < 1.0 and float(w.mean()) >= share}
+
+
 def blend(ab_layers: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> torch.Tensor:
     """Σ_e w_e · ab_e over experts; (2, H, W)."""
     out = None

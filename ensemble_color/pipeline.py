@@ -25,9 +25,11 @@ from torch import nn
 
 from .color import join_l_ab, rgb_to_l
 from .composite import (
+    DECODE_ALONE,
     SUBJECT_CONTEXT_RAMP,
     Box,
     ExpertRoute,
+    alone_experts,
     blend,
     choose_fallback,
     compose,
@@ -69,11 +71,14 @@ class PipelineOptions:
     #: Experts named here but not loaded, or without a decoding, are left out; one that cannot change its
     #: decoding (an ONNX graph with another folded in) keeps its own, with a warning.
     decode: Mapping[str, str] = field(default_factory=lambda: {"generalist": "blend 0.75 soft"})
-    #: how an expert decodes when it colours a photo alone (the router found no subject worth a specialist):
-    #: "blend" = as ``decode`` says, "manifest" = as its manifest says, i.e. exactly the expert alone (the
-    #: generalist's own rule chose that decoding on its held-out photos, issue 17). "blend" kept by issue 18's
-    #: rule (a tie on the tuning set, docs/tuning_decode_alone.md)
-    decode_alone: str = "blend"
+    #: how an expert decodes when it colours a photo alone (see ``alone_share``): "blend" = as ``decode`` says,
+    #: "manifest" = as its manifest says, i.e. exactly the expert alone (the generalist's own rule chose that
+    #: decoding on its held-out photos, issue 17). Default "manifest" with ``alone_share`` 0.9, chosen by issue
+    #: 18's rule (docs/tuning_alone_share.md: mean L2ab 13.49 vs 13.68 for "blend")
+    decode_alone: str = "manifest"
+    #: an expert colours a photo "alone" (for ``decode_alone``) when it carries at least this share of the
+    #: photo's blend weight; 1.0 = only when no other expert has a region on it (composite.alone_experts)
+    alone_share: float = 0.9
     max_batch: int = 8            #: crops per expert forward pass
     upsample: str = "guided"      #: "guided" (edge-aware, follows full-res L) or "bilinear"
     #: where the experts run (and the router's segmenter, unless ``router_backend`` says otherwise), one of
@@ -155,9 +160,6 @@ def _onnxruntime_router(router: Router, device: torch.device, threads: int | Non
     return router_on_onnxruntime(router, threads, device, cache=cache_dir())
 
 
-#: values of ``PipelineOptions.decode_alone``
-DECODE_ALONE = ("blend", "manifest")
-
 #: backend -> (expert loader, router converter). A loaded model knows its backend; the code path is one.
 BACKENDS = {"torch": (_torch_expert, _torch_router), "onnxruntime": (_onnxruntime_expert, _onnxruntime_router)}
 
@@ -234,6 +236,8 @@ class Pipeline:
         opt = options or PipelineOptions()
         if opt.decode_alone not in DECODE_ALONE:
             raise ValueError(f"unknown decode_alone {opt.decode_alone!r}; known: {', '.join(DECODE_ALONE)}")
+        if not 0.0 < opt.alone_share <= 1.0:
+            raise ValueError(f"alone_share must be in (0, 1], got {opt.alone_share}")
         self.options = replace(opt, decode=usable_decodings(experts, opt.decode))
         self.scan = scan
 
@@ -317,7 +321,8 @@ class Pipeline:
                               fallback, opt.threshold, opt.margin, multiple, opt.min_fraction, opt.fallback_min,
                               opt.crop_quantile)
                  for p in probs]
-        ab_layers = self._run_experts(L_works, [boxes for boxes, _ in plans])
+        ab_layers = self._run_experts(L_works, [boxes for boxes, _ in plans],
+                                      [alone_experts(weights, opt.alone_share) for _, weights in plans])
         t3 = time.perf_counter()
         ab_works = [blend(layers, weights) for layers, (_, weights) in zip(ab_layers, plans, strict=True)]
         if carry is not None:
@@ -345,20 +350,23 @@ class Pipeline:
 
         return colorize_video(self, src, dst, **options)
 
-    def _run_experts(self, L_works: list[torch.Tensor], boxes: list[dict[str, Box]]
+    def _run_experts(self, L_works: list[torch.Tensor], boxes: list[dict[str, Box]], alone: list[set[str]]
                      ) -> list[dict[str, torch.Tensor]]:
         """For each expert, batch its same-sized crops over all images; paste results into ab layers.
+        ``alone``: per image, the experts colouring it alone (their decoding, see ``_decoding``).
 
-        Only crops of identical size share a forward pass, so a batch gives bit-for-bit the same
-        colours as one image at a time (padding to a common size would shift the border context).
+        Only crops of identical size share a forward pass, so a batch gives the same colours as one image
+        at a time (padding to a common size would shift the border context), up to float rounding: CPU
+        convolution kernels may differ by batch size (≤ 1e-4 ab measured on an AVX2-only CPU).
         """
         layers: list[dict[str, torch.Tensor]] = [{} for _ in L_works]
         for name, loaded in self.experts.items():
             groups: dict[tuple[str | None, int, int], list[tuple[int, Box]]] = {}
             for i, b in enumerate(boxes):
                 if name in b:
-                    key = (self._decoding(name, alone=len(b) == 1), b[name].y1 - b[name].y0, b[name].x1 - b[name].x0)
-                    groups.setdefault(key, []).append((i, b[name]))
+                    box = b[name]
+                    key = (self._decoding(name, alone=name in alone[i]), box.y1 - box.y0, box.x1 - box.x0)
+                    groups.setdefault(key, []).append((i, box))
             for (decoding, _, _), jobs in groups.items():
                 expert = loaded.with_decoding(decoding)
                 for start in range(0, len(jobs), self.options.max_batch):
@@ -371,8 +379,8 @@ class Pipeline:
         return layers
 
     def _decoding(self, name: str, alone: bool) -> str | None:
-        """The named decoding expert ``name`` runs with (``None``: its manifest's); ``alone``: it is the only
-        expert on the photo (see ``PipelineOptions.decode_alone``)."""
+        """The named decoding expert ``name`` runs with (``None``: its manifest's); ``alone``: it colours the
+        photo alone (see ``PipelineOptions.decode_alone`` and ``alone_share``)."""
         if alone and self.options.decode_alone == "manifest":
             return None
         return self.options.decode.get(name)

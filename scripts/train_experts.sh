@@ -15,6 +15,10 @@
 # ends in the middle of: python -m ensemble_color train compact RUNS/<name>). bench/experts_select.py decides
 # whether each v2 replaces v1 (rule written before v2 was trained):
 #   VERSION=2 OUT=runs/export_v2 RUNS=runs/experts_v2 EXT=/work/ext scripts/train_experts.sh
+# Wide decoder (issue 16's decoder lever; birds measured first, bench/experts_select.py decides as for v2, rule
+# unchanged and written before the run): v1's recipe with DECODER="256 128 64" (decoder stages 256/128/64 channels
+# instead of 128/64/32; 2.7 MB fp16 instead of 1.8; a committable fp16 resume point after each run, --compact):
+#   DECODER="256 128 64" ONLY=birds OUT=runs/export_wide RUNS=runs/experts_wide EXT=/work/ext scripts/train_experts.sh
 # --dry-run prints the commands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +31,8 @@ COMMON=(--data "$DATA" "$EXT" --val "$DATA" "$EXT" --holdout-per-category 40 --s
         --crop 160 --max-side 256 --val-size 256 --val-limit 256 --lr 2e-3 --ema 0.995 --val-every 250 --seed 0
         --threads "${THREADS:-2}" --out "${OUT:-experts}" --recipe scripts/train_experts.sh)
 [[ "$INIT" != scratch ]] && COMMON+=(--init "$INIT")
+# shellcheck disable=SC2206  # three widths
+[[ -n "${DECODER:-}" ]] && COMMON+=(--decoder-widths $DECODER --compact --version 3.0)
 [[ "${VERSION:-1}" == 2 ]] && COMMON+=(--holdout-per-root --steps 4000 --compact --version 2.0)
 # name | categories | route | share of batches per training folder (main pack first, then EXT): the main
 # pack's small scenes and animals sets keep a fixed share of the batches, so that the extension pack does not drown them

@@ -59,8 +59,9 @@ def manifest_rows(folder: Path) -> dict[str, dict[str, str]]:
 def assert_same_images(a: Path, b: Path) -> None:
     left, right = images_in(a), images_in(b)
     assert sorted(left) == sorted(right)
-    for name in left:
-        assert np.array_equal(left[name], right[name]), name
+    for name in left:  # batches differ in size, and CPU convolution kernels by batch size: ±1 level of rounding
+        diff = np.abs(left[name].astype(int) - right[name].astype(int))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01, name
 
 
 @pytest.fixture

@@ -82,16 +82,22 @@ def test_assign_routes_a_class_to_the_named_expert(tmp_path, tiny_experts, photo
 
 
 def test_decode_changes_how_the_shipped_generalist_colours_the_background(tmp_path, tiny_experts, photo, capsys):
+    # the generalist colours this photo alone: as in the blend only with --decode-alone blend
     common = [str(photo), "--experts", str(tiny_experts), "--router", "background", "--format", "png"]
+    assert main([*common, "-o", str(tmp_path / "manifest")]) == 0
+    common += ["--decode-alone", "blend"]
     assert main([*common, "-o", str(tmp_path / "default")]) == 0
     assert main([*common, "-o", str(tmp_path / "reg"), "--decode", "generalist=regression x1.5"]) == 0
-    read = [np.asarray(Image.open(tmp_path / d / "photo_colorized.png")) for d in ("default", "reg")]
-    assert not np.array_equal(*read)  # the background is the generalist's, decoded otherwise
+    read = {d: np.asarray(Image.open(tmp_path / d / "photo_colorized.png")) for d in ("manifest", "default", "reg")}
+    assert not np.array_equal(read["default"], read["reg"])  # the background is the generalist's, decoded otherwise
+    assert not np.array_equal(read["default"], read["manifest"])
+    assert main([*common, "--alone-share", "1.5", "-o", str(tmp_path / "x")]) == 1
     assert main([*common, "--decode", "generalist=median", "-o", str(tmp_path / "x")]) == 1
     assert main([*common, "--decode", "nobody=regression", "-o", str(tmp_path / "x")]) == 1
     assert main([*common, "--decode", "generalist", "-o", str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err
     assert "unknown decoding 'median'" in err and "['nobody']" in err and "expected EXPERT=DECODING" in err
+    assert "alone_share must be in (0, 1]" in err
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
 
 

@@ -2,6 +2,7 @@ import torch
 
 from ensemble_color.composite import (
     ExpertRoute,
+    alone_experts,
     blend,
     compose_lab,
     expert_weights,
@@ -211,3 +212,14 @@ def test_context_share_ramps_linearly_between_the_two_areas():
     bg = p[0] > 0.5
     torch.testing.assert_close(out[0][bg], torch.full_like(out[0][bg], 0.5))
     torch.testing.assert_close(out[2][bg], torch.full_like(out[2][bg], 0.5))
+
+
+def test_alone_experts_by_share_of_the_blend_weight():
+    w = torch.zeros(4, 4)
+    w[:, :1] = 1.0  # the specialist holds a quarter of the photo
+    weights = {"birds": w, "generalist": 1.0 - w}
+    assert alone_experts({"generalist": torch.ones(4, 4)}) == {"generalist"}
+    assert alone_experts(weights) == set()  # default: alone only without any other expert
+    assert alone_experts(weights, 0.75) == {"generalist"}
+    assert alone_experts(weights, 0.8) == set()
+    assert alone_experts(weights, 0.25) == {"birds", "generalist"}

@@ -112,7 +112,8 @@ def test_same_size_images_share_a_forward_pass(tiny_experts, monkeypatch):
 
 
 def _generalist_pipe(root, config: dict | None = None, **opts):
-    """``root`` with a tiny multi-head generalist (decoding ``config`` on top of the tiny one) as the only expert."""
+    """``root`` with a tiny multi-head generalist (decoding ``config`` on top of the tiny one) as the only expert;
+    decoding as in the blend even alone (``decode_alone="blend"``) unless ``opts`` say otherwise."""
     import json
 
     from conftest import make_expert
@@ -122,7 +123,8 @@ def _generalist_pipe(root, config: dict | None = None, **opts):
         manifest = json.loads((folder / "expert.json").read_text())
         manifest["config"].update(config)
         (folder / "expert.json").write_text(json.dumps(manifest))
-    return Pipeline.load([root], router="background", use_shipped=False).with_options(**opts)
+    return Pipeline.load([root], router="background", use_shipped=False).with_options(
+        **{"decode_alone": "blend", **opts})
 
 
 def test_decode_option_decodes_the_generalist_in_the_blend_and_leaves_its_manifest_alone(tmp_path):
@@ -166,6 +168,7 @@ def test_decode_alone_manifest_colours_a_photo_without_subjects_as_the_generalis
 
     img = torch.rand(3, 48, 64)
     blend = _generalist_pipe(tmp_path / "g", {"decode": "soft", "T": 0.38}, decode={"generalist": "regression x2"})
+    blend = blend.with_options(alone_share=1.0)
     alone = blend.with_options(decode_alone="manifest")
     manifest = blend.with_options(decode={})
     assert alone.colorize(img).boxes.keys() == {"generalist"}
@@ -177,8 +180,18 @@ def test_decode_alone_manifest_colours_a_photo_without_subjects_as_the_generalis
     matrix, classes = RoutingTable.load().matrix("ensemble")
     router = Router("left-bird", _LeftHalfBird(), matrix, classes, input_size=64)
     shared = Pipeline(both, router, torch.device("cpu"), replace(blend.options, context=None))  # no sharing
-    res_blend, res_alone = shared.colorize(img), shared.with_options(decode_alone="manifest").colorize(img)
+    res_blend = shared.colorize(img)
+    res_alone = shared.with_options(decode_alone="manifest").colorize(img)
     assert res_blend.boxes.keys() == {"generalist", "birds"}
     torch.testing.assert_close(res_alone.ab_work, res_blend.ab_work)
+    # ... unless it carries at least alone_share of the photo's weight (here about half of it)
+    share = float(res_blend.weights["generalist"].mean())
+    assert 0.3 < share < 0.8
+    below = shared.with_options(decode_alone="manifest", alone_share=share - 0.05).colorize(img)
+    torch.testing.assert_close(below.ab_work, shared.with_options(decode={}).colorize(img).ab_work)
+    above = shared.with_options(decode_alone="manifest", alone_share=min(1.0, share + 0.05)).colorize(img)
+    torch.testing.assert_close(above.ab_work, res_blend.ab_work)
     with pytest.raises(ValueError, match="unknown decode_alone"):
         blend.with_options(decode_alone="sometimes")
+    with pytest.raises(ValueError, match="alone_share"):
+        blend.with_options(alone_share=0.0)

@@ -356,3 +356,17 @@ def test_demo_has_a_video_tab_with_an_api(tiny_pipe: Pipeline) -> None:
 
     demo = build_demo(lambda router: tiny_pipe, "background", AppConfig(routers=("background",), examples_dir=None))
     assert {"colorize", "colorize_video"} <= {fn.api_name for fn in demo.fns.values()}
+
+
+def test_frames_decode_as_in_the_blend_whatever_the_still_photo_option(tmp_path: Path) -> None:
+    """The generalist colouring a frame alone still decodes as in the blend: a per-frame switch would flip
+    within a shot (see video.colorize_frames)."""
+    root = tmp_path / "experts"
+    make_expert(root, "generalist", [], arch="multihead-unet", seed=9, fallback=True)
+    pipe = Pipeline.load([root], router="background", use_shipped=False, device="cpu").with_options(
+        decode={"generalist": "regression x2"}, decode_alone="manifest", alone_share=0.9)
+    frame = (np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8)
+    still = torch.from_numpy(frame).permute(2, 0, 1).float() / 255
+    got = next(colorize_frames(pipe, [frame])).ab_work
+    torch.testing.assert_close(got, pipe.with_options(decode_alone="blend").colorize(still).ab_work)
+    assert not torch.allclose(got, pipe.colorize(still).ab_work, atol=0.1)

@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=float, nargs=2, default=(0.35, 1.0), help="random-resized-crop area range")
     p.add_argument("--max-side", type=int, default=256, help="cache images with short side capped at this")
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--decoder-widths", type=int, nargs=3, default=(128, 64, 32),
+                   help="channels of the decoder's three stages (resnet18-deconv's decoder_widths)")
     p.add_argument("--saturation-boost", type=float, default=1.0, help="multiply target ab by this")
     p.add_argument("--init", default=None,
                    help="start from these weights (plugin folder or .safetensors), or 'imagenet-gray': the "
@@ -165,7 +167,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     if args.folder_weights is not None and len(args.folder_weights) != len(train_folders):
         raise SystemExit(f"--folder-weights needs {len(train_folders)} values (one per training folder: "
                          f"{', '.join(map(str, train_folders))})")
-    model = create_model("resnet18-deconv", imagenet_init=args.imagenet_init, input_size=args.crop)
+    model = create_model("resnet18-deconv", imagenet_init=args.imagenet_init, input_size=args.crop,
+                         decoder_widths=tuple(args.decoder_widths))
     if args.init:
         _load_init(model, args.init)
     model = model.to(memory_format=torch.channels_last)
@@ -216,7 +219,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     manifest = {
         "name": args.name,
         "architecture": "resnet18-deconv",
-        "config": {"input_size": args.crop, "ab_gain": gain},
+        "config": {"input_size": args.crop, "ab_gain": gain, "decoder_widths": list(args.decoder_widths)},
         "routes": list(args.routes),
         "input_size": args.crop,
         "version": args.version,
