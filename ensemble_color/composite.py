@@ -226,7 +226,9 @@ def alone_experts(weights: Mapping[str, torch.Tensor], share: float = 1.0) -> se
     photo it colours nearly alone, and decodes best as such (``PipelineOptions.alone_share``)."""
     if len(weights) == 1:
         return set(weights)
-    return {n for n, w in weights.items() if share < 1.0 and float(w.mean()) >= share}
+    if share >= 1.0:
+        return set()
+    return {n for n, w in weights.items() if float(w.mean()) >= share}
 
 
 def blend(ab_layers: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> torch.Tensor:
