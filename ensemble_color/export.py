@@ -146,12 +146,12 @@ def export_router_folder(router_folder: Path, out: Path, threads: int | None = N
     experts. ``config.json`` is the source's with an ``ensemble_color.onnx`` block (parity: max |Δ logit|
     and max |Δp| after softmax on the probe); the smp keys stay loadable by torch beside the weights.
     """
-    from .routing import RoutingTable, smp_router
+    from .routing import RoutingTable, read_router_config, smp_router
 
-    config = json.loads((router_folder / "config.json").read_text(encoding="utf-8"))
+    config, extra = read_router_config(router_folder)
     router = smp_router(router_folder, RoutingTable.load()).eval()
     block = export_router_graph(router, out, threads)
-    config = {**config, "ensemble_color": {**config.get("ensemble_color", {}), "onnx": block}}
+    config = {**config, "ensemble_color": {**extra, "onnx": block}}
     atomic_write_bytes(out / "config.json", (json.dumps(config, indent=2) + "\n").encode())
     return block
 

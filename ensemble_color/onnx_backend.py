@@ -439,27 +439,16 @@ def onnx_router(folder: str | Path, table: RoutingTable, threads: int | None = N
                 device: torch.device | str = "cpu", **options: Any) -> Router:
     """An exported router folder (``model.onnx`` + ``config.json``) on onnxruntime; config and graph
     validated like a plugin's. Its labels map to route classes through the routing table's backend."""
-    import json
-
-    from .routing import Router
+    from .routing import Router, read_router_config, router_settings
 
     folder = Path(folder)
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise OnnxModelError(f"router {folder}: config.json is unreadable ({err})") from None
-    extra = config.get("ensemble_color", {}) if isinstance(config, dict) else None
-    block = extra.get("onnx", {}) if isinstance(extra, dict) else None
-    if not isinstance(extra, dict) or not isinstance(block, dict):
-        raise OnnxModelError(f"router {folder}: config.json needs an 'ensemble_color' object with an 'onnx' one")
-    backend = extra.get("backend", "ensemble")
-    if backend not in table.backends:
-        raise OnnxModelError(f"router {folder}: routing-table backend {backend!r} is unknown")
-    m, input_size = block.get("size_multiple", 32), extra.get("input_size", 320)
-    if not (isinstance(m, int) and 1 <= m <= 256 and isinstance(input_size, int) and 16 <= input_size <= 4096):
-        raise OnnxModelError(f"router {folder}: size_multiple {m!r} / input_size {input_size!r} out of range")
-    matrix, classes = table.matrix(backend)
+    _, extra = read_router_config(folder)
+    matrix, classes, settings = router_settings(folder, extra, table)
+    block = extra.get("onnx", {})
+    m = block.get("size_multiple", 32) if isinstance(block, dict) else None
+    if not (isinstance(m, int) and 1 <= m <= 256):
+        raise OnnxModelError(f"router {folder}: config.json needs an 'onnx' object whose size_multiple is an "
+                             f"integer in 1..256 (got {m!r})")
     session = router_session(read_onnx(folder / ONNX_FILE), matrix.shape[0], m, threads, device)
-    seg = OrtModel(session, _router_descriptor(folder.name, m, input_size))
-    opts = {"input_size": input_size, "size_multiple": m, "logit_bias": extra.get("logit_bias"), **options}
-    return Router(f"onnx:{folder.name}", seg, matrix, classes, **opts)
+    seg = OrtModel(session, _router_descriptor(folder.name, m, settings["input_size"]))
+    return Router(f"onnx:{folder.name}", seg, matrix, classes, **(settings | {"size_multiple": m} | options))

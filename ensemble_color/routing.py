@@ -175,17 +175,50 @@ def _l_unit(L: torch.Tensor) -> torch.Tensor:
 INPUT_MAPPINGS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"l_unit": _l_unit, "gray_unit": l_to_gray_unit}
 
 
-def _load_smp_folder(folder: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """An smp checkpoint folder (``config.json`` as written by smp's save_pretrained + safetensors)."""
+class RouterConfigError(ValueError):
+    """A router folder whose ``config.json`` cannot be used; the message names the folder and says why."""
+
+
+def read_router_config(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A router folder's ``config.json`` and its ``ensemble_color`` block, checked to be JSON objects (the
+    folder may come from anywhere: ``--router PATH``)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RouterConfigError(f"router {folder}: config.json is unreadable ({err})") from None
+    extra = config.get("ensemble_color", {}) if isinstance(config, dict) else None
+    if not isinstance(extra, dict):
+        raise RouterConfigError(f"router {folder}: config.json needs to be an object, its 'ensemble_color' one too")
+    return config, extra
+
+
+def router_settings(folder: Path, extra: Mapping[str, Any], table: RoutingTable
+                    ) -> tuple[torch.Tensor, tuple[str, ...], dict[str, Any]]:
+    """What every router folder format (smp weights, exported ONNX) reads from its config's ``ensemble_color``
+    block, read and checked in one place: the label -> route matrix and route classes of its routing-table
+    backend, and the :class:`Router` options it sets (``input_size``, ``logit_bias``)."""
+    backend, input_size = extra.get("backend", "ensemble"), extra.get("input_size", 320)
+    if backend not in table.backends:
+        raise RouterConfigError(f"router {folder}: routing-table backend {backend!r} is unknown; "
+                                f"known: {', '.join(table.backends)}")
+    if not (isinstance(input_size, int) and 16 <= input_size <= 4096):
+        raise RouterConfigError(f"router {folder}: input_size {input_size!r} is not an integer in 16..4096")
+    matrix, classes = table.matrix(backend)
+    return matrix, classes, {"input_size": input_size, "logit_bias": extra.get("logit_bias")}
+
+
+def _build_smp(folder: Path, config: Mapping[str, Any]) -> nn.Module:
+    """The network of an smp checkpoint folder (``config.json`` as written by smp's save_pretrained +
+    safetensors)."""
     import segmentation_models_pytorch as smp
 
-    config = json.loads((folder / "config.json").read_text())
-    extra = config.get("ensemble_color", {})
+    if not isinstance(config.get("_model_class"), str):
+        raise RouterConfigError(f"router {folder}: config.json names no smp '_model_class'")
     kwargs = {k: v for k, v in config.items() if not k.startswith("_") and k != "ensemble_color"}
     kwargs["encoder_weights"] = None  # weights come from the folder, never from a hub
     net = smp.create_model(config["_model_class"], **kwargs)
     load_smp_weights(net, folder)
-    return net.eval(), extra
+    return net.eval()
 
 
 def load_smp_weights(net: nn.Module, folder: Path) -> None:
@@ -199,14 +232,13 @@ def load_smp_weights(net: nn.Module, folder: Path) -> None:
 def smp_router(folder: str | Path, table: RoutingTable, **options: Any) -> Router:
     """Load an smp segmenter folder; its config names the table backend (default ``ensemble``)."""
     folder = Path(folder)
-    net, extra = _load_smp_folder(folder)
-    backend = extra.get("backend", "ensemble")
-    matrix, classes = table.matrix(backend)
+    config, extra = read_router_config(folder)
+    matrix, classes, settings = router_settings(folder, extra, table)
+    net = _build_smp(folder, config)
     in_ch = net.encoder._in_channels if hasattr(net.encoder, "_in_channels") else 1
     mapping = extra.get("input_mapping", "l_unit")
     seg: nn.Module = _LToUnit(net, mapping) if in_ch == 1 else _GrayToRGB(net, None, None)
-    opts = {"input_size": extra.get("input_size", 320), "logit_bias": extra.get("logit_bias"), **options}
-    return Router(f"smp:{folder.name}", seg, matrix, classes, **opts)
+    return Router(f"smp:{folder.name}", seg, matrix, classes, **(settings | options))
 
 
 class _GrayToRGB(nn.Module):

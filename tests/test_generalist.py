@@ -124,6 +124,29 @@ def test_model_heads_and_decodes(arch):
 
 
 @pytest.mark.parametrize("arch", ["multihead-unet", "multihead-lite"])
+def test_forward_computes_only_the_heads_its_decoding_reads(arch):
+    from ensemble_color.nets.multihead_unet import DECODE_HEADS
+
+    model = create_model(arch, **tiny_config(arch)).eval()
+    L = torch.rand(2, 1, 64, 96) * 100
+    ran: list[str] = []
+    for name in ("soft_head", "seg_head", "dec1"):
+        getattr(model, name).register_forward_hook(lambda *_, n=name: ran.append(n))
+    with torch.inference_mode():
+        full = model.forward_heads(L)
+        for decode, heads in DECODE_HEADS.items():
+            ran.clear()
+            model.decode = decode
+            torch.testing.assert_close(model(L), model.decode_heads(full))  # same colours as from every head
+            assert ("soft_head" in ran) == ("soft" in heads) and ("dec1" in ran) == ("reg" in heads)
+            assert "seg_head" not in ran
+        ran.clear()
+        torch.testing.assert_close(model.segment(L), full["seg"])
+        assert ran == ["seg_head"]  # the router use skips the colour heads and the half-resolution stage
+        assert set(model.forward_heads(L, ("reg", "scene"))) == {"reg", "scene"}
+
+
+@pytest.mark.parametrize("arch", ["multihead-unet", "multihead-lite"])
 def test_regression_gain_scales_and_clamps_and_is_never_inherited(arch):
     from ensemble_color.color import AB_RANGE
     from ensemble_color.nets.multihead_unet import DECODINGS as CANDIDATES

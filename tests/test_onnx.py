@@ -29,6 +29,7 @@ from ensemble_color.export import (
 from ensemble_color.io import load_image
 from ensemble_color.nets import create_model, list_architectures, tiny_config
 from ensemble_color.onnx_backend import (
+    OnnxModelError,
     OrtModel,
     expert_session,
     onnx_router,
@@ -37,7 +38,7 @@ from ensemble_color.onnx_backend import (
 )
 from ensemble_color.pipeline import Pipeline, PipelineOptions
 from ensemble_color.plugins import discover
-from ensemble_color.routing import RoutingTable, smp_router
+from ensemble_color.routing import RouterConfigError, RoutingTable, smp_router
 
 ORT = PipelineOptions(backend="onnxruntime", threads=1)
 TOL_AB = 0.5  # the issue's bar: max |Δab| in Lab units between onnxruntime and torch
@@ -128,6 +129,18 @@ def test_lite0_fpn_router_exports_with_dynamic_sizes_and_routes_like_torch(tmp_p
             p_ref, p_ours = ref(L), ours(L)
         assert p_ours.shape == p_ref.shape == (1, len(ref.route_classes), h, w)
         assert (p_ours - p_ref).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize(("extra", "error", "message"), [
+    ({"backend": "nope", "onnx": {}}, RouterConfigError, "backend 'nope' is unknown"),
+    ({"input_size": 4.5, "onnx": {}}, RouterConfigError, "input_size 4.5"),
+    ({"onnx": {"size_multiple": 0}}, OnnxModelError, "size_multiple"), ({"onnx": []}, OnnxModelError, "'onnx' object")])
+def test_an_exported_router_folder_reads_its_config_as_the_smp_one_does(tmp_path: Path, extra, error, message) -> None:
+    """Same checks and messages as an smp folder's config (routing.router_settings), before the graph is read."""
+    (tmp_path / "model.onnx").write_bytes(b"not a graph")
+    (tmp_path / "config.json").write_text(json.dumps({"ensemble_color": extra}))
+    with pytest.raises(error, match=message):
+        onnx_router(tmp_path, RoutingTable.load())
 
 
 def test_in_memory_router_conversion_keeps_the_torch_side_of_the_router() -> None:

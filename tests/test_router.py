@@ -16,7 +16,14 @@ from conftest import DATA, requires_data
 from PIL import Image
 from torch import nn
 
-from ensemble_color.routing import RoutingTable, load_router, router_dir, smp_router, torchvision_router
+from ensemble_color.routing import (
+    RouterConfigError,
+    RoutingTable,
+    load_router,
+    router_dir,
+    smp_router,
+    torchvision_router,
+)
 from ensemble_color.train import masks, router_data, router_eval
 from ensemble_color.train import router as train_router
 
@@ -106,6 +113,22 @@ def test_router_folder_config_carries_its_logit_bias(tmp_path: Path) -> None:
                                                               "logit_bias": {"bird": -0.5}}, fp16=False)
     assert smp_router(folder, RoutingTable.load()).logit_bias == {"bird": -0.5}
     assert smp_router(folder, RoutingTable.load(), logit_bias={}).logit_bias == {}  # an option overrides it
+
+
+BAD_ROUTER_CONFIGS = [("{not json", "unreadable"), ("[]", "needs to be an object"),
+                      ('{"ensemble_color": {"backend": "nope"}}', "backend 'nope' is unknown"),
+                      ('{"ensemble_color": {"input_size": 5}}', "input_size 5 is not an integer"),
+                      ('{"ensemble_color": {}}', "names no smp '_model_class'")]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_ROUTER_CONFIGS)
+def test_a_router_folder_with_a_bad_config_is_refused_naming_it(tmp_path: Path, text: str, message: str) -> None:
+    folder = tmp_path / "my_router"
+    folder.mkdir()
+    (folder / "config.json").write_text(text)
+    with pytest.raises(RouterConfigError, match=message) as err:
+        smp_router(folder, RoutingTable.load())
+    assert "my_router" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_iou_counter_ignores_255_and_scores_errors() -> None:

@@ -19,13 +19,15 @@ The model owns its normalisation: ``forward(L)`` returns ab in Lab units (decodi
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import softencode
-from ..color import AB_RANGE, l_to_gray_unit
-from .multihead_unet import DECODES, ROUTE_CLASSES, MultiHeadBase, _conv, _up
+from ..color import l_to_gray_unit
+from .multihead_unet import DECODES, HEADS, ROUTE_CLASSES, MultiHeadBase, _conv, _up
 from .registry import ModelDescriptor, register_architecture
 
 VARIANTS = ("lite0", "lite1", "lite2")
@@ -65,20 +67,23 @@ class MultiHeadLite(MultiHeadBase):
                                                  "categories": CATEGORIES[:n_categories],
                                                  "encoder": f"tf_efficientnet_{variant}"})
 
-    def forward_heads(self, L: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``reg`` (B,2,H,W) Lab units; ``soft`` (B,313,H/4,W/4), ``seg`` (B,C,H/4,W/4), ``scene`` (B,1000)
-        and ``category`` (B,4) logits."""
+    def forward_heads(self, L: torch.Tensor, heads: Collection[str] = HEADS) -> dict[str, torch.Tensor]:
+        """``heads`` of: ``reg`` (B,2,H,W) Lab units; ``soft`` (B,313,H/4,W/4), ``seg`` (B,C,H/4,W/4),
+        ``scene`` (B,1000) and ``category`` (B,4) logits."""
         e1, e2, e3, e4, e5 = self.encoder(l_to_gray_unit(L))
         g = F.relu(self.scene_fc1(e5.float().mean((2, 3)).to(e5.dtype)))
         b = self.fuse(torch.cat([e5, g[:, :, None, None].expand(-1, -1, *e5.shape[-2:])], 1))
         x4 = self.dec4(torch.cat([_up(b, e4), e4], 1))
         x3 = self.dec3(torch.cat([_up(x4, e3), e3], 1))
         x2 = self.dec2(torch.cat([_up(x3, e2), e2], 1))
-        x1 = self.dec1(torch.cat([_up(x2, e1), e1], 1))
-        reg = torch.tanh(self.reg_head(x1).float()) * AB_RANGE
-        reg = F.interpolate(reg, size=L.shape[-2:], mode="bilinear", align_corners=False)
-        return {"reg": reg, "soft": self.soft_head(x2), "seg": self.seg_head(x2), "scene": self.scene_fc2(g),
-                "category": self.category_fc(g)}
+        out = self.quarter_heads(x2, heads)
+        if "reg" in heads:
+            out["reg"] = self.regression(self.dec1(torch.cat([_up(x2, e1), e1], 1)), L)
+        if "scene" in heads:
+            out["scene"] = self.scene_fc2(g)
+        if "category" in heads:
+            out["category"] = self.category_fc(g)
+        return out
 
 
 @register_architecture("multihead-lite", tiny_config={"decoder": (8, 8, 8, 8), "scene_hidden": 8,

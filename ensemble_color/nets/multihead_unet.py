@@ -24,6 +24,8 @@ the plugin's ``model.safetensors``.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -52,6 +54,12 @@ DECODINGS: dict[str, dict] = {
 }
 #: the decoding keys of a multi-head plugin's config (replaced together when a decoding is chosen)
 DECODE_KEYS = ("decode", "T", "blend_w", "reg_gain")
+#: every head :meth:`MultiHeadBase.forward_heads` can compute
+HEADS = ("reg", "soft", "seg", "scene", "category")
+#: decode -> the heads it reads: ``forward`` computes only these (regression alone skips the 313-bin head, the
+#: soft decodings skip the half-resolution decoder stage and the regression head)
+DECODE_HEADS: dict[str, tuple[str, ...]] = {"soft": ("soft",), "mode": ("soft",), "mean": ("soft",),
+                                            "regression": ("reg",), "blend": ("reg", "soft")}
 
 
 def with_decoding(config: dict, name: str) -> dict:
@@ -101,6 +109,20 @@ class MultiHeadBase(nn.Module):
         if blend_w is not None:
             self.blend_w = float(blend_w)
 
+    def quarter_heads(self, x: torch.Tensor, heads: Collection[str]) -> dict[str, torch.Tensor]:
+        """The asked-for heads of ``soft`` and ``seg`` on the 1/4-resolution decoder features ``x``."""
+        out = {}
+        if "soft" in heads:
+            out["soft"] = self.soft_head(x)
+        if "seg" in heads:
+            out["seg"] = self.seg_head(x)
+        return out
+
+    def regression(self, x: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+        """ab in Lab units at L's size from the 1/2-resolution decoder features ``x``."""
+        reg = torch.tanh(self.reg_head(x).float()) * AB_RANGE
+        return F.interpolate(reg, size=L.shape[-2:], mode="bilinear", align_corners=False)
+
     def _init_heads(self, quarter: int, half: int, n_seg_classes: int) -> None:
         """The soft-encoding and segmentation heads on the 1/4-resolution decoder features (``quarter``
         channels), the regression head on the 1/2-resolution ones (``half``)."""
@@ -108,7 +130,8 @@ class MultiHeadBase(nn.Module):
         self.seg_head = nn.Conv2d(quarter, n_seg_classes, 1)
         self.reg_head = nn.Conv2d(half, 2, 3, padding=1)
 
-    def forward_heads(self, L: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward_heads(self, L: torch.Tensor, heads: Collection[str] = HEADS) -> dict[str, torch.Tensor]:
+        """The ``heads`` asked for (all by default, as training needs), computing nothing only others need."""
         raise NotImplementedError
 
     def decode_heads(self, heads: dict[str, torch.Tensor], decode: str | None = None,
@@ -137,11 +160,11 @@ class MultiHeadBase(nn.Module):
         return ab
 
     def forward(self, L: torch.Tensor) -> torch.Tensor:
-        return self.decode_heads(self.forward_heads(L))
+        return self.decode_heads(self.forward_heads(L, DECODE_HEADS[self.decode]), size=tuple(L.shape[-2:]))
 
     def segment(self, L: torch.Tensor) -> torch.Tensor:
         """Route-class logits (B, 4, H/4, W/4) in the order background, person, bird, animal."""
-        return self.forward_heads(L)["seg"].float()
+        return self.forward_heads(L, ("seg",))["seg"].float()
 
 
 class MultiHeadUNet(MultiHeadBase):
@@ -169,8 +192,8 @@ class MultiHeadUNet(MultiHeadBase):
                                           input_size=input_size,
                                           extra={"route_classes": ROUTE_CLASSES, "decodes": DECODES})
 
-    def forward_heads(self, L: torch.Tensor) -> dict[str, torch.Tensor]:
-        """All heads: ``reg`` (B,2,H,W) Lab units; ``soft`` (B,313,H/4,W/4), ``seg`` (B,C,H/4,W/4) and
+    def forward_heads(self, L: torch.Tensor, heads: Collection[str] = HEADS) -> dict[str, torch.Tensor]:
+        """``heads`` of: ``reg`` (B,2,H,W) Lab units; ``soft`` (B,313,H/4,W/4), ``seg`` (B,C,H/4,W/4) and
         ``scene`` (B,S) logits."""
         x = (L - 50.0) / 50.0
         e1 = self.enc1(x)
@@ -182,10 +205,10 @@ class MultiHeadUNet(MultiHeadBase):
         b = self.fuse(torch.cat([e4, g[:, :, None, None].expand(-1, -1, *e4.shape[-2:])], 1))
         d3 = self.dec3(torch.cat([_up(b, e3), e3], 1))
         d2 = self.dec2(torch.cat([_up(d3, e2), e2], 1))
-        d1 = self.dec1(torch.cat([_up(d2, e1), e1], 1))
-        reg = torch.tanh(self.reg_head(d1).float()) * AB_RANGE
-        reg = F.interpolate(reg, size=L.shape[-2:], mode="bilinear", align_corners=False)
-        return {"reg": reg, "soft": self.soft_head(d2), "seg": self.seg_head(d2), "scene": scene}
+        out = self.quarter_heads(d2, heads) | {"scene": scene}
+        if "reg" in heads:
+            out["reg"] = self.regression(self.dec1(torch.cat([_up(d2, e1), e1], 1)), L)
+        return {k: v for k, v in out.items() if k in heads}
 
 
 @register_architecture("multihead-unet", tiny_config={"widths": (8, 8, 16, 16), "scene_hidden": 8})
