@@ -109,8 +109,7 @@ class ColorizeResult:
 
 class FrameCarry(Protocol):
     """Hook for frame sequences (video): :meth:`Pipeline.colorize_batch` hands it each batch's router
-    probabilities, alone-decisions and blended ab, at working size and in frame order, and uses what it
-    returns.
+    probabilities and blended ab, at working size and in frame order, and uses what it returns.
 
     Why a hook and not a video pipeline: carrying colour along motion (``video.FlowCarry``) needs the
     intermediate results, and everything else (routing, experts, the join with L) must stay this code.
@@ -119,11 +118,6 @@ class FrameCarry(Protocol):
     def carry_probs(self, L_works: list[torch.Tensor], probs: list[torch.Tensor]) -> list[torch.Tensor]: ...
 
     def carry_ab(self, L_works: list[torch.Tensor], ab_works: list[torch.Tensor]) -> list[torch.Tensor]: ...
-
-    def carry_alone(self, L_works: list[torch.Tensor], alone: list[set[str]]) -> list[set[str]]:
-        """Per frame, the experts that colour it alone (``PipelineOptions.decode_alone``); a sequence may keep
-        one decision per shot."""
-        ...
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -327,10 +321,8 @@ class Pipeline:
                               fallback, opt.threshold, opt.margin, multiple, opt.min_fraction, opt.fallback_min,
                               opt.crop_quantile)
                  for p in probs]
-        alone = [alone_experts(weights, opt.alone_share) for _, weights in plans]
-        if carry is not None:
-            alone = carry.carry_alone(L_works, alone)
-        ab_layers = self._run_experts(L_works, [boxes for boxes, _ in plans], alone)
+        ab_layers = self._run_experts(L_works, [boxes for boxes, _ in plans],
+                                      [alone_experts(weights, opt.alone_share) for _, weights in plans])
         t3 = time.perf_counter()
         ab_works = [blend(layers, weights) for layers, (_, weights) in zip(ab_layers, plans, strict=True)]
         if carry is not None:

@@ -95,12 +95,6 @@ class TemporalOptions:
     #: long side (px) optical flow is computed at, then scaled up (None: at the working size). Colour is
     #: smooth at this scale, and Farneback's cost grows with the pixel count (2 flows per frame).
     flow_size: int | None = 160
-    #: which experts colour a frame "alone" (``PipelineOptions.decode_alone``) is decided on each shot's first
-    #: frame and kept to its end: as subjects move, their share of a frame crosses ``alone_share`` within a
-    #: shot, and a per-frame decision would switch the generalist's decoding mid-shot (a jump of 8 L2ab
-    #: between neighbouring frames of the test clip's pan). False: never alone, every frame decodes as in
-    #: the blend
-    alone_per_shot: bool = True
 
 
 @dataclass(frozen=True)
@@ -236,14 +230,12 @@ def carry(prev: torch.Tensor | None, cur: torch.Tensor, link: Link, strength: fl
 
 
 class FlowCarry:
-    """Carries router probabilities and ab along optical flow, frame to frame, resetting at scene cuts,
-    and keeps each shot's decoding decision.
+    """Carries router probabilities and ab along optical flow, frame to frame, resetting at scene cuts.
 
     The pipeline's sequence hook (``Pipeline.colorize_batch(..., carry=...)``): it calls
-    :meth:`carry_probs` with each batch's router probabilities, :meth:`carry_alone` with its alone-decisions
-    and :meth:`carry_ab` with its blended ab, at working size and in frame order. One instance per video; it
-    holds that video's state (the last frame's lightness, probabilities and ab, the shot's decision), so
-    batches may be of any size.
+    :meth:`carry_probs` with each batch's router probabilities and :meth:`carry_ab` with its blended ab,
+    both at working size and in frame order. One instance per video; it holds that video's state
+    (the last frame's lightness, probabilities and ab), so batches may be of any size.
     """
 
     def __init__(self, options: TemporalOptions | None = None) -> None:
@@ -255,7 +247,6 @@ class FlowCarry:
         self._prev_L: np.ndarray | None = None
         self._prev_probs: torch.Tensor | None = None
         self._prev_ab: torch.Tensor | None = None
-        self._shot_alone: set[str] = set()
         self._batch: list[torch.Tensor] | None = None
         self._links: list[Link] = []
 
@@ -286,17 +277,6 @@ class FlowCarry:
     def carry_ab(self, L_works: list[torch.Tensor], ab_works: list[torch.Tensor]) -> list[torch.Tensor]:
         """Blended ab with the previous frames' carried in (what is joined with each frame's L)."""
         return self._carry(L_works, ab_works, "_prev_ab", self.options.carry)
-
-    def carry_alone(self, L_works: list[torch.Tensor], alone: list[set[str]]) -> list[set[str]]:
-        """The experts colouring each frame alone: its shot's first frame's (see ``alone_per_shot``)."""
-        if not self.options.alone_per_shot:
-            return [set() for _ in alone]
-        out = []
-        for link, frame_alone in zip(self._links_for(L_works), alone, strict=True):
-            if link.flow is None:  # the clip's first frame or a cut: a new shot
-                self._shot_alone = set(frame_alone)
-            out.append(set(self._shot_alone))
-        return out
 
     def _carry(self, L_works: list[torch.Tensor], values: list[torch.Tensor], state: str, strength: float
                ) -> list[torch.Tensor]:
@@ -349,11 +329,18 @@ def colorize_frames(pipe: Pipeline, frames: Iterable[np.ndarray], batch_size: in
                     carry: FlowCarry | None = None) -> Iterator[ColorizeResult]:
     """Colourise RGB uint8 frames (H, W, 3) in order, ``batch_size`` at a time.
 
-    With ``carry`` (a fresh :class:`FlowCarry` per clip) colour is carried along motion and the experts'
-    decoding is decided once per shot (``TemporalOptions.alone_per_shot``); without, each frame is coloured
-    on its own, exactly as the same still photo. Results come back in order, each joined with its own
-    full-res L.
+    With ``carry`` (a fresh :class:`FlowCarry` per clip) colour is carried along motion; without, each
+    frame is coloured on its own. Results come back in order, each joined with its own full-res L.
+
+    Frames always decode as in the blend (``decode_alone="blend"``, whatever ``pipe`` says): the still-photo
+    default switches the generalist's decoding when it carries >= ``alone_share`` of a frame, and as subjects
+    move that share crosses the bound within a shot. On the test clip (tests/test_video.py) the switch came at
+    frame 5 of a 10-frame pan, a jump of 8 L2ab between neighbouring frames, and the stabilised frames, whose
+    carried probabilities stayed above the bound, were 11 % worse than the per-frame ones. Deciding once per
+    shot instead (its first frame's decision kept to the cut; tried in session 11) left the stabilised frames
+    6.4 % worse in L2ab than the still-photo rule per frame on the same clip (26.00 vs 24.43), so no switch.
     """
+    pipe = pipe.with_options(decode_alone="blend")
     batch: list[torch.Tensor] = []
     for frame in frames:
         batch.append(torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).float() / 255.0)

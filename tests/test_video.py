@@ -358,33 +358,15 @@ def test_demo_has_a_video_tab_with_an_api(tiny_pipe: Pipeline) -> None:
     assert {"colorize", "colorize_video"} <= {fn.api_name for fn in demo.fns.values()}
 
 
-def test_each_shot_keeps_its_first_frames_alone_decision() -> None:
-    """Within a shot the decision of which experts colour a frame alone is the first frame's; a cut decides
-    anew; alone_per_shot=False decodes every frame as in the blend."""
-    frames = _color_frames()
-    L_works = [rgb_to_l(torch.from_numpy(f).permute(2, 0, 1).float()[None] / 255)[0] for f in frames]
-    per_frame = [{"generalist"} if i % 3 == 0 else set() for i in range(len(frames))]
-    carry = FlowCarry()
-    got = carry.carry_alone(L_works[:6], per_frame[:6]) + carry.carry_alone(L_works[6:], per_frame[6:])
-    assert carry.cuts == [PAN]
-    first_after_cut = per_frame[PAN]
-    assert got == [{"generalist"}] * PAN + [first_after_cut] * AFTER_CUT
-    assert first_after_cut != {"generalist"}  # the cut really changed the decision
-    assert FlowCarry(TemporalOptions(alone_per_shot=False)).carry_alone(L_works, per_frame) == [set()] * len(frames)
-
-
-def test_stabilised_frames_decode_as_their_shot_decided_per_frame_ones_as_stills(tmp_path: Path) -> None:
-    """The pipeline uses the carry's alone-decisions: the generalist colouring a frame alone decodes as its
-    manifest says (as for the same still) with the shot decision, as in the blend without it."""
+def test_frames_decode_as_in_the_blend_whatever_the_still_photo_option(tmp_path: Path) -> None:
+    """The generalist colouring a frame alone still decodes as in the blend: a per-frame switch would flip
+    within a shot (see video.colorize_frames)."""
     root = tmp_path / "experts"
     make_expert(root, "generalist", [], arch="multihead-unet", seed=9, fallback=True)
     pipe = Pipeline.load([root], router="background", use_shipped=False, device="cpu").with_options(
         decode={"generalist": "regression x2"}, decode_alone="manifest", alone_share=0.9)
     frame = (np.random.default_rng(0).random((40, 48, 3)) * 255).astype(np.uint8)
     still = torch.from_numpy(frame).permute(2, 0, 1).float() / 255
-    alone, in_blend = pipe.colorize(still).ab_work, pipe.with_options(decode_alone="blend").colorize(still).ab_work
-    assert not torch.allclose(alone, in_blend, atol=0.1)
-    torch.testing.assert_close(next(colorize_frames(pipe, [frame])).ab_work, alone)
-    torch.testing.assert_close(next(colorize_frames(pipe, [frame], carry=FlowCarry())).ab_work, alone)
-    never = FlowCarry(TemporalOptions(alone_per_shot=False))
-    torch.testing.assert_close(next(colorize_frames(pipe, [frame], carry=never)).ab_work, in_blend)
+    got = next(colorize_frames(pipe, [frame])).ab_work
+    torch.testing.assert_close(got, pipe.with_options(decode_alone="blend").colorize(still).ab_work)
+    assert not torch.allclose(got, pipe.colorize(still).ab_work, atol=0.1)
