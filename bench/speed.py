@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+from timing_env import env_note, threading_env  # bench/ is this script's folder, hence on sys.path
 
 from ensemble_color.color import join_l_ab, rgb_to_l
 from ensemble_color.composite import choose_fallback, upsample_ab
@@ -146,7 +147,7 @@ def main() -> None:
             "router": pipe.router.name, "experts": sorted(pipe.experts), "single_expert": single_name,
             "repeats": args.repeats, "image": "synthetic smooth gray (bench/speed.py photo_like)",
             "backends": backends, "variants": {b: VARIANTS.get(b, "all-torch, contiguous weights") for b in backends},
-            "router_backends": {b: p.router.name for b, p in pipes.items()}, "note": args.note}
+            "router_backends": {b: p.router.name for b, p in pipes.items()}, "note": args.note, "env": threading_env()}
     if has_ort:
         meta["onnxruntime"] = importlib.metadata.version("onnxruntime")
     out = Path(args.out)
@@ -158,7 +159,7 @@ def main() -> None:
            f"{r['ratio_pipeline_over_single']:.2f} | {r['router_share']:.0%} | {r['peak_rss_mb_after']:.0f} |"
            for r in rows]
     md.append(f"\nrouter `{meta['router']}`, experts {meta['experts']}, single expert = `{single_name}`, "
-              f"{meta['threads']} threads, {args.repeats} interleaved repeats, torch {meta['torch']}.")
+              f"{meta['threads']} threads, {args.repeats} interleaved repeats, torch {meta['torch']}. {env_note()}")
     if len(pipes) > 1:
         md += backend_table(rows, backends, meta)
     if args.note:

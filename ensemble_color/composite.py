@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .color import join_l_ab
+from .color import by_bands, join_l_ab
 
 
 @dataclass(frozen=True)
@@ -257,24 +257,40 @@ def _box(x: torch.Tensor, r: int) -> torch.Tensor:
     return F.avg_pool2d(F.pad(x, (r, r, r, r), mode="replicate"), 2 * r + 1, stride=1)
 
 
-def guided_upsample_ab(ab: torch.Tensor, L_low: torch.Tensor, L_full: torch.Tensor, radius: int = 2,
-                       eps: float = 1e-3) -> torch.Tensor:
-    """Fast guided filter (He & Sun 2015): fit ab ≈ a·L + b locally at working size, upsample a and b,
-    apply them to the full-resolution L. Colour edges then follow the full-res lightness edges
-    instead of being blurred by plain interpolation; flat regions get exactly the bilinear result.
+#: window radius (working pixels) and regulariser of the guided upsampling
+GUIDED_RADIUS, GUIDED_EPS = 2, 1e-3
+
+
+def guided_coefficients(ab: torch.Tensor, L_low: torch.Tensor, size: tuple[int, int]
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fast guided filter (He & Sun 2015), its low-resolution half: fit ab/100 ≈ A·L/100 + B in every
+    (2r+1)² window of the working image and upsample the (box-averaged) A and B to ``size``: (2, H, W) each.
     """
-    size = tuple(L_full.shape[-2:])
-    if tuple(ab.shape[-2:]) == size:
-        return ab
+    radius, eps = GUIDED_RADIUS, GUIDED_EPS
     guide, p = L_low[None].float() / 100.0, ab[None].float() / 100.0
     mean_g, mean_p = _box(guide, radius), _box(p, radius)
     cov = _box(guide * p, radius) - mean_g * mean_p
     var = _box(guide * guide, radius) - mean_g * mean_g
     a = cov / (var + eps)
     b = mean_p - a * mean_g
-    A = F.interpolate(_box(a, radius), size=size, mode="bilinear", align_corners=False)
-    B = F.interpolate(_box(b, radius), size=size, mode="bilinear", align_corners=False)
-    return ((A * (L_full[None].float() / 100.0) + B) * 100.0)[0]
+    A = F.interpolate(_box(a, radius), size=size, mode="bilinear", align_corners=False)[0]
+    B = F.interpolate(_box(b, radius), size=size, mode="bilinear", align_corners=False)[0]
+    return A, B
+
+
+def _guided_ab(A: torch.Tensor, B: torch.Tensor, L_full: torch.Tensor) -> torch.Tensor:
+    """The full-resolution half: ab = A·L + B on the full-res L (Lab units)."""
+    return (A * (L_full.float() / 100.0) + B) * 100.0
+
+
+def guided_upsample_ab(ab: torch.Tensor, L_low: torch.Tensor, L_full: torch.Tensor) -> torch.Tensor:
+    """Edge-aware upsampling of working ab (2, h, w) to the full-res L's size (fast guided filter): colour
+    edges follow the full-res lightness edges instead of being blurred by plain interpolation; flat regions
+    get exactly the bilinear result."""
+    size = tuple(L_full.shape[-2:])
+    if tuple(ab.shape[-2:]) == size:
+        return ab
+    return _guided_ab(*guided_coefficients(ab, L_low, size), L_full)
 
 
 def compose_lab(L_full: torch.Tensor, ab_work: torch.Tensor, saturation: float = 1.0,
@@ -295,6 +311,13 @@ def compose_lab(L_full: torch.Tensor, ab_work: torch.Tensor, saturation: float =
 
 def compose(L_full: torch.Tensor, ab_work: torch.Tensor, saturation: float = 1.0,
             L_work: torch.Tensor | None = None) -> torch.Tensor:
-    """Full-resolution RGB (3, H, W) in [0, 1] from full-res L and working-res ab (see :func:`compose_lab`)."""
-    lab = compose_lab(L_full, ab_work, saturation, L_work)
-    return join_l_ab(lab[:1], lab[1:])
+    """Full-resolution RGB (3, H, W) in [0, 1] from full-res L and working-res ab: :func:`compose_lab`
+    joined to sRGB, but with the full-resolution steps (A·L + B, saturation, Lab -> sRGB) done band by band
+    of rows (``color.by_bands``), which is what a large photo's colourisation costs (bench/speed.py)."""
+    ab_work = ab_work.to(L_full.device)
+    size = tuple(L_full.shape[-2:])
+    if L_work is not None and tuple(ab_work.shape[-2:]) != size:
+        A, B = guided_coefficients(ab_work, L_work.to(L_full.device), size)
+        return by_bands(lambda L, A, B: join_l_ab(L, _guided_ab(A, B, L) * saturation), 3, L_full, A, B)
+    ab = upsample_ab(ab_work, size)
+    return by_bands(lambda L, ab: join_l_ab(L, ab.float() * saturation), 3, L_full, ab)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .color import join_l_ab, rgb_to_l
+from .color import gray_to_l, join_l_ab, rgb_to_l
 from .composite import (
     DECODE_ALONE,
     SUBJECT_CONTEXT_RAMP,
@@ -451,6 +451,6 @@ def _to_l(image: LoadedImage | torch.Tensor) -> torch.Tensor:
     rgb = image.rgb if isinstance(image, LoadedImage) else image
     if rgb.dim() != 3 or rgb.shape[0] not in (1, 3):
         raise ValueError(f"expected an image tensor (1|3, H, W), got shape {tuple(rgb.shape)}")
-    if rgb.shape[0] == 1:
-        rgb = rgb.expand(3, -1, -1)
+    if rgb.shape[0] == 1 or (torch.equal(rgb[0], rgb[1]) and torch.equal(rgb[1], rgb[2])):
+        return gray_to_l(rgb[:1].float())  # the photos this product colours: one gamma curve, not three
     return rgb_to_l(rgb.float()[None])[0]

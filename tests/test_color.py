@@ -31,3 +31,47 @@ def test_gray_has_no_chroma_and_l_is_monotone():
 def test_join_clips_out_of_gamut():
     rgb = join_l_ab(torch.full((1, 1, 2, 2), 50.0), torch.full((1, 2, 2, 2), 300.0))
     assert rgb.min() >= 0 and rgb.max() <= 1
+
+
+def test_full_resolution_conversions_agree_with_kornia_in_and_out_of_gamut():
+    """rgb_to_l and lab_to_rgb do only the work the pipeline needs; they must still be kornia's maths."""
+    import kornia.color
+
+    torch.manual_seed(1)
+    rgb = torch.rand(2, 3, 24, 24)
+    rgb[0, :, :4] = 0.0  # black and the sRGB/L* linear segments
+    rgb[0, :, 4:8] = torch.linspace(0, 0.05, 24)
+    assert (rgb_to_l(rgb) - kornia.color.rgb_to_lab(rgb)[:, :1]).abs().max() < 1e-4
+    lab = torch.cat([torch.rand(2, 1, 24, 24) * 100, (torch.rand(2, 2, 24, 24) - 0.5) * 260], dim=1)
+    assert (lab_to_rgb(lab) - kornia.color.lab_to_rgb(lab, clip=True)).abs().max() < 1e-5
+
+
+def test_gray_path_gives_the_l_of_the_replicated_rgb():
+    g = torch.rand(1, 1, 16, 16)
+    assert (gray_to_l(g) - rgb_to_l(g.expand(1, 3, 16, 16))).abs().max() < 1e-4
+
+
+def test_conversions_stay_float32_under_autocast():
+    rgb = torch.rand(1, 3, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        L = rgb_to_l(rgb)
+        out = join_l_ab(L, torch.zeros(1, 2, 8, 8))
+        lab = rgb_to_lab(rgb)
+    assert L.dtype == out.dtype == lab.dtype == torch.float32
+    assert (L - rgb_to_l(rgb)).abs().max() < 1e-4
+    assert (lab - rgb_to_lab(rgb)).abs().max() < 1e-4
+
+
+def test_banded_conversions_equal_whole_image_ones(monkeypatch):
+    """A large photo goes through in bands of rows (cache); a band edge must not show in the result."""
+    from ensemble_color import color
+
+    torch.manual_seed(2)
+    rgb = torch.rand(2, 3, 37, 16)
+    lab = torch.cat([rgb[:, :1] * 100, (rgb[:, 1:] - 0.5) * 200], dim=1)
+    whole_l, whole_g, whole_rgb = rgb_to_l(rgb), gray_to_l(rgb[:, :1]), lab_to_rgb(lab)
+    monkeypatch.setattr(color, "BAND_PIXELS", 16 * 5)  # 5 rows a band: 8 bands, the last one short
+    assert (rgb_to_l(rgb) - whole_l).abs().max() < 1e-5
+    assert (gray_to_l(rgb[:, :1]) - whole_g).abs().max() < 1e-5
+    assert (lab_to_rgb(lab) - whole_rgb).abs().max() < 1e-6
+    assert lab_to_rgb(lab).shape == whole_rgb.shape == (2, 3, 37, 16)

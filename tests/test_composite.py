@@ -1,9 +1,11 @@
+import pytest
 import torch
 
 from ensemble_color.composite import (
     ExpertRoute,
     alone_experts,
     blend,
+    compose,
     compose_lab,
     expert_weights,
     plan_regions,
@@ -223,3 +225,21 @@ def test_alone_experts_by_share_of_the_blend_weight():
     assert alone_experts(weights, 0.75) == {"generalist"}
     assert alone_experts(weights, 0.8) == set()
     assert alone_experts(weights, 0.25) == {"birds", "generalist"}
+
+
+@pytest.mark.parametrize("guided", [True, False])
+def test_banded_compose_equals_joining_the_composed_lab(monkeypatch, guided):
+    """compose() does its full-resolution steps band by band; the bands must not show in the photo."""
+    from ensemble_color import color
+    from ensemble_color.color import join_l_ab
+
+    torch.manual_seed(3)
+    L_full = torch.rand(1, 41, 30) * 100
+    L_low = torch.nn.functional.interpolate(L_full[None], size=(10, 8), mode="bilinear", antialias=True)[0]
+    ab_low = (torch.rand(2, 10, 8) - 0.5) * 120
+    L_work = L_low if guided else None
+    expected = join_l_ab(*compose_lab(L_full, ab_low, 1.3, L_work).split([1, 2]))
+    monkeypatch.setattr(color, "BAND_PIXELS", 30 * 4)  # 4 rows a band: 11 bands, the last one short
+    got = compose(L_full, ab_low, 1.3, L_work)
+    assert got.shape == (3, 41, 30)
+    assert (got - expected).abs().max() < 1e-5

@@ -35,6 +35,19 @@ def test_full_resolution_output_and_l_preserved(tiny_experts, photo):
     assert set(res.per_expert) == set(pipe.experts)
 
 
+def test_a_gray_photo_colours_alike_in_one_channel_or_three(tiny_experts):
+    """Gray input takes a one-channel path to L (pipeline._to_l); it must be the same L as the RGB path's."""
+    pipe = _pipe(tiny_experts, work_size=64)
+    gray = torch.rand(1, 80, 120)
+    one, three = pipe.colorize(gray), pipe.colorize(gray.expand(3, -1, -1))
+    assert (one.rgb - three.rgb).abs().max() < 1e-5
+    tinted = gray.expand(3, -1, -1).clone()
+    tinted[0] += 0.05  # a colour photo: its own L, which the gray path would get wrong
+    L_tinted = torch.nn.functional.interpolate(rgb_to_l(tinted.clamp(0, 1)[None]), size=one.L_work.shape[-2:],
+                                               mode="bilinear", align_corners=False, antialias=True)[0]
+    assert (pipe.colorize(tinted.clamp(0, 1)).L_work - L_tinted).abs().max() < 1e-4
+
+
 def test_router_regions_pick_experts(tiny_experts):
     from ensemble_color.routing import RoutingTable
 
