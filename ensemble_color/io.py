@@ -127,13 +127,30 @@ def to_pil(rgb: torch.Tensor | np.ndarray, alpha: np.ndarray | None = None) -> I
     return im
 
 
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file here: 0o666 less the process umask. ``mkstemp`` makes its files
+    0o600, which an output renamed into place would keep (a web server or another user could not read it).
+    The umask is read from /proc where there is one: setting it to read it is process-wide, not thread-safe."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename; the file gets
+    the mode a plain ``open()`` would give it (:func:`new_file_mode`)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

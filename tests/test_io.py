@@ -60,3 +60,18 @@ def test_save_is_atomic_and_by_extension(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.jpg"]  # no temp files left
     with pytest.raises(ValueError, match="unsupported"):
         save_image(im, tmp_path / "a.xyz")
+
+
+def test_saved_outputs_get_the_mode_a_plain_open_gives(tmp_path):
+    """The temporary file behind an atomic save is 0o600; the output must not stay private to its writer."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        save_image(to_pil(np.zeros((4, 4, 3), np.uint8)), tmp_path / "a.png")
+        (tmp_path / "plain").write_bytes(b"")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "a.png").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain").stat().st_mode) == 0o644
