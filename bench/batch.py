@@ -35,6 +35,7 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+from timing_env import env_note, threading_env  # bench/ is this script's folder, hence on sys.path
 
 from ensemble_color.batch import BatchConfig, PipelineSpec, run_batch
 from ensemble_color.pipeline import PipelineOptions
@@ -77,7 +78,7 @@ def markdown(result: dict) -> str:
     lines = [
         "# Batch throughput (`bench/batch.py`)",
         "",
-        f"**Conditions: {result['note']}.**",
+        f"**Conditions: {result['note']}.** {env_note()}",
         "",
         f"{result['images']} images (bundled gray photos, 300–640 px, copied round-robin), working size "
         f"{result['work_size']} px, batch size {result['batch_size']}, shipped experts; "
@@ -146,7 +147,7 @@ def main() -> None:
               "load_before": load_before, "load_after": os.getloadavg()[0], "ray_version": ray.__version__,
               "ray_init_s": round(ray_init, 2), "ray_worker_niceness": args.ray_niceness,
               "torch": torch.__version__, "python": platform.python_version(),
-              "runs": runs}
+              "env": threading_env(), "runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(result))

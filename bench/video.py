@@ -27,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from timing_env import env_note, threading_env  # bench/ is this script's folder, hence on sys.path
 
 from ensemble_color.color import rgb_to_l
 from ensemble_color.pipeline import Pipeline, PipelineOptions
@@ -137,7 +138,8 @@ def main() -> None:
             "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "size": args.size,
             "frames": args.frames, "batch_size": args.batch_size, "work_size": pipes[first].options.work_size,
             "router": pipes[first].router.name, "experts": sorted(pipes[first].experts), "backends": list(pipes),
-            "clip": "gray MPEG-4, 1 px/frame pan over tests/data/coffee.jpg, cut to tests/data/chelsea.jpg"}
+            "clip": "gray MPEG-4, 1 px/frame pan over tests/data/coffee.jpg, cut to tests/data/chelsea.jpg",
+            "env": threading_env()}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "summary": summary}, indent=1))
@@ -155,7 +157,8 @@ def main() -> None:
     md.append(f"{args.frames} frames at {args.size}, working size {meta['work_size']}, batch {args.batch_size}, "
               f"{meta['threads']} torch threads on {meta['cpus']} CPUs, load average {load_before[0]:.1f} before / "
               f"{meta['loadavg_after'][0]:.1f} after, torch {meta['torch']}, OpenCV {meta['cv2']}. Flicker = mean "
-              f"|Δab| between consecutive frames after motion compensation (`ensemble_color.video.flicker`).")
+              f"|Δab| between consecutive frames after motion compensation (`ensemble_color.video.flicker`). "
+              f"{env_note()}")
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
