@@ -44,13 +44,21 @@ def by_bands(fn: Callable[..., torch.Tensor], channels: int, *images: torch.Tens
     package needs it, but callers may) the whole image goes through at once.
     """
     h, w = images[0].shape[-2:]
-    rows = max(1, BAND_PIXELS // max(w, 1))
-    if h <= 2 * rows or (torch.is_grad_enabled() and any(x.requires_grad for x in images)):
+    rows = band_rows(h, w)
+    if len(rows) == 1 or (torch.is_grad_enabled() and any(x.requires_grad for x in images)):
         return fn(*images)
     out = torch.empty(*images[0].shape[:-3], channels, h, w, dtype=torch.float32, device=images[0].device)
-    for top in range(0, h, rows):
-        out[..., top:top + rows, :] = fn(*(x[..., top:top + rows, :] for x in images))
+    for band in rows:
+        out[..., band, :] = fn(*(x[..., band, :] for x in images))
     return out
+
+
+def band_rows(h: int, w: int) -> list[slice]:
+    """The bands of rows :func:`by_bands` cuts an (h, w) image into (one band when it is small)."""
+    rows = max(1, BAND_PIXELS // max(w, 1))
+    if h <= 2 * rows:
+        return [slice(0, h)]
+    return [slice(top, min(top + rows, h)) for top in range(0, h, rows)]
 
 
 def _linear(srgb: torch.Tensor) -> torch.Tensor:

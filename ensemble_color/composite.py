@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .color import by_bands, join_l_ab
+from .color import band_rows, by_bands, join_l_ab
 
 
 @dataclass(frozen=True)
@@ -261,11 +261,9 @@ def _box(x: torch.Tensor, r: int) -> torch.Tensor:
 GUIDED_RADIUS, GUIDED_EPS = 2, 1e-3
 
 
-def guided_coefficients(ab: torch.Tensor, L_low: torch.Tensor, size: tuple[int, int]
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+def guided_coefficients(ab: torch.Tensor, L_low: torch.Tensor) -> torch.Tensor:
     """Fast guided filter (He & Sun 2015), its low-resolution half: fit ab/100 ≈ A·L/100 + B in every
-    (2r+1)² window of the working image and upsample the (box-averaged) A and B to ``size``: (2, H, W) each.
-    """
+    (2r+1)² window of the working image; the box-averaged A and B, stacked: (4, h, w)."""
     radius, eps = GUIDED_RADIUS, GUIDED_EPS
     guide, p = L_low[None].float() / 100.0, ab[None].float() / 100.0
     mean_g, mean_p = _box(guide, radius), _box(p, radius)
@@ -273,14 +271,36 @@ def guided_coefficients(ab: torch.Tensor, L_low: torch.Tensor, size: tuple[int, 
     var = _box(guide * guide, radius) - mean_g * mean_g
     a = cov / (var + eps)
     b = mean_p - a * mean_g
-    A = F.interpolate(_box(a, radius), size=size, mode="bilinear", align_corners=False)[0]
-    B = F.interpolate(_box(b, radius), size=size, mode="bilinear", align_corners=False)[0]
-    return A, B
+    return torch.cat([_box(a, radius), _box(b, radius)], dim=1)[0]
 
 
-def _guided_ab(A: torch.Tensor, B: torch.Tensor, L_full: torch.Tensor) -> torch.Tensor:
-    """The full-resolution half: ab = A·L + B on the full-res L (Lab units)."""
-    return (A * (L_full.float() / 100.0) + B) * 100.0
+def _taps(n_in: int, n_out: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source rows and weight of bilinear resampling n_in -> n_out at output positions ``index``,
+    as ``F.interpolate(mode="bilinear", align_corners=False)`` computes them (half-pixel centres, clamped)."""
+    src = ((index.double() + 0.5) * (n_in / n_out) - 0.5).clamp(min=0.0)
+    i0 = src.floor().long().clamp(max=n_in - 1)
+    return i0, (i0 + 1).clamp(max=n_in - 1), (src - i0).float()
+
+
+class _BilinearBands:
+    """Bilinear upsampling of a low-resolution map (C, h, w) to (C, H, W), one band of output rows at a
+    time, so the full-size map never exists: the guided filter's A and B are 4 full-size channels otherwise."""
+
+    def __init__(self, low: torch.Tensor, size: tuple[int, int]) -> None:
+        self.low, self.size = low.float(), size
+
+    def __call__(self, band: slice) -> torch.Tensor:
+        r0, r1, wr = _taps(self.low.shape[-2], self.size[0], torch.arange(band.start, band.stop,
+                                                                           device=self.low.device))
+        rows = torch.lerp(self.low[:, r0], self.low[:, r1], wr[:, None])  # (C, band, w): vertical taps
+        # horizontal taps: torch's own kernel (same widths, so the same taps as the whole-image resize)
+        return F.interpolate(rows[None], size=(rows.shape[1], self.size[1]), mode="bilinear",
+                             align_corners=False)[0]
+
+
+def _guided_ab(coefficients: torch.Tensor, L_full: torch.Tensor) -> torch.Tensor:
+    """The full-resolution half: ab = A·L + B on the full-res L (Lab units); ``coefficients`` = A, B (4, …)."""
+    return (coefficients[:2] * (L_full.float() / 100.0) + coefficients[2:]) * 100.0
 
 
 def guided_upsample_ab(ab: torch.Tensor, L_low: torch.Tensor, L_full: torch.Tensor) -> torch.Tensor:
@@ -290,7 +310,11 @@ def guided_upsample_ab(ab: torch.Tensor, L_low: torch.Tensor, L_full: torch.Tens
     size = tuple(L_full.shape[-2:])
     if tuple(ab.shape[-2:]) == size:
         return ab
-    return _guided_ab(*guided_coefficients(ab, L_low, size), L_full)
+    upsample = _BilinearBands(guided_coefficients(ab, L_low), size)
+    out = torch.empty(2, *size, device=L_full.device)
+    for band in band_rows(*size):
+        out[:, band] = _guided_ab(upsample(band), L_full[:, band])
+    return out
 
 
 def compose_lab(L_full: torch.Tensor, ab_work: torch.Tensor, saturation: float = 1.0,
@@ -312,12 +336,16 @@ def compose_lab(L_full: torch.Tensor, ab_work: torch.Tensor, saturation: float =
 def compose(L_full: torch.Tensor, ab_work: torch.Tensor, saturation: float = 1.0,
             L_work: torch.Tensor | None = None) -> torch.Tensor:
     """Full-resolution RGB (3, H, W) in [0, 1] from full-res L and working-res ab: :func:`compose_lab`
-    joined to sRGB, but with the full-resolution steps (A·L + B, saturation, Lab -> sRGB) done band by band
-    of rows (``color.by_bands``), which is what a large photo's colourisation costs (bench/speed.py)."""
+    joined to sRGB, with every full-resolution step (upsampling the guided filter's A and B, A·L + B,
+    saturation, Lab -> sRGB) done band by band of rows (``color.band_rows``): a large photo never holds more
+    than its L and the result at full size, and each band's temporaries stay in cache."""
     ab_work = ab_work.to(L_full.device)
     size = tuple(L_full.shape[-2:])
-    if L_work is not None and tuple(ab_work.shape[-2:]) != size:
-        A, B = guided_coefficients(ab_work, L_work.to(L_full.device), size)
-        return by_bands(lambda L, A, B: join_l_ab(L, _guided_ab(A, B, L) * saturation), 3, L_full, A, B)
-    ab = upsample_ab(ab_work, size)
-    return by_bands(lambda L, ab: join_l_ab(L, ab.float() * saturation), 3, L_full, ab)
+    if L_work is None or tuple(ab_work.shape[-2:]) == size:
+        ab = upsample_ab(ab_work, size)
+        return by_bands(lambda L, ab: join_l_ab(L, ab.float() * saturation), 3, L_full, ab)
+    upsample = _BilinearBands(guided_coefficients(ab_work, L_work.to(L_full.device)), size)
+    out = torch.empty(3, *size, device=L_full.device)
+    for band in band_rows(*size):
+        out[:, band] = join_l_ab(L_full[:, band], _guided_ab(upsample(band), L_full[:, band]) * saturation)
+    return out

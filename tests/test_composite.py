@@ -243,3 +243,20 @@ def test_banded_compose_equals_joining_the_composed_lab(monkeypatch, guided):
     got = compose(L_full, ab_low, 1.3, L_work)
     assert got.shape == (3, 41, 30)
     assert (got - expected).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize(("low", "size"), [((10, 8), (41, 30)), ((192, 256), (768, 1024)), ((7, 5), (7, 11)),
+                                           ((3, 3), (100, 2))])
+def test_banded_bilinear_is_torchs_bilinear(monkeypatch, low, size):
+    """The guided filter's A and B are upsampled band by band by our own taps: they must be F.interpolate's."""
+    from ensemble_color import color
+    from ensemble_color.composite import _BilinearBands
+
+    torch.manual_seed(4)
+    x = torch.randn(4, *low)
+    expected = torch.nn.functional.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
+    monkeypatch.setattr(color, "BAND_PIXELS", size[1] * 3)
+    up = _BilinearBands(x, size)
+    got = torch.cat([up(band) for band in color.band_rows(*size)], dim=1)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max() < 1e-5
