@@ -12,7 +12,7 @@ Design choices (and why):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -311,9 +311,14 @@ def guided_upsample_ab(ab: torch.Tensor, L_low: torch.Tensor, L_full: torch.Tens
     if tuple(ab.shape[-2:]) == size:
         return ab
     upsample = _BilinearBands(guided_coefficients(ab, L_low), size)
-    out = torch.empty(2, *size, device=L_full.device)
-    for band in band_rows(*size):
-        out[:, band] = _guided_ab(upsample(band), L_full[:, band])
+    return _band_by_band(lambda band: _guided_ab(upsample(band), L_full[:, band]), 2, L_full)
+
+
+def _band_by_band(fn: Callable[[slice], torch.Tensor], channels: int, like: torch.Tensor) -> torch.Tensor:
+    """(channels, H, W) assembled from ``fn(rows)`` for each band of rows of ``like`` (1, H, W)."""
+    out = torch.empty(channels, *like.shape[-2:], device=like.device)
+    for band in band_rows(*like.shape[-2:]):
+        out[:, band] = fn(band)
     return out
 
 
@@ -345,7 +350,5 @@ def compose(L_full: torch.Tensor, ab_work: torch.Tensor, saturation: float = 1.0
         ab = upsample_ab(ab_work, size)
         return by_bands(lambda L, ab: join_l_ab(L, ab.float() * saturation), 3, L_full, ab)
     upsample = _BilinearBands(guided_coefficients(ab_work, L_work.to(L_full.device)), size)
-    out = torch.empty(3, *size, device=L_full.device)
-    for band in band_rows(*size):
-        out[:, band] = join_l_ab(L_full[:, band], _guided_ab(upsample(band), L_full[:, band]) * saturation)
-    return out
+    return _band_by_band(lambda band: join_l_ab(L_full[:, band], _guided_ab(upsample(band), L_full[:, band])
+                                                * saturation), 3, L_full)
