@@ -19,6 +19,9 @@
 # unchanged rule chose over v1 by 0.1 %, a tie; experts/README.md "v3"): v1's recipe with DECODER="256 128 64" (decoder stages 256/128/64 channels
 # instead of 128/64/32; 2.7 MB fp16 instead of 1.8; a committable fp16 resume point after each run, --compact):
 #   DECODER="256 128 64" ONLY=birds OUT=runs/export_wide RUNS=runs/experts_wide EXT=/work/ext scripts/train_experts.sh
+# Main-pack share v4 (issue 16's data-mix lever, trained for measurement; experts/README.md "v4"): v1's recipe with
+# WEIGHTS overriding the share of batches per training folder (main pack first) for the experts trained:
+#   WEIGHTS="0.6 0.4" ONLY=scenes OUT=runs/export_mix RUNS=runs/experts_mix EXT=/work/ext scripts/train_experts.sh
 # --dry-run prints the commands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +37,7 @@ COMMON=(--data "$DATA" "$EXT" --val "$DATA" "$EXT" --holdout-per-category 40 --s
 # shellcheck disable=SC2206  # three widths
 [[ -n "${DECODER:-}" ]] && COMMON+=(--decoder-widths $DECODER --compact --version 3.0)
 [[ "${VERSION:-1}" == 2 ]] && COMMON+=(--holdout-per-root --steps 4000 --compact --version 2.0)
+[[ -n "${WEIGHTS:-}" ]] && COMMON+=(--compact --version 4.0)
 # name | categories | route | share of batches per training folder (main pack first, then EXT): the main
 # pack's small scenes and animals sets keep a fixed share of the batches, so that the extension pack does not drown them
 SPECS=("birds|birds|bird|0.55 0.45"
@@ -43,6 +47,7 @@ SPECS=("birds|birds|bird|0.55 0.45"
 for spec in "${SPECS[@]}"; do
   IFS='|' read -r name cats route weights <<< "$spec"
   [[ -n "${ONLY:-}" && " $ONLY " != *" $name "* ]] && continue
+  weights=${WEIGHTS:-$weights}
   # shellcheck disable=SC2086  # categories and weights are word lists
   step python -m ensemble_color train expert "${COMMON[@]}" --categories $cats --name "$name" --routes "$route" \
     --folder-weights $weights --run-dir "$RUNS/$name" ${RESUME:+--resume}
