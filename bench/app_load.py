@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image
+from timing_env import env_note, threading_env  # bench/ is this script's folder, hence on sys.path
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -189,7 +190,7 @@ def main() -> None:
         "files_left_in_working_dir": stray,
         "errors": [r.get("error") for r in results if not r["ok"]][:5],
         "example_status": next((r["status"] for r in results if r["ok"]), None),
-        "load_average_1min_before": load_before,
+        "load_average_1min_before": load_before, "env": threading_env(),
         "machine": {"python": platform.python_version(), "cpus": len(os.sched_getaffinity(0)),
                     "platform": platform.platform()},
     }
@@ -257,7 +258,7 @@ def to_markdown(s: dict) -> str:
         f"{s['requests']} simultaneous `/colorize` requests over loopback (gradio_client, one client each), "
         f"image `{s['image']}` ({s['image_size'][0]}×{s['image_size'][1]}), working size {s['work_size']}, "
         f"router `{s['router']}`, {s['experts']}. Server: concurrency {s['server_concurrency']}, "
-        f"queue size {s['queue_size']}; {s['machine']['cpus']} CPU cores, no GPU.",
+        f"queue size {s['queue_size']}; {s['machine']['cpus']} CPU cores, no GPU. {env_note()}",
         "",
         "| succeeded | p50 latency | p90 latency | max latency | wall time | throughput | server peak RSS |",
         "|---|---|---|---|---|---|---|",
