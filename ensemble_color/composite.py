@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .color import band_rows, by_bands, join_l_ab
+from .color import assemble_bands, by_bands, join_l_ab
 
 
 @dataclass(frozen=True)
@@ -298,9 +298,14 @@ class _BilinearBands:
                              align_corners=False)[0]
 
 
-def _guided_ab(coefficients: torch.Tensor, L_full: torch.Tensor) -> torch.Tensor:
-    """The full-resolution half: ab = A·L + B on the full-res L (Lab units); ``coefficients`` = A, B (4, …)."""
-    return (coefficients[:2] * (L_full.float() / 100.0) + coefficients[2:]) * 100.0
+def _guided_bands(ab: torch.Tensor, L_low: torch.Tensor, L_full: torch.Tensor) -> Callable[[slice], torch.Tensor]:
+    """The full-resolution half, a band of rows at a time: rows -> ab = A·L + B there (Lab units)."""
+    upsample = _BilinearBands(guided_coefficients(ab, L_low), tuple(L_full.shape[-2:]))
+
+    def band_ab(band: slice) -> torch.Tensor:
+        coefficients = upsample(band)
+        return (coefficients[:2] * (L_full[:, band].float() / 100.0) + coefficients[2:]) * 100.0
+    return band_ab
 
 
 def guided_upsample_ab(ab: torch.Tensor, L_low: torch.Tensor, L_full: torch.Tensor) -> torch.Tensor:
@@ -310,16 +315,7 @@ def guided_upsample_ab(ab: torch.Tensor, L_low: torch.Tensor, L_full: torch.Tens
     size = tuple(L_full.shape[-2:])
     if tuple(ab.shape[-2:]) == size:
         return ab
-    upsample = _BilinearBands(guided_coefficients(ab, L_low), size)
-    return _band_by_band(lambda band: _guided_ab(upsample(band), L_full[:, band]), 2, L_full)
-
-
-def _band_by_band(fn: Callable[[slice], torch.Tensor], channels: int, like: torch.Tensor) -> torch.Tensor:
-    """(channels, H, W) assembled from ``fn(rows)`` for each band of rows of ``like`` (1, H, W)."""
-    out = torch.empty(channels, *like.shape[-2:], device=like.device)
-    for band in band_rows(*like.shape[-2:]):
-        out[:, band] = fn(band)
-    return out
+    return assemble_bands(_guided_bands(ab, L_low, L_full), 2, L_full)
 
 
 def compose_lab(L_full: torch.Tensor, ab_work: torch.Tensor, saturation: float = 1.0,
@@ -342,13 +338,12 @@ def compose(L_full: torch.Tensor, ab_work: torch.Tensor, saturation: float = 1.0
             L_work: torch.Tensor | None = None) -> torch.Tensor:
     """Full-resolution RGB (3, H, W) in [0, 1] from full-res L and working-res ab: :func:`compose_lab`
     joined to sRGB, with every full-resolution step (upsampling the guided filter's A and B, A·L + B,
-    saturation, Lab -> sRGB) done band by band of rows (``color.band_rows``): a large photo never holds more
+    saturation, Lab -> sRGB) done band by band of rows (``color.assemble_bands``): a large photo never holds more
     than its L and the result at full size, and each band's temporaries stay in cache."""
     ab_work = ab_work.to(L_full.device)
     size = tuple(L_full.shape[-2:])
     if L_work is None or tuple(ab_work.shape[-2:]) == size:
         ab = upsample_ab(ab_work, size)
         return by_bands(lambda L, ab: join_l_ab(L, ab.float() * saturation), 3, L_full, ab)
-    upsample = _BilinearBands(guided_coefficients(ab_work, L_work.to(L_full.device)), size)
-    return _band_by_band(lambda band: join_l_ab(L_full[:, band], _guided_ab(upsample(band), L_full[:, band])
-                                                * saturation), 3, L_full)
+    guided = _guided_bands(ab_work, L_work.to(L_full.device), L_full)
+    return assemble_bands(lambda band: join_l_ab(L_full[:, band], guided(band) * saturation), 3, L_full)
