@@ -31,7 +31,8 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
 _RGB_TO_Y = (0.212671, 0.715160, 0.072169)
 
 
-#: pixels per band of :func:`by_bands` (measured best of 16k / 64k / 256k at 1 and 12 MP on 2 cores)
+#: pixels per band of :func:`by_bands` (picked from throwaway timings of 16k-256k bands at 1 and 12 MP on 2 cores;
+#: bench/conversions.py measures the result)
 BAND_PIXELS = 65536
 
 
