@@ -43,6 +43,12 @@ knobs it may have moved are re-tuned from the new defaults: ``--knobs decode bac
 docs/tuning_after_alone_share`` (the blend's decoding now matters only on photos with subjects). Result: every
 knob kept its value (best alternative: decode ``regression x1.5`` 13.244, off colourfulness on birds as well).
 
+**Knob ``work_size`` widened downwards** (session 13, 2026-12-06, written before it was measured): 160, 192 and
+224 join 256/384/512. Why: every network trains on 160 px crops of photos capped at a 256 px short side, 384 and
+512 were both worse than 256 (docs/tuning.md), and a smaller working image is also cheaper (issue 18's speed
+check). Run: ``--knobs work_size --out docs/tuning_work_size`` from the shipped defaults; the rule is unchanged
+(cost breaks ties only after L2ab and AuC).
+
 **Known limitation** (found 2026-12-02, after the last tuning run): ``hold_out`` takes its 40 photos per
 category evenly spaced over *both* roots, so the small main-pack sets are barely in the tuning set: of the 40
 scenes 1 is from the main pack, of the animals 2, faces 9, birds 23 (``--count-held-out`` prints them).
@@ -86,7 +92,7 @@ from ensemble_color.train.masks import mask_path
 from ensemble_color.train.roots import CATEGORY_ROUTE, Photo, hold_out, hold_out_mismatch, list_photos
 
 GRID = {
-    "work_size": [256, 384, 512],
+    "work_size": [160, 192, 224, 256, 384, 512],
     "background": ["scenes", "generalist", "scenes+generalist"],
     "context": [None, SUBJECT_CONTEXT_RAMP, (0.05, 0.3)],
     "decode": list(DECODINGS),
