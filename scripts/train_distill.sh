@@ -8,10 +8,17 @@
 # (--compact writes one). The shipped run spanned sessions that way, paused at steps 750 and 1,250 on the same
 # schedule; its committed resume point is in git history (inits/resnet18-gray/resume.safetensors at f00984c).
 # STOP=N pauses at step N (same schedule). --dry-run prints the command.
+# VERSION=2 (issue 16's trunk levers, session 13; judged as written in experts/README.md "Trunk v2" before it
+# trained): v1's trunk warm-started (--init-trunk inits/resnet18-gray), KL plus stride-8 feature matching against
+# the colour teacher (weight 1, scale-free), 2,000 steps on the same 128 px crops, agreement also measured at 160
+# and 224 px; run folder runs/distill_v2, exported to inits/resnet18-gray-v2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_recipe.sh
+ARGS=(--steps 8000 --run-dir runs/distill --out "${OUT:-inits/resnet18-gray}")
+[[ "${VERSION:-1}" == 2 ]] && ARGS=(--steps 2000 --run-dir runs/distill_v2 --out "${OUT:-inits/resnet18-gray-v2}"
+  --init-trunk inits/resnet18-gray --feature-weight 1 --eval-crops 160 224)
 step python -m ensemble_color train distill --data "${DATA:-../shared/data}" --data "${EXT:?set EXT to the extension pack}" \
-  --run-dir runs/distill --out "${OUT:-inits/resnet18-gray}" --steps 8000 --batch-size 64 --crop 128 \
+  "${ARGS[@]}" --batch-size 64 --crop 128 \
   --scale 0.25 1.0 --lr 2e-3 --T 2 --ema 0.999 --val-every 500 --val-images 500 --seed 0 --threads "${THREADS:-2}" \
   --compact ${STOP:+--stop-at "$STOP"} ${RESUME:+--resume}

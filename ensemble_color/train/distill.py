@@ -11,8 +11,15 @@ expert needs to know what it is looking at.
   (decoding a 256 px JPEG costs ~2 ms, small next to a training step; no 8 GB cache), random-resized
   crops and flips. The student sees exactly the expert's input normalisation ((L - 50) / 50).
 * Optional feature matching at stride 8 (``--feature-weight``): layer2 (what the experts keep) is
-  projected by a 1x1 conv onto the teacher's stride-8 features, MSE.
-* Held-out check: teacher top-1 (on colour) vs student top-1/top-5 (on L) over val photos of every root.
+  projected by a 1x1 conv onto the teacher's stride-8 features; the MSE is divided by the teacher features'
+  variance over the batch (scale-free: 1 is a projection that predicts nothing, 0 a perfect one), so its weight
+  reads against the KL term's whatever the teacher. The teacher sees colour, so these features carry colour:
+  predicting them from L is close to what an expert's decoder then has to do.
+* Optional warm start of the trunk (``--init-trunk``) from an exported trunk folder (conv1 … layer2); the
+  rest of the student starts random.
+* Held-out check: teacher top-1 (on colour) vs student top-1/top-5 (on L) over val photos of every root, at
+  the training crop and at any ``--eval-crops`` (the teacher was trained at 224 px, so it, and a student
+  trained against it, know more at larger sizes).
 * Export: the trunk the experts use (conv1, bn1, layer1, layer2) as safetensors + ``init.json``; the
   full student stays in the run folder (``student.safetensors``) for a later continuation.
 """
@@ -54,18 +61,48 @@ def gray_resnet18(num_classes: int = 1000) -> nn.Module:
     return net
 
 
-def trunk_state(student: nn.Module) -> dict[str, torch.Tensor]:
-    """The student's conv1 … layer2 tensors under the expert encoder's names (``encoder.0`` … ``encoder.5``).
+#: torchvision module name -> its index in ``ResNetDeconv.encoder``
+#: (``Sequential(conv1, bn1, relu, maxpool, layer1, layer2)``)
+TRUNK_INDEX = {"conv1": 0, "bn1": 1, "layer1": 4, "layer2": 5}
 
-    ``ResNetDeconv.encoder`` is ``Sequential(conv1, bn1, relu, maxpool, layer1, layer2)``.
-    """
-    index = {"conv1": 0, "bn1": 1, "layer1": 4, "layer2": 5}
+
+def trunk_state(student: nn.Module) -> dict[str, torch.Tensor]:
+    """The student's conv1 … layer2 tensors under the expert encoder's names (``encoder.0`` … ``encoder.5``)."""
     out = {}
     for name, tensor in student.state_dict().items():
         head, _, rest = name.partition(".")
-        if head in index:
-            out[f"encoder.{index[head]}.{rest}"] = tensor
+        if head in TRUNK_INDEX:
+            out[f"encoder.{TRUNK_INDEX[head]}.{rest}"] = tensor
     return out
+
+
+def load_trunk(student: nn.Module, folder: Path) -> int:
+    """Copy an exported trunk (``folder/model.safetensors``, :func:`trunk_state` names) into the student.
+
+    Every student trunk tensor must be present with its shape (a partial warm start would be silent about
+    what it left random); returns the number of tensors copied."""
+    from safetensors.torch import load_file
+
+    by_index = {str(i): name for name, i in TRUNK_INDEX.items()}
+    tensors = load_file(str(folder / "model.safetensors"))
+    own = student.state_dict()
+    wanted = {k for k in own if k.partition(".")[0] in TRUNK_INDEX}
+    mapped = {}
+    for key, tensor in tensors.items():
+        _, index, rest = key.split(".", 2)
+        name = f"{by_index[index]}.{rest}"
+        if name not in own or own[name].shape != tensor.shape:
+            raise ValueError(f"{folder}: trunk tensor {key} does not fit the student ({tuple(tensor.shape)})")
+        mapped[name] = tensor.to(own[name].dtype)
+    if missing := sorted(wanted - set(mapped)):
+        raise ValueError(f"{folder}: trunk lacks {len(missing)} tensors, e.g. {missing[0]}")
+    student.load_state_dict(mapped, strict=False)
+    return len(mapped)
+
+
+def feature_match_loss(projected: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE over the target's variance across the batch: 1 for predicting the mean, 0 for a perfect match."""
+    return F.mse_loss(projected, target) / target.var().clamp_min(1e-6)
 
 
 class TeacherFeatures(nn.Module):
@@ -183,7 +220,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=float, nargs=2, default=(0.25, 1.0))
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--T", type=float, default=2.0, help="distillation temperature")
-    p.add_argument("--feature-weight", type=float, default=0.0, help="weight of stride-8 feature matching")
+    p.add_argument("--feature-weight", type=float, default=0.0,
+                   help="weight of stride-8 feature matching (MSE over the teacher features' variance)")
+    p.add_argument("--init-trunk", default=None, help="warm-start conv1..layer2 from this exported trunk folder")
+    p.add_argument("--eval-crops", type=int, nargs="*", default=[],
+                   help="also measure the held-out agreement at these centre-crop sizes at export")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--val-every", type=int, default=1000)
     p.add_argument("--val-images", type=int, default=500)
@@ -218,7 +259,11 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     if not paths:
         raise SystemExit(f"error: no training photos under {', '.join(map(str, roots))}")
     teacher = TeacherFeatures(args.teacher).eval()
-    student = gray_resnet18().to(memory_format=torch.channels_last)
+    student = gray_resnet18()
+    if args.init_trunk:
+        print(f"distil: trunk warm-started from {args.init_trunk} ({load_trunk(student, Path(args.init_trunk))} "
+              "tensors)", flush=True)
+    student = student.to(memory_format=torch.channels_last)
     project = nn.Conv2d(128, 40, 1)  # layer2 (128 ch) -> the teacher's stride-8 width (Lite0: 40)
     model = nn.ModuleDict({"student": student, "project": project})
     sampler = PhotoSampler(paths, args.crop, args.seed, tuple(args.scale))
@@ -237,7 +282,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         loss = distill_loss(logits.float(), t_logits, args.T)
         extra = {"kl": loss.item()}
         if args.feature_weight > 0:
-            fm = F.mse_loss(project(f8.float()), t_feat)
+            fm = feature_match_loss(project(f8.float()), t_feat)
             loss = loss + args.feature_weight * fm
             extra["feat"] = fm.item()
         return loss, args.batch_size, extra
@@ -258,8 +303,13 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     if args.no_export or state.step < args.steps:
         return None
     student.eval()
-    final = agreement(student, teacher, held)
-    reference = teacher_on_gray(teacher, held)
+    metrics = {}
+    for crop in dict.fromkeys([args.crop, *args.eval_crops]):
+        photos = held if crop == args.crop else heldout_photos(roots, args.val_images, crop)
+        for key, value in (("held_out_gray_agreement", agreement(student, teacher, photos)),
+                           ("teacher_on_gray_agreement", teacher_on_gray(teacher, photos))):
+            metrics[f"{key}_{crop}px"] = {k: round(v, 4) for k, v in value.items()}
+    final = metrics[f"held_out_gray_agreement_{args.crop}px"]
     command = "python -m ensemble_color train distill " + shlex.join(argv if argv is not None else sys.argv[3:])
     card = {
         "name": "resnet18-gray",
@@ -272,11 +322,11 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         "recipe": "scripts/train_distill.sh",
         "data": {"roots": [str(r) for r in roots], "train_photos": len(paths), "held_out_val_photos": len(held)},
         "training": {"steps": state.step, "batch_size": args.batch_size, "crop": args.crop, "T": args.T,
-                     "feature_weight": args.feature_weight, "weight_ema": args.ema or None,
+                     "feature_weight": args.feature_weight, "init_trunk": args.init_trunk,
+                     "weight_ema": args.ema or None,
                      "images_per_second": round(loop.train_throughput(state), 1),
                      "train_seconds": round(state.seconds), "bf16_autocast": amp},
-        "metrics": {f"held_out_gray_agreement_{args.crop}px": {k: round(v, 4) for k, v in final.items()},
-                    f"teacher_on_gray_agreement_{args.crop}px": {k: round(v, 4) for k, v in reference.items()}},
+        "metrics": metrics,
     }
     folder = export_trunk(student, Path(args.out), card)
     save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(run_dir / "student.safetensors"))
