@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from ensemble_color.cli import main
 from ensemble_color.nets import create_model, tiny_config
-from ensemble_color.train.distill import distill_loss, gray_resnet18, trunk_state
+from ensemble_color.train.distill import distill_loss, feature_match_loss, gray_resnet18, load_trunk, trunk_state
 from ensemble_color.train.expert import _load_init
 
 
@@ -53,6 +53,35 @@ def test_expert_init_takes_a_trunk_and_refuses_a_partial_one(tmp_path: Path):
         _load_init(expert, str(tmp_path / "partial.safetensors"))
 
 
+def test_student_warm_starts_from_an_exported_trunk_and_refuses_a_partial_one(tmp_path: Path):
+    source = gray_resnet18()
+    (tmp_path / "full").mkdir()
+    save_file({k: v.half().contiguous() if v.is_floating_point() else v.contiguous()
+               for k, v in trunk_state(source).items()}, str(tmp_path / "full" / "model.safetensors"))
+    student = gray_resnet18()
+    fc = student.fc.weight.detach().clone()
+    assert load_trunk(student, tmp_path / "full") == len(trunk_state(source))
+    assert torch.allclose(student.layer2[1].conv2.weight, source.layer2[1].conv2.weight, atol=1e-3)
+    assert not torch.equal(student.layer2[1].conv2.weight, gray_resnet18().layer2[1].conv2.weight)
+    assert torch.equal(student.fc.weight, fc)  # beyond the trunk nothing is touched
+    (tmp_path / "partial").mkdir()
+    save_file({k: v.contiguous() for k, v in trunk_state(source).items() if not k.startswith("encoder.5.")},
+              str(tmp_path / "partial" / "model.safetensors"))
+    with pytest.raises(ValueError, match="trunk lacks"):
+        load_trunk(gray_resnet18(), tmp_path / "partial")
+
+
+def test_feature_matching_is_scale_free_zero_at_the_target_and_one_at_its_mean():
+    torch.manual_seed(0)
+    target = torch.randn(4, 40, 8, 8) * 7 + 3
+    assert feature_match_loss(target, target).item() == pytest.approx(0.0, abs=1e-6)
+    mean = target.mean().expand_as(target)
+    assert feature_match_loss(mean, target).item() == pytest.approx(1.0, rel=0.01)
+    noisy = target + torch.randn_like(target)
+    assert feature_match_loss(noisy * 10, target * 10).item() == pytest.approx(
+        feature_match_loss(noisy, target).item(), rel=1e-4)
+
+
 def _pack(root: Path) -> Path:
     rng = np.random.default_rng(0)
     for split, n in (("train", 6), ("val", 4)):
@@ -80,6 +109,15 @@ def test_distill_runs_end_to_end_and_exports_a_trunk_with_its_card(tmp_path: Pat
     assert card["recipe"] == "scripts/train_distill.sh"
     expert = create_model("resnet18-deconv", **tiny_config("resnet18-deconv"))
     _load_init(expert, str(out))  # the exported trunk is what experts take
+    # a second run warm-starts from that trunk and measures the agreement at another crop size too
+    again = tmp_path / "init2"
+    assert main([*argv[:-4], "--out", str(again), "--run-dir", str(tmp_path / "run2"), "--init-trunk", str(out),
+                 "--feature-weight", "1",
+                 "--eval-crops", "48"]) == 0
+    card = json.loads((again / "init.json").read_text())
+    assert card["training"]["init_trunk"] == str(out)
+    assert {"held_out_gray_agreement_32px", "held_out_gray_agreement_48px",
+            "teacher_on_gray_agreement_48px"} <= set(card["metrics"])
 
 
 def test_teacher_on_gray_agrees_with_itself_on_gray_photos_and_not_on_colour_ones():
