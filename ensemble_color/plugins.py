@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from .io import atomic_write_bytes
@@ -193,6 +193,16 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise PluginError(f"{path.name} is not a readable safetensors file ({err})") from None
 
 
+def write_state_dict(path: Path, tensors: dict[str, torch.Tensor], fp16: bool = False,
+                     metadata: dict[str, str] | None = None) -> Path:
+    """Write tensors as safetensors, atomically and with a plain file's mode (``io.atomic_write_bytes``);
+    ``fp16``: floating-point tensors are stored as float16 (what the repository ships)."""
+    state = {k: (v.half() if fp16 and v.is_floating_point() else v).detach().cpu().contiguous()
+             for k, v in tensors.items()}
+    atomic_write_bytes(path, safetensors_bytes(state, metadata))
+    return path
+
+
 def check_tensors(header: dict[str, tuple[str, tuple[int, ...]]], model: nn.Module) -> None:
     """Raise PluginError unless ``header`` has exactly the model's tensors with the right shapes."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -251,12 +261,6 @@ def export_expert(model: nn.Module, folder: str | Path, manifest: dict[str, Any]
     """Write ``model`` as a plugin folder (safetensors + manifest), atomically, and return the folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {}
-    for k, v in model.state_dict().items():
-        v = v.detach().cpu().contiguous()
-        state[k] = v.half() if fp16 and v.is_floating_point() else v
-    tmp = folder / f".{WEIGHTS}.tmp"
-    save_file(state, str(tmp))
-    os.replace(tmp, folder / WEIGHTS)
+    write_state_dict(folder / WEIGHTS, model.state_dict(), fp16)
     atomic_write_bytes(folder / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
     return folder

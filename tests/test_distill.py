@@ -118,6 +118,11 @@ def test_distill_runs_end_to_end_and_exports_a_trunk_with_its_card(tmp_path: Pat
     assert card["training"]["init_trunk"] == str(out)
     assert {"held_out_gray_agreement_32px", "held_out_gray_agreement_48px",
             "teacher_on_gray_agreement_48px"} <= set(card["metrics"])
+    # a third goes on from the first run's whole student
+    assert main([*argv[:-4], "--out", str(tmp_path / "init3"), "--run-dir", str(tmp_path / "run3"),
+                 "--warm-start", str(tmp_path / "run" / "student.safetensors")]) == 0
+    card = json.loads((tmp_path / "init3" / "init.json").read_text())
+    assert card["training"]["warm_start"] == str(tmp_path / "run" / "student.safetensors")
 
 
 def test_teacher_on_gray_agrees_with_itself_on_gray_photos_and_not_on_colour_ones():

@@ -8,7 +8,7 @@ from conftest import make_expert
 from safetensors.torch import save_file
 
 from ensemble_color.pipeline import Pipeline
-from ensemble_color.plugins import ENV_VAR, discover, expert_search_path, read_state_dict
+from ensemble_color.plugins import ENV_VAR, discover, expert_search_path, read_state_dict, write_state_dict
 from ensemble_color.routing import RoutingTable
 
 KNOWN = RoutingTable.load().known_classes()
@@ -235,3 +235,27 @@ def test_onnx_plugin_without_onnxruntime_is_skipped_with_the_install_hint(tmp_pa
     scan = discover([tmp_path], KNOWN)
     assert list(scan.experts) == ["weights"]
     assert "not installed" in _reasons(scan)["onnxonly"] and "[onnx]" in _reasons(scan)["onnxonly"]
+
+
+def test_written_weights_round_trip_in_fp16_and_get_a_plain_files_mode(tmp_path):
+    """Weights (plugins, router, trunk, resume points) go through one writer: atomic, fp16 on request, and
+    not left private to their writer (the 0o600 of a temporary file)."""
+    import os
+    import stat
+
+    from safetensors import safe_open
+
+    tensors = {"w": torch.randn(3, 4), "steps": torch.tensor([7])}
+    old = os.umask(0o022)
+    try:
+        out = write_state_dict(tmp_path / "model.safetensors", tensors, fp16=True, metadata={"format": "x"})
+        (tmp_path / "plain").write_bytes(b"")
+    finally:
+        os.umask(old)
+    back = read_state_dict(out)
+    assert back["w"].dtype == torch.float16 and torch.allclose(back["w"].float(), tensors["w"], atol=1e-2)
+    assert back["steps"].dtype == torch.int64 and back["steps"].item() == 7  # integers are never halved
+    with safe_open(str(out), framework="pt") as f:
+        assert f.metadata() == {"format": "x"}
+    assert stat.S_IMODE(out.stat().st_mode) == stat.S_IMODE((tmp_path / "plain").stat().st_mode)
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["model.safetensors", "plain"]  # no temporary left

@@ -16,7 +16,8 @@ expert needs to know what it is looking at.
   reads against the KL term's whatever the teacher. The teacher sees colour, so these features carry colour:
   predicting them from L is close to what an expert's decoder then has to do.
 * Optional warm start of the trunk (``--init-trunk``) from an exported trunk folder (conv1 … layer2); the
-  rest of the student starts random.
+  rest of the student starts random. Or of the whole student (``--warm-start``: a run folder's
+  ``student.safetensors``), e.g. to go on at a larger crop size on a new schedule.
 * Held-out check: teacher top-1 (on colour) vs student top-1/top-5 (on L) over val photos of every root, at
   the training crop and at any ``--eval-crops`` (the teacher was trained at 224 px, so it, and a student
   trained against it, know more at larger sizes).
@@ -40,11 +41,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
-from safetensors.torch import save_file
 from torch import nn
 
 from ..color import lab_to_rgb, rgb_to_lab
 from ..io import atomic_write_bytes
+from ..plugins import read_state_dict, write_state_dict
 from . import loop
 from .data import center_crop_batch, list_images, random_resized_crop, read_rgb
 from .roots import CATEGORY_ROUTE, category_folders
@@ -81,10 +82,8 @@ def load_trunk(student: nn.Module, folder: Path) -> int:
 
     Every student trunk tensor must be present with its shape (a partial warm start would be silent about
     what it left random); returns the number of tensors copied."""
-    from safetensors.torch import load_file
-
     by_index = {str(i): name for name, i in TRUNK_INDEX.items()}
-    tensors = load_file(str(folder / "model.safetensors"))
+    tensors = read_state_dict(folder / "model.safetensors")
     own = student.state_dict()
     wanted = {k for k in own if k.partition(".")[0] in TRUNK_INDEX}
     mapped = {}
@@ -223,6 +222,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--feature-weight", type=float, default=0.0,
                    help="weight of stride-8 feature matching (MSE over the teacher features' variance)")
     p.add_argument("--init-trunk", default=None, help="warm-start conv1..layer2 from this exported trunk folder")
+    p.add_argument("--warm-start", default=None,
+                   help="warm-start the whole student from a run folder's student.safetensors (every tensor)")
     p.add_argument("--eval-crops", type=int, nargs="*", default=[],
                    help="also measure the held-out agreement at these centre-crop sizes at export")
     p.add_argument("--ema", type=float, default=0.999)
@@ -243,10 +244,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def export_trunk(student: nn.Module, folder: Path, card: dict[str, Any]) -> Path:
     """Write ``model.safetensors`` (fp16 trunk) and ``init.json`` atomically."""
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in trunk_state(student).items()}
-    tmp = folder / ".model.safetensors.tmp"
-    save_file(state, str(tmp))
-    tmp.replace(folder / "model.safetensors")
+    write_state_dict(folder / "model.safetensors", trunk_state(student), fp16=True)
     atomic_write_bytes(folder / "init.json", (json.dumps(card, indent=2) + "\n").encode())
     return folder
 
@@ -260,7 +258,10 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         raise SystemExit(f"error: no training photos under {', '.join(map(str, roots))}")
     teacher = TeacherFeatures(args.teacher).eval()
     student = gray_resnet18()
-    if args.init_trunk:
+    if args.warm_start:
+        student.load_state_dict(read_state_dict(Path(args.warm_start)))  # strict: every tensor, every shape
+        print(f"distil: student warm-started from {args.warm_start}", flush=True)
+    elif args.init_trunk:
         print(f"distil: trunk warm-started from {args.init_trunk} ({load_trunk(student, Path(args.init_trunk))} "
               "tensors)", flush=True)
     student = student.to(memory_format=torch.channels_last)
@@ -323,12 +324,13 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         "data": {"roots": [str(r) for r in roots], "train_photos": len(paths), "held_out_val_photos": len(held)},
         "training": {"steps": state.step, "batch_size": args.batch_size, "crop": args.crop, "T": args.T,
                      "feature_weight": args.feature_weight, "init_trunk": args.init_trunk,
+                     "warm_start": args.warm_start,
                      "weight_ema": args.ema or None,
                      "images_per_second": round(loop.train_throughput(state), 1),
                      "train_seconds": round(state.seconds), "bf16_autocast": amp},
         "metrics": metrics,
     }
     folder = export_trunk(student, Path(args.out), card)
-    save_file({k: v.contiguous() for k, v in student.state_dict().items()}, str(run_dir / "student.safetensors"))
+    write_state_dict(run_dir / "student.safetensors", student.state_dict())
     print(f"exported {folder}: top-1 agreement {final['top1']:.3f}, top-5 {final['top5']:.3f}")
     return folder

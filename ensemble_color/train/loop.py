@@ -138,15 +138,10 @@ def compact_checkpoint(run_dir: Path, out: Path | None = None) -> Path:
     if (run_dir / "best.pt").exists():  # else a resumed run would export its last weights, not its best
         best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
         tensors |= {f"best.{k}": v for k, v in best.items()}
-    tensors = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
     meta = {"state": json.dumps(ckpt["state"]), "sampler": ckpt["sampler"], "format": "ensemble_color-resume-1"}
-    out = out or run_dir / COMPACT
-    from safetensors.torch import save_file
+    from ..plugins import write_state_dict
 
-    tmp = out.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, out)
-    return out
+    return write_state_dict(out or run_dir / COMPACT, tensors, fp16=True, metadata=meta)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

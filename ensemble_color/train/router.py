@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 
+from ..plugins import write_state_dict
 from ..routing import INPUT_MAPPINGS, load_smp_weights
 from . import loop, router_eval
 from .composites import IGNORE, cutouts_from_masks, load_cutouts, val_composites
@@ -94,13 +94,7 @@ def export_router(net: nn.Module, folder: str | Path, extra: dict[str, Any], fp1
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {
-        k: (v.half() if fp16 and v.is_floating_point() else v).detach().cpu().contiguous()
-        for k, v in net.state_dict().items()
-    }
-    tmp = folder / ".model.safetensors.tmp"
-    save_file(state, str(tmp))
-    tmp.replace(folder / "model.safetensors")
+    write_state_dict(folder / "model.safetensors", net.state_dict(), fp16)
     config = smp_config(net)
     config["ensemble_color"] = {"backend": "ensemble", **extra}
     tmpc = folder / ".config.json.tmp"
