@@ -47,7 +47,9 @@ knob kept its value (best alternative: decode ``regression x1.5`` 13.244, off co
 224 join 256/384/512. Why: every network trains on 160 px crops of photos capped at a 256 px short side, 384 and
 512 were both worse than 256 (docs/tuning.md), and a smaller working image is also cheaper (issue 18's speed
 check). Run: ``--knobs work_size --out docs/tuning_work_size`` from the shipped defaults; the rule is unchanged
-(cost breaks ties only after L2ab and AuC).
+(cost breaks ties only after L2ab and AuC). Result: 256 stays. 224 has the lowest mean L2ab (13.386 vs 13.488)
+but takes birds beyond 20 % colourfulness, 160 and 192 scenes as well: a smaller working image is also a less
+colourful one.
 
 **Known limitation** (found 2026-12-02, after the last tuning run): ``hold_out`` takes its 40 photos per
 category evenly spaced over *both* roots, so the small main-pack sets are barely in the tuning set: of the 40

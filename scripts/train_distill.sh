@@ -12,13 +12,20 @@
 # trained): v1's trunk warm-started (--init-trunk inits/resnet18-gray), KL plus stride-8 feature matching against
 # the colour teacher (weight 1, scale-free), 2,000 steps on the same 128 px crops, agreement also measured at 160
 # and 224 px; run folder runs/distill_v2, exported to inits/resnet18-gray-v2.
+# VERSION=3 (planned in session 13, not run yet): the 224 px lever proper, v2's whole student (committed fp16 as
+# inits/resnet18-gray-v2/student.safetensors) trained on at the teacher's input size on a new schedule, 1,000
+# steps x 32 at lr 5e-4 (about 50 min at the 11 images/s a 224 px step ran at here), agreement also at 128 and 160 px.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_recipe.sh
 ARGS=(--steps 8000 --run-dir runs/distill --out "${OUT:-inits/resnet18-gray}")
 [[ "${VERSION:-1}" == 2 ]] && ARGS=(--steps 2000 --run-dir runs/distill_v2 --out "${OUT:-inits/resnet18-gray-v2}"
   --init-trunk inits/resnet18-gray --feature-weight 1 --eval-crops 160 224)
+[[ "${VERSION:-1}" == 3 ]] && ARGS=(--steps 1000 --run-dir runs/distill_v3 --out "${OUT:-inits/resnet18-gray-v3}"
+  --warm-start inits/resnet18-gray-v2/student.safetensors --feature-weight 1 --eval-crops 128 160)
+CROP=128; BATCH=64; LR=2e-3
+[[ "${VERSION:-1}" == 3 ]] && CROP=224 BATCH=32 LR=5e-4
 step python -m ensemble_color train distill --data "${DATA:-../shared/data}" --data "${EXT:?set EXT to the extension pack}" \
-  "${ARGS[@]}" --batch-size 64 --crop 128 \
-  --scale 0.25 1.0 --lr 2e-3 --T 2 --ema 0.999 --val-every 500 --val-images 500 --seed 0 --threads "${THREADS:-2}" \
+  "${ARGS[@]}" --batch-size "$BATCH" --crop "$CROP" \
+  --scale 0.25 1.0 --lr "$LR" --T 2 --ema 0.999 --val-every 500 --val-images 500 --seed 0 --threads "${THREADS:-2}" \
   --compact ${STOP:+--stop-at "$STOP"} ${RESUME:+--resume}

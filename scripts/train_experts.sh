@@ -22,6 +22,10 @@
 # Main-pack share v4 (issue 16's data-mix lever, trained for measurement; experts/README.md "v4"): v1's recipe with
 # WEIGHTS overriding the share of batches per training folder (main pack first) for the experts trained:
 #   WEIGHTS="0.6 0.4" ONLY=scenes OUT=runs/export_mix RUNS=runs/experts_mix EXT=/work/ext scripts/train_experts.sh
+# Trunk v2 (issue 16's trunk levers, session 13; experts/README.md "Trunk v2"): v1's recipe from the distilled trunk
+# with feature matching (scripts/train_distill.sh VERSION=2). The shipped experts/people is this run; birds and
+# animals were trained the same way and kept their shipped versions by bench/experts_select.py's rule:
+#   INIT=inits/resnet18-gray-v2 ONLY=people OUT=runs/export_trunk2 RUNS=runs/experts_trunk2 EXT=/work/ext scripts/train_experts.sh
 # --dry-run prints the commands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
