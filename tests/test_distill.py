@@ -69,6 +69,11 @@ def test_student_warm_starts_from_an_exported_trunk_and_refuses_a_partial_one(tm
               str(tmp_path / "partial" / "model.safetensors"))
     with pytest.raises(ValueError, match="trunk lacks"):
         load_trunk(gray_resnet18(), tmp_path / "partial")
+    (tmp_path / "alien").mkdir()
+    save_file({"encoder.9.weight": torch.zeros(1), "head": torch.zeros(1)},
+              str(tmp_path / "alien" / "model.safetensors"))
+    with pytest.raises(ValueError, match="does not fit the student"):
+        load_trunk(gray_resnet18(), tmp_path / "alien")
 
 
 def test_feature_matching_is_scale_free_zero_at_the_target_and_one_at_its_mean():

@@ -88,9 +88,9 @@ def load_trunk(student: nn.Module, folder: Path) -> int:
     wanted = {k for k in own if k.partition(".")[0] in TRUNK_INDEX}
     mapped = {}
     for key, tensor in tensors.items():
-        _, index, rest = key.split(".", 2)
-        name = f"{by_index[index]}.{rest}"
-        if name not in own or own[name].shape != tensor.shape:
+        prefix, index, rest = [*key.split(".", 2), "", ""][:3]
+        name = f"{by_index.get(index)}.{rest}"
+        if prefix != "encoder" or name not in own or own[name].shape != tensor.shape:
             raise ValueError(f"{folder}: trunk tensor {key} does not fit the student ({tuple(tensor.shape)})")
         mapped[name] = tensor.to(own[name].dtype)
     if missing := sorted(wanted - set(mapped)):
@@ -313,9 +313,9 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     final = metrics[f"held_out_gray_agreement_{args.crop}px"]
     command = "python -m ensemble_color train distill " + shlex.join(argv if argv is not None else sys.argv[3:])
     card = {
-        "name": "resnet18-gray",
+        "name": Path(args.out).name,
         "what": "torchvision resnet18 conv1..layer2 (one-channel conv1, input (L - 50) / 50), distilled from "
-                "ImageNet EfficientNet-Lite on colour photos; loaded by resnet18-deconv experts with --init-trunk",
+                "ImageNet EfficientNet-Lite on colour photos; loaded by resnet18-deconv experts with --init",
         "teacher": args.teacher,
         "license": "distilled from Apache-2.0 ImageNet EfficientNet-Lite weights on photos with research-only "
                    "terms (see the data packs)",
