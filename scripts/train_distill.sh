@@ -18,13 +18,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_recipe.sh
-ARGS=(--steps 8000 --run-dir runs/distill --out "${OUT:-inits/resnet18-gray}")
-[[ "${VERSION:-1}" == 2 ]] && ARGS=(--steps 2000 --run-dir runs/distill_v2 --out "${OUT:-inits/resnet18-gray-v2}"
-  --init-trunk inits/resnet18-gray --feature-weight 1 --eval-crops 160 224)
-[[ "${VERSION:-1}" == 3 ]] && ARGS=(--steps 1000 --run-dir runs/distill_v3 --out "${OUT:-inits/resnet18-gray-v3}"
-  --warm-start inits/resnet18-gray-v2/student.safetensors --feature-weight 1 --eval-crops 128 160)
-CROP=128; BATCH=64; LR=2e-3
-[[ "${VERSION:-1}" == 3 ]] && CROP=224 BATCH=32 LR=5e-4
+case "${VERSION:-1}" in
+  1) ARGS=(--steps 8000 --run-dir runs/distill --out "${OUT:-inits/resnet18-gray}"); CROP=128 BATCH=64 LR=2e-3 ;;
+  2) ARGS=(--steps 2000 --run-dir runs/distill_v2 --out "${OUT:-inits/resnet18-gray-v2}"
+       --init-trunk inits/resnet18-gray --feature-weight 1 --eval-crops 160 224); CROP=128 BATCH=64 LR=2e-3 ;;
+  3) ARGS=(--steps 1000 --run-dir runs/distill_v3 --out "${OUT:-inits/resnet18-gray-v3}"
+       --warm-start inits/resnet18-gray-v2/student.safetensors --feature-weight 1 --eval-crops 128 160)
+     CROP=224 BATCH=32 LR=5e-4 ;;
+  *) echo "error: VERSION must be 1, 2 or 3 (got ${VERSION})" >&2; exit 2 ;;
+esac
 step python -m ensemble_color train distill --data "${DATA:-../shared/data}" --data "${EXT:?set EXT to the extension pack}" \
   "${ARGS[@]}" --batch-size "$BATCH" --crop "$CROP" \
   --scale 0.25 1.0 --lr "$LR" --T 2 --ema 0.999 --val-every 500 --val-images 500 --seed 0 --threads "${THREADS:-2}" \

@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 
 from ensemble_color.cli import main
 from ensemble_color.nets import create_model, tiny_config
+from ensemble_color.plugins import write_state_dict
 from ensemble_color.train.distill import distill_loss, feature_match_loss, gray_resnet18, load_trunk, trunk_state
 from ensemble_color.train.expert import _load_init
 
@@ -56,8 +57,7 @@ def test_expert_init_takes_a_trunk_and_refuses_a_partial_one(tmp_path: Path):
 def test_student_warm_starts_from_an_exported_trunk_and_refuses_a_partial_one(tmp_path: Path):
     source = gray_resnet18()
     (tmp_path / "full").mkdir()
-    save_file({k: v.half().contiguous() if v.is_floating_point() else v.contiguous()
-               for k, v in trunk_state(source).items()}, str(tmp_path / "full" / "model.safetensors"))
+    write_state_dict(tmp_path / "full" / "model.safetensors", trunk_state(source), fp16=True)
     student = gray_resnet18()
     fc = student.fc.weight.detach().clone()
     assert load_trunk(student, tmp_path / "full") == len(trunk_state(source))
@@ -128,6 +128,8 @@ def test_distill_runs_end_to_end_and_exports_a_trunk_with_its_card(tmp_path: Pat
                  "--warm-start", str(tmp_path / "run" / "student.safetensors")]) == 0
     card = json.loads((tmp_path / "init3" / "init.json").read_text())
     assert card["training"]["warm_start"] == str(tmp_path / "run" / "student.safetensors")
+    with pytest.raises(SystemExit):  # one warm start or the other, never both
+        main([*argv, "--init-trunk", str(out), "--warm-start", str(tmp_path / "run" / "student.safetensors")])
 
 
 def test_teacher_on_gray_agrees_with_itself_on_gray_photos_and_not_on_colour_ones():

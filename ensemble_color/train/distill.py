@@ -62,41 +62,37 @@ def gray_resnet18(num_classes: int = 1000) -> nn.Module:
     return net
 
 
-#: torchvision module name -> its index in ``ResNetDeconv.encoder``
-#: (``Sequential(conv1, bn1, relu, maxpool, layer1, layer2)``)
-TRUNK_INDEX = {"conv1": 0, "bn1": 1, "layer1": 4, "layer2": 5}
-
-
 def trunk_state(student: nn.Module) -> dict[str, torch.Tensor]:
-    """The student's conv1 … layer2 tensors under the expert encoder's names (``encoder.0`` … ``encoder.5``)."""
+    """The student's conv1 … layer2 tensors under the expert encoder's names (``encoder.0`` … ``encoder.5``).
+
+    ``ResNetDeconv.encoder`` is ``Sequential(conv1, bn1, relu, maxpool, layer1, layer2)``. The tensors share
+    the student's storage (``state_dict``), so copying into them writes the student.
+    """
+    index = {"conv1": 0, "bn1": 1, "layer1": 4, "layer2": 5}
     out = {}
     for name, tensor in student.state_dict().items():
         head, _, rest = name.partition(".")
-        if head in TRUNK_INDEX:
-            out[f"encoder.{TRUNK_INDEX[head]}.{rest}"] = tensor
+        if head in index:
+            out[f"encoder.{index[head]}.{rest}"] = tensor
     return out
 
 
+@torch.no_grad()
 def load_trunk(student: nn.Module, folder: Path) -> int:
     """Copy an exported trunk (``folder/model.safetensors``, :func:`trunk_state` names) into the student.
 
     Every student trunk tensor must be present with its shape (a partial warm start would be silent about
     what it left random); returns the number of tensors copied."""
-    by_index = {str(i): name for name, i in TRUNK_INDEX.items()}
     tensors = read_state_dict(folder / "model.safetensors")
-    own = student.state_dict()
-    wanted = {k for k in own if k.partition(".")[0] in TRUNK_INDEX}
-    mapped = {}
+    own = trunk_state(student)
     for key, tensor in tensors.items():
-        prefix, index, rest = [*key.split(".", 2), "", ""][:3]
-        name = f"{by_index.get(index)}.{rest}"
-        if prefix != "encoder" or name not in own or own[name].shape != tensor.shape:
+        if key not in own or own[key].shape != tensor.shape:
             raise ValueError(f"{folder}: trunk tensor {key} does not fit the student ({tuple(tensor.shape)})")
-        mapped[name] = tensor.to(own[name].dtype)
-    if missing := sorted(wanted - set(mapped)):
+    if missing := sorted(set(own) - set(tensors)):
         raise ValueError(f"{folder}: trunk lacks {len(missing)} tensors, e.g. {missing[0]}")
-    student.load_state_dict(mapped, strict=False)
-    return len(mapped)
+    for key, tensor in tensors.items():
+        own[key].copy_(tensor)
+    return len(tensors)
 
 
 def feature_match_loss(projected: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -221,8 +217,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--T", type=float, default=2.0, help="distillation temperature")
     p.add_argument("--feature-weight", type=float, default=0.0,
                    help="weight of stride-8 feature matching (MSE over the teacher features' variance)")
-    p.add_argument("--init-trunk", default=None, help="warm-start conv1..layer2 from this exported trunk folder")
-    p.add_argument("--warm-start", default=None,
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--init-trunk", default=None, help="warm-start conv1..layer2 from this exported trunk folder")
+    start.add_argument("--warm-start", default=None,
                    help="warm-start the whole student from a run folder's student.safetensors (every tensor)")
     p.add_argument("--eval-crops", type=int, nargs="*", default=[],
                    help="also measure the held-out agreement at these centre-crop sizes at export")

@@ -23,6 +23,8 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from ..plugins import write_state_dict
+
 
 def cpu_has_bf16() -> bool:
     """True when this CPU has native bf16 matmul (AVX512-BF16 / AMX): autocast then ~2x faster here."""
@@ -139,8 +141,6 @@ def compact_checkpoint(run_dir: Path, out: Path | None = None) -> Path:
         best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
         tensors |= {f"best.{k}": v for k, v in best.items()}
     meta = {"state": json.dumps(ckpt["state"]), "sampler": ckpt["sampler"], "format": "ensemble_color-resume-1"}
-    from ..plugins import write_state_dict
-
     return write_state_dict(out or run_dir / COMPACT, tensors, fp16=True, metadata=meta)
 
 

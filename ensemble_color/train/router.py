@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..io import atomic_write_bytes
 from ..plugins import write_state_dict
 from ..routing import INPUT_MAPPINGS, load_smp_weights
 from . import loop, router_eval
@@ -97,9 +98,7 @@ def export_router(net: nn.Module, folder: str | Path, extra: dict[str, Any], fp1
     write_state_dict(folder / "model.safetensors", net.state_dict(), fp16)
     config = smp_config(net)
     config["ensemble_color"] = {"backend": "ensemble", **extra}
-    tmpc = folder / ".config.json.tmp"
-    tmpc.write_text(json.dumps(config, indent=2) + "\n")
-    tmpc.replace(folder / "config.json")
+    atomic_write_bytes(folder / "config.json", (json.dumps(config, indent=2) + "\n").encode())
     return folder
 
 
