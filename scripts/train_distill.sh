@@ -12,9 +12,10 @@
 # trained): v1's trunk warm-started (--init-trunk inits/resnet18-gray), KL plus stride-8 feature matching against
 # the colour teacher (weight 1, scale-free), 2,000 steps on the same 128 px crops, agreement also measured at 160
 # and 224 px; run folder runs/distill_v2, exported to inits/resnet18-gray-v2.
-# VERSION=3 (planned in session 13, not run yet): the 224 px lever proper, v2's whole student (committed fp16 as
-# inits/resnet18-gray-v2/student.safetensors) trained on at the teacher's input size on a new schedule, 1,000
-# steps x 32 at lr 5e-4 (about 50 min at the 11 images/s a 224 px step ran at here), agreement also at 128 and 160 px.
+# VERSION=3 (run in session 14; experts/README.md "Trunk v3"): the 224 px lever proper, v2's whole student
+# (committed fp16 as inits/resnet18-gray-v2/student.safetensors) trained on at the teacher's input size on a new
+# schedule, 1,000 steps x 32 at lr 5e-4 (2,138 s at 15 images/s), agreement also at 128 and 160 px ->
+# inits/resnet18-gray-v3 (0.418 top-1 at 224 px; the people expert from it did not replace trunk v2's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_recipe.sh

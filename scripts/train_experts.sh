@@ -26,6 +26,9 @@
 # with feature matching (scripts/train_distill.sh VERSION=2). The shipped experts/people is this run; birds and
 # animals were trained the same way and kept their shipped versions by bench/experts_select.py's rule:
 #   INIT=inits/resnet18-gray-v2 ONLY=people OUT=runs/export_trunk2 RUNS=runs/experts_trunk2 EXT=/work/ext scripts/train_experts.sh
+# Trunk v3 (session 14; experts/README.md "Trunk v3"): the same from the 224 px trunk; people did not replace
+# trunk v2's by the same rule, so the others were not retrained from it:
+#   INIT=inits/resnet18-gray-v3 ONLY=people OUT=runs/export_trunk3 RUNS=runs/experts_trunk3 EXT=/work/ext scripts/train_experts.sh
 # --dry-run prints the commands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
