@@ -43,6 +43,12 @@ EXT=${EXT:?set EXT to the extension pack}
 # Run in session 9 (2,176 s wall, 700 steps, 5.4 img/s). Not shipped: it fails both passes of the addendum
 # (bench/results/experts_select_generalist_v6*.md); at v3's decoding it has the lower L2ab on 8 of 9 groups,
 # but extension scenes are 2.6 % worse and two groups fall outside 20 % colourfulness. Kept in inits/generalist_v6.
+# Stage v7 (issue 17's encoder lever; STAGES=v7; plan and judgement written before it trained: the model card's
+# "v7"): v3's recipe with the ImageNet EfficientNet-Lite1 encoder (--variant lite1) from its ImageNet weights, one
+# 3,300-step schedule at lr 2e-3 (v2 + v3 had 1,800 + 1,500), same hold-out; exported to runs/export_v7 with its
+# decoding chosen there; bench/experts_select.py's generalist addendum, unchanged, decides. Spans sessions: its
+# fp16 resume point is committed as inits/generalist_v7_resume/resume.safetensors; on a fresh machine copy it to
+# runs/generalist_v7/ and run STAGES=v7 RESUME=1.
 STAGES=${STAGES:-v2 v3}
 ARGS=(--data "$DATA" --data "$EXT" --batch-size 32 --crop 160 --encoder-lr-scale 0.25 --ema 0.998 --val-every 250
       --holdout-per-category 40 --threads "${THREADS:-2}" --seed 0 --compact)
@@ -67,6 +73,14 @@ if [[ " $STAGES " == *" v4 "* ]]; then
     --out runs/export_v4 --version 4.0 --lr 2e-3 --steps 3300 ${RESUME:+--resume} ${STOP:+--stop-at "$STOP"}
   if [[ -z "${STOP:-}" ]]; then
     step python -m ensemble_color evaluate generalist --expert runs/export_v4/generalist --data "$DATA" \
+      --data "$EXT" --threads "${THREADS:-2}" --set-default
+  fi
+fi
+if [[ " $STAGES " == *" v7 "* ]]; then
+  step python -m ensemble_color train generalist "${ARGS[@]}" --variant lite1 --run-dir runs/generalist_v7 \
+    --out runs/export_v7 --version 7.0 --lr 2e-3 --steps 3300 ${RESUME:+--resume} ${STOP:+--stop-at "$STOP"}
+  if [[ -z "${STOP:-}" ]]; then
+    step python -m ensemble_color evaluate generalist --expert runs/export_v7/generalist --data "$DATA" \
       --data "$EXT" --threads "${THREADS:-2}" --set-default
   fi
 fi
