@@ -20,6 +20,8 @@ from .train.data import IMAGE_SUFFIXES
 from .video import ANIMATION_SUFFIXES, VIDEO_SUFFIXES, is_frame_sequence
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from .pipeline import Pipeline
 
 SUBCOMMANDS = ("train", "evaluate", "serve", "batch", "export")
@@ -361,20 +363,30 @@ def _frame_progress(bar) -> Callable[[int, int], None]:
     return update
 
 
-def _train_main(argv: list[str]) -> int:
+def _trainers() -> dict[str, tuple[ModuleType, str]]:
+    """``train`` subcommand -> (its module, help); imported on use (the trainers pull in the train extra)."""
     from .train import distill, expert, generalist, loop, router
 
-    trainers = {"expert": (expert, "a resnet18-deconv specialist"),
-                "router": (router, "the grayscale segmenter that routes pixels to experts"),
-                "generalist": (generalist, "the multi-head U-Net generalist on an ImageNet encoder"),
-                "distill": (distill, "the grayscale ResNet-18 trunk distilled from ImageNet EfficientNet-Lite"),
-                "compact": (loop, "shrink runs' checkpoint.pt to committable fp16 resume points")}
+    return {"expert": (expert, "a resnet18-deconv specialist"),
+            "router": (router, "the grayscale segmenter that routes pixels to experts"),
+            "generalist": (generalist, "the multi-head U-Net generalist on an ImageNet encoder"),
+            "distill": (distill, "the grayscale ResNet-18 trunk distilled from ImageNet EfficientNet-Lite"),
+            "compact": (loop, "shrink runs' checkpoint.pt to committable fp16 resume points")}
+
+
+def train_parser() -> argparse.ArgumentParser:
+    """The ``ensemble_color train`` parser, every trainer's arguments; builds no model, so the recipes in
+    ``scripts/`` can be checked against it (their ``--dry-run`` commands, ``tests/test_recipes.py``)."""
     parser = argparse.ArgumentParser(prog="ensemble_color train", description="Train a model and export it.")
     sub = parser.add_subparsers(dest="what", required=True)
-    for name, (module, help_text) in trainers.items():
+    for name, (module, help_text) in _trainers().items():
         module.add_arguments(sub.add_parser(name, help=help_text))
-    args = parser.parse_args(argv)
-    trainers[args.what][0].run(args, argv[1:])
+    return parser
+
+
+def _train_main(argv: list[str]) -> int:
+    args = train_parser().parse_args(argv)
+    _trainers()[args.what][0].run(args, argv[1:])
     return 0
 
 
