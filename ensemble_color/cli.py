@@ -390,21 +390,39 @@ def _train_main(argv: list[str]) -> int:
     return 0
 
 
-def _evaluate_main(argv: list[str]) -> int:
-    from . import evaluate
+def _evaluate_report(argv: Sequence[str]) -> ModuleType | None:
+    """The module of ``evaluate router`` / ``evaluate generalist`` (those models' own reports) when ``argv``
+    names one, else None (the colourisation evaluation)."""
     from .train import generalist_eval, router_eval
 
-    special = {"router": router_eval, "generalist": generalist_eval}
-    if argv and argv[0] in special:
+    return {"router": router_eval, "generalist": generalist_eval}.get(argv[0]) if argv else None
+
+
+def evaluate_parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, list[str]]:
+    """The parser ``ensemble_color evaluate ARGV`` uses and the arguments it parses; builds no model, so the
+    recipes in ``scripts/`` can be checked against it (``tests/test_recipes.py``)."""
+    if report := _evaluate_report(argv):
         parser = argparse.ArgumentParser(prog=f"ensemble_color evaluate {argv[0]}")
-        special[argv[0]].add_eval_arguments(parser)
-        special[argv[0]].run_eval(parser.parse_args(argv[1:]))
-        return 0
+        report.add_eval_arguments(parser)
+        return parser, list(argv[1:])
+    from . import evaluate
+
     parser = argparse.ArgumentParser(prog="ensemble_color evaluate",
                                      description="Measure colourisation quality ('evaluate router' / "
                                                  "'evaluate generalist' for those models' own reports).")
     evaluate.add_arguments(parser)
-    return evaluate.run(parser.parse_args(argv), argv)
+    return parser, list(argv)
+
+
+def _evaluate_main(argv: list[str]) -> int:
+    parser, rest = evaluate_parser(argv)
+    args = parser.parse_args(rest)
+    if report := _evaluate_report(argv):
+        report.run_eval(args)
+        return 0
+    from . import evaluate
+
+    return evaluate.run(args, argv)
 
 
 def _data_main(argv: list[str]) -> int:

@@ -68,37 +68,22 @@ if [[ " $STAGES " == *" v3 "* ]]; then
       --threads "${THREADS:-2}" --set-default
   fi
 fi
-if [[ " $STAGES " == *" v4 "* ]]; then
-  step python -m ensemble_color train generalist "${ARGS[@]}" --holdout-per-root --run-dir runs/generalist_v4 \
-    --out runs/export_v4 --version 4.0 --lr 2e-3 --steps 3300 ${RESUME:+--resume} ${STOP:+--stop-at "$STOP"}
+# Stages v4-v7 are measured beside the shipped generalist: each trains into runs/generalist_<stage>, exports to
+# runs/export_<stage> and, unless STOP paused it, chooses its decoding there by its own rule.
+measured_stage() {
+  local name=$1; shift
+  step python -m ensemble_color train generalist "${ARGS[@]}" "$@" --run-dir "runs/generalist_$name" \
+    --out "runs/export_$name" --version "${name#v}.0" ${RESUME:+--resume} ${STOP:+--stop-at "$STOP"}
   if [[ -z "${STOP:-}" ]]; then
-    step python -m ensemble_color evaluate generalist --expert runs/export_v4/generalist --data "$DATA" \
+    step python -m ensemble_color evaluate generalist --expert "runs/export_$name/generalist" --data "$DATA" \
       --data "$EXT" --threads "${THREADS:-2}" --set-default
   fi
-fi
-if [[ " $STAGES " == *" v7 "* ]]; then
-  step python -m ensemble_color train generalist "${ARGS[@]}" --variant lite1 --run-dir runs/generalist_v7 \
-    --out runs/export_v7 --version 7.0 --lr 2e-3 --steps 3300 ${RESUME:+--resume} ${STOP:+--stop-at "$STOP"}
-  if [[ -z "${STOP:-}" ]]; then
-    step python -m ensemble_color evaluate generalist --expert runs/export_v7/generalist --data "$DATA" \
-      --data "$EXT" --threads "${THREADS:-2}" --set-default
-  fi
-fi
+}
+if [[ " $STAGES " == *" v4 "* ]]; then measured_stage v4 --holdout-per-root --lr 2e-3 --steps 3300; fi
 if [[ " $STAGES " == *" v5 "* ]]; then
-  step python -m ensemble_color train generalist "${ARGS[@]}" --run-dir runs/generalist_v5 --out runs/export_v5 \
-    --warm-start experts/generalist --version 5.0 --lr 5e-4 --steps "${V5_STEPS:-1500}" \
-    ${RESUME:+--resume} ${STOP:+--stop-at "$STOP"}
-  if [[ -z "${STOP:-}" ]]; then
-    step python -m ensemble_color evaluate generalist --expert runs/export_v5/generalist --data "$DATA" \
-      --data "$EXT" --threads "${THREADS:-2}" --set-default
-  fi
+  measured_stage v5 --warm-start experts/generalist --lr 5e-4 --steps "${V5_STEPS:-1500}"
 fi
 if [[ " $STAGES " == *" v6 "* ]]; then
-  step python -m ensemble_color train generalist "${ARGS[@]}" --crop 256 --batch-size 16 --run-dir runs/generalist_v6 \
-    --out runs/export_v6 --warm-start experts/generalist --version 6.0 --lr 5e-4 --steps "${V6_STEPS:-700}" \
-    ${RESUME:+--resume} ${STOP:+--stop-at "$STOP"}
-  if [[ -z "${STOP:-}" ]]; then
-    step python -m ensemble_color evaluate generalist --expert runs/export_v6/generalist --data "$DATA" \
-      --data "$EXT" --threads "${THREADS:-2}" --set-default
-  fi
+  measured_stage v6 --crop 256 --batch-size 16 --warm-start experts/generalist --lr 5e-4 --steps "${V6_STEPS:-700}"
 fi
+if [[ " $STAGES " == *" v7 "* ]]; then measured_stage v7 --variant lite1 --lr 2e-3 --steps 3300; fi

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ensemble_color.cli import train_parser
-from ensemble_color.train import generalist_eval, router_eval
+from ensemble_color.cli import evaluate_parser, train_parser
 
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = ["python", "-m", "ensemble_color"]
@@ -52,11 +51,8 @@ def cli_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, list[str]]:
     """The parser ``python -m ensemble_color`` would hand ``argv`` (after the module name) to, and its args."""
     if argv[0] == "train":
         return train_parser(), argv[1:]
-    special = {"generalist": generalist_eval, "router": router_eval}
-    if argv[0] == "evaluate" and argv[1] in special:
-        parser = argparse.ArgumentParser(prog=f"ensemble_color evaluate {argv[1]}")
-        special[argv[1]].add_eval_arguments(parser)
-        return parser, argv[2:]
+    if argv[0] == "evaluate":
+        return evaluate_parser(argv[1:])
     raise AssertionError(f"a recipe calls a command this test does not know: {shlex.join(argv)}")
 
 
