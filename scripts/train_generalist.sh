@@ -46,9 +46,11 @@ EXT=${EXT:?set EXT to the extension pack}
 # Stage v7 (issue 17's encoder lever; STAGES=v7; plan and judgement written before it trained: the model card's
 # "v7"): v3's recipe with the ImageNet EfficientNet-Lite1 encoder (--variant lite1) from its ImageNet weights, one
 # 3,300-step schedule at lr 2e-3 (v2 + v3 had 1,800 + 1,500), same hold-out; exported to runs/export_v7 with its
-# decoding chosen there; bench/experts_select.py's generalist addendum, unchanged, decides. Spans sessions: its
-# fp16 resume point is committed as inits/generalist_v7_resume/resume.safetensors; on a fresh machine copy it to
-# runs/generalist_v7/ and run STAGES=v7 RESUME=1.
+# decoding chosen there; bench/experts_select.py's generalist addendum, unchanged, decides: it keeps v3 (three
+# groups > 2 % worse; bench/results/experts_select_generalist_v7*.md).
+# Stage v8 (issue 17's loss-weights lever; STAGES=v8; plan written before it trained: the model card's "v8"):
+# v5's recipe (v3 warm-started, 1,500 steps at lr 5e-4, same hold-out) with the MSE weight raised 4x
+# (--alphas 1 40 0.1 0.5), exported to runs/export_v8 with its decoding chosen there; the addendum decides.
 STAGES=${STAGES:-v2 v3}
 ARGS=(--data "$DATA" --data "$EXT" --batch-size 32 --crop 160 --encoder-lr-scale 0.25 --ema 0.998 --val-every 250
       --holdout-per-category 40 --threads "${THREADS:-2}" --seed 0 --compact)
@@ -87,3 +89,6 @@ if [[ " $STAGES " == *" v6 "* ]]; then
   measured_stage v6 --crop 256 --batch-size 16 --warm-start experts/generalist --lr 5e-4 --steps "${V6_STEPS:-700}"
 fi
 if [[ " $STAGES " == *" v7 "* ]]; then measured_stage v7 --variant lite1 --lr 2e-3 --steps 3300; fi
+if [[ " $STAGES " == *" v8 "* ]]; then
+  measured_stage v8 --warm-start experts/generalist --lr 5e-4 --steps "${V8_STEPS:-1500}" --alphas 1 40 0.1 0.5
+fi
