@@ -1,4 +1,4 @@
-"""The full-resolution colour conversions: ours (``ensemble_color.color``) against kornia's, side by side.
+"""The per-photo conversions: ours (``ensemble_color.color``, ``.composite``) against a reference, side by side.
 
     python bench/conversions.py [--sizes 1024x768 4032x3024] [--repeats 15] [--threads 2]
 
@@ -6,7 +6,9 @@ Every photo pays two conversions at its full size, whatever the working size of 
 the way in (``pipeline._to_l``: ``gray_to_l`` for a gray photo, ``rgb_to_l`` for a colour one) and L + ab
 -> sRGB on the way out (``join_l_ab`` -> ``lab_to_rgb``). Ours compute only L's luminance for the first and
 run kornia's own maths band by band of rows for the second (``color.by_bands``); kornia's calls here are
-whole-image, computing all of Lab for the first. This times each pair interleaved, round by round (machine
+whole-image, computing all of Lab for the first. The guided upsampling's low-resolution half
+(``composite.guided_coefficients``, at the working size the pipeline uses for that photo) is timed against its
+textbook form, six ``F.avg_pool2d`` box filters. This times each pair interleaved, round by round (machine
 noise hits both alike), and reports medians, the speed-up and the largest difference between the results.
 Writes ``bench/results/conversions.{json,md}``.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -23,16 +26,38 @@ from pathlib import Path
 
 import kornia.color
 import torch
+import torch.nn.functional as F
 from timing_env import env_note, threading_env  # bench/ is this script's folder, hence on sys.path
 
 from ensemble_color.color import gray_to_l, lab_to_rgb, rgb_to_l
+from ensemble_color.composite import GUIDED_EPS, GUIDED_RADIUS, guided_coefficients
+from ensemble_color.pipeline import PipelineOptions, working_size
 
-#: conversion -> (ours, kornia's), each a function of the test inputs
-PAIRS: dict[str, tuple[Callable[[dict], torch.Tensor], Callable[[dict], torch.Tensor]]] = {
-    "colour photo -> L": (lambda x: rgb_to_l(x["rgb"]), lambda x: kornia.color.rgb_to_lab(x["rgb"])[:, :1]),
+
+def textbook_guided_coefficients(ab: torch.Tensor, L_low: torch.Tensor) -> torch.Tensor:
+    """The guided filter's A and B as first written here: a replicate-padded ``F.avg_pool2d`` per map."""
+    r, eps = GUIDED_RADIUS, GUIDED_EPS
+
+    def box(x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(F.pad(x, (r, r, r, r), mode="replicate"), 2 * r + 1, stride=1)
+
+    guide, p = L_low[None] / 100.0, ab[None] / 100.0
+    mean_g, mean_p = box(guide), box(p)
+    a = (box(guide * p) - mean_g * mean_p) / (box(guide * guide) - mean_g * mean_g + eps)
+    return torch.cat([box(a), box(mean_p - a * mean_g)], dim=1)[0]
+
+
+#: conversion -> (ours, the reference, what the reference is), each a function of the test inputs
+PAIRS: dict[str, tuple[Callable[[dict], torch.Tensor], Callable[[dict], torch.Tensor], str]] = {
+    "colour photo -> L": (lambda x: rgb_to_l(x["rgb"]), lambda x: kornia.color.rgb_to_lab(x["rgb"])[:, :1],
+                          "kornia"),
     "gray photo -> L": (lambda x: gray_to_l(x["gray"]),
-                        lambda x: kornia.color.rgb_to_lab(x["gray"].expand(-1, 3, -1, -1))[:, :1]),
-    "L + ab -> sRGB": (lambda x: lab_to_rgb(x["lab"]), lambda x: kornia.color.lab_to_rgb(x["lab"], clip=True)),
+                        lambda x: kornia.color.rgb_to_lab(x["gray"].expand(-1, 3, -1, -1))[:, :1], "kornia"),
+    "L + ab -> sRGB": (lambda x: lab_to_rgb(x["lab"]), lambda x: kornia.color.lab_to_rgb(x["lab"], clip=True),
+                       "kornia"),
+    "guided A, B (working size)": (lambda x: guided_coefficients(x["ab_work"], x["L_work"]),
+                                   lambda x: textbook_guided_coefficients(x["ab_work"], x["L_work"]),
+                                   "F.avg_pool2d"),
 }
 
 
@@ -42,29 +67,33 @@ def inputs(w: int, h: int) -> dict[str, torch.Tensor]:
     rgb = torch.rand(1, 3, h, w, generator=g)
     lab = torch.cat([torch.rand(1, 1, h, w, generator=g) * 100,
                      (torch.rand(1, 2, h, w, generator=g) - 0.5) * 200], dim=1)
-    return {"rgb": rgb, "gray": rgb[:, :1].contiguous(), "lab": lab}
+    hw, ww = working_size(h, w, PipelineOptions().work_size)
+    return {"rgb": rgb, "gray": rgb[:, :1].contiguous(), "lab": lab,
+            "L_work": torch.rand(1, hw, ww, generator=g) * 100,
+            "ab_work": (torch.rand(2, hw, ww, generator=g) - 0.5) * 100}
 
 
 def measure(size: str, repeats: int) -> list[dict]:
     w, h = map(int, size.split("x"))
     x = inputs(w, h)
     times: dict[tuple[str, str], list[float]] = {}
-    for name, fns in PAIRS.items():
-        for who, fn in zip(("ours", "kornia"), fns, strict=True):
+    for name, (*fns, _) in PAIRS.items():
+        for who, fn in zip(("ours", "reference"), fns, strict=True):
             fn(x)  # warm-up
             times[name, who] = []
     with torch.inference_mode():
         for _ in range(repeats):
-            for name, fns in PAIRS.items():
-                for who, fn in zip(("ours", "kornia"), fns, strict=True):
+            for name, (*fns, _) in PAIRS.items():
+                for who, fn in zip(("ours", "reference"), fns, strict=True):
                     t0 = time.perf_counter()
                     fn(x)
                     times[name, who].append(time.perf_counter() - t0)
         rows = []
-        for name, (ours, theirs) in PAIRS.items():
-            a, b = statistics.median(times[name, "ours"]), statistics.median(times[name, "kornia"])
-            rows.append({"size": size, "conversion": name, "ours_ms": a * 1e3, "kornia_ms": b * 1e3,
-                         "speedup": b / a, "max_abs_diff": float((ours(x) - theirs(x)).abs().max())})
+        for name, (ours, theirs, reference) in PAIRS.items():
+            a, b = statistics.median(times[name, "ours"]), statistics.median(times[name, "reference"])
+            rows.append({"size": size, "conversion": name, "reference": reference, "ours_ms": a * 1e3,
+                         "reference_ms": b * 1e3, "speedup": b / a,
+                         "max_abs_diff": float((ours(x) - theirs(x)).abs().max())})
     return rows
 
 
@@ -79,13 +108,19 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     rows = [r for size in args.sizes for r in measure(size, args.repeats)]
     meta = {"threads": torch.get_num_threads(), "repeats": args.repeats, "torch": torch.__version__,
-            "kornia": kornia.__version__, "cpu": platform.processor() or platform.machine(), "env": threading_env()}
-    md = ["| input | conversion | ours median (ms) | kornia median (ms) | speed-up | max abs difference |",
-          "|---|---|---:|---:|---:|---:|"]
-    md += [f"| {r['size']} | {r['conversion']} | {r['ours_ms']:.1f} | {r['kornia_ms']:.1f} | {r['speedup']:.2f}× | "
-           f"{r['max_abs_diff']:.1e} |" for r in rows]
+            "kornia": kornia.__version__, "cpu": platform.processor() or platform.machine(), "env": threading_env(),
+            "malloc_mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_")}
+    md = ["| input | conversion | ours median (ms) | reference | reference median (ms) | speed-up | "
+          "max abs difference |", "|---|---|---:|---|---:|---:|---:|"]
+    md += [f"| {r['size']} | {r['conversion']} | {r['ours_ms']:.2f} | {r['reference']} | {r['reference_ms']:.2f} | "
+           f"{r['speedup']:.2f}× | {r['max_abs_diff']:.1e} |" for r in rows]
     md += ["", f"{meta['threads']} torch threads, {args.repeats} interleaved rounds, torch {meta['torch']}, "
-           f"kornia {meta['kornia']}. Differences are in L units (-> L) and sRGB in [0, 1] (-> sRGB). {env_note()}"]
+           f"kornia {meta['kornia']}. Differences are in L units (-> L), sRGB in [0, 1] (-> sRGB) and the guided "
+           f"filter's A, B, which run at the working size of a photo of that size (long side "
+           f"{PipelineOptions().work_size}); ours allocates ~1 MB temporaries, and when glibc serves them from "
+           f"fresh mmap pages (its threshold follows the sizes freed before, so it depends on what ran earlier) "
+           f"each call pays page faults: compare a run with MALLOC_MMAP_THRESHOLD_=33554432 "
+           f"(this run: {meta['malloc_mmap_threshold'] or 'unset'}). {env_note()}"]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")

@@ -112,6 +112,19 @@ def test_guided_upsampling_follows_full_res_edges():
     assert torch.equal(compose_lab(L_full, ab_low, L_work=L_low)[:1], L_full)
 
 
+@pytest.mark.parametrize(("radius", "shape"), [(1, (1, 1, 7, 9)), (2, (1, 6, 19, 24)), (3, (2, 2, 8, 5))])
+def test_box_filter_is_the_replicate_padded_window_mean(radius, shape):
+    """The guided filter's separable box sums equal avg_pool2d over the replicate-padded map, edges included
+    (also for maps smaller than the window)."""
+    from ensemble_color.composite import _box
+
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(radius))
+    k = 2 * radius + 1
+    ref = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (radius,) * 4, mode="replicate"), k, stride=1)
+    torch.testing.assert_close(_box(x, radius), ref, atol=1e-6, rtol=1e-6)
+    assert _box(x, radius).shape == x.shape
+
+
 GENERALIST = [ExpertRoute("generalist", (), fallback=True), *EXPERTS, ExpertRoute("animals", ("animal",))]
 
 
