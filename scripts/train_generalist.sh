@@ -50,7 +50,10 @@ EXT=${EXT:?set EXT to the extension pack}
 # groups > 2 % worse; bench/results/experts_select_generalist_v7*.md).
 # Stage v8 (issue 17's loss-weights lever; STAGES=v8; plan written before it trained: the model card's "v8"):
 # v5's recipe (v3 warm-started, 1,500 steps at lr 5e-4, same hold-out) with the MSE weight raised 4x
-# (--alphas 1 40 0.1 0.5), exported to runs/export_v8 with its decoding chosen there; the addendum decides.
+# (--alphas 1 40 0.1 0.5), exported to runs/export_v8 with its decoding chosen there; the addendum decides: it
+# keeps v3 (three groups > 2 % worse; bench/results/experts_select_generalist_v8*.md).
+# Stage v9 (issue 17's last named lever; STAGES=v9; plan written before it trains: the model card's "v9"): v7's
+# recipe with the ImageNet EfficientNet-Lite2 encoder (--variant lite2); the addendum decides.
 STAGES=${STAGES:-v2 v3}
 ARGS=(--data "$DATA" --data "$EXT" --batch-size 32 --crop 160 --encoder-lr-scale 0.25 --ema 0.998 --val-every 250
       --holdout-per-category 40 --threads "${THREADS:-2}" --seed 0 --compact)
@@ -92,3 +95,4 @@ if [[ " $STAGES " == *" v7 "* ]]; then measured_stage v7 --variant lite1 --lr 2e
 if [[ " $STAGES " == *" v8 "* ]]; then
   measured_stage v8 --warm-start experts/generalist --lr 5e-4 --steps "${V8_STEPS:-1500}" --alphas 1 40 0.1 0.5
 fi
+if [[ " $STAGES " == *" v9 "* ]]; then measured_stage v9 --variant lite2 --lr 2e-3 --steps 3300; fi
