@@ -75,7 +75,7 @@ if [[ " $STAGES " == *" v3 "* ]]; then
       --threads "${THREADS:-2}" --set-default
   fi
 fi
-# Stages v4-v7 are measured beside the shipped generalist: each trains into runs/generalist_<stage>, exports to
+# Stages v4-v9 are measured beside the shipped generalist: each trains into runs/generalist_<stage>, exports to
 # runs/export_<stage> and, unless STOP paused it, chooses its decoding there by its own rule.
 measured_stage() {
   local name=$1; shift
