@@ -52,10 +52,10 @@ EXT=${EXT:?set EXT to the extension pack}
 # v5's recipe (v3 warm-started, 1,500 steps at lr 5e-4, same hold-out) with the MSE weight raised 4x
 # (--alphas 1 40 0.1 0.5), exported to runs/export_v8 with its decoding chosen there; the addendum decides: it
 # keeps v3 (three groups > 2 % worse; bench/results/experts_select_generalist_v8*.md).
-# Stage v9 (issue 17's last named lever; STAGES=v9; plan written before it trains: the model card's "v9"): v7's
-# recipe with the ImageNet EfficientNet-Lite2 encoder (--variant lite2); the addendum decides. Spans sessions: its
-# fp16 resume point is committed as inits/generalist_v9_resume/resume.safetensors; on a fresh machine copy it to
-# runs/generalist_v9/ and run STAGES=v9 RESUME=1.
+# Stage v9 (issue 17's last named lever; STAGES=v9; plan written before it trained: the model card's "v9"): v7's
+# recipe with the ImageNet EfficientNet-Lite2 encoder (--variant lite2); the addendum decides: it keeps v3 (mean
+# held-out L2ab lower, but main-pack birds > 2 % worse; bench/results/experts_select_generalist_v9*.md). Ran over two
+# sessions (STOP=400, then RESUME=1 from the fp16 resume point, in git history); kept in inits/generalist_v9.
 STAGES=${STAGES:-v2 v3}
 ARGS=(--data "$DATA" --data "$EXT" --batch-size 32 --crop 160 --encoder-lr-scale 0.25 --ema 0.998 --val-every 250
       --holdout-per-category 40 --threads "${THREADS:-2}" --seed 0 --compact)
