@@ -1,13 +1,14 @@
 """Colour maths: sRGB <-> CIE Lab (D65), batched torch, any device.
 
 Everything in the package speaks *Lab units*: L in [0, 100], a/b roughly in [-110, 110].
-Full Lab of a colour photo (training targets, metrics) and the way back to sRGB are kornia's (maintained,
-differentiable). sRGB -> L, which every photo goes through at full resolution, is written here with kornia's
-constants but only the work it needs: the luminance Y alone (one cube root instead of three, and one gamma
-curve instead of three for a gray photo). Both full-resolution conversions go through a large photo in bands
-of rows (:func:`by_bands`), so that each band's temporaries stay in cache instead of a dozen full-size
-buffers crossing memory. ``bench/conversions.py`` times them against kornia's whole-image calls; tests hold
-them to kornia's results. Maths stay float32 under autocast.
+Full Lab of a colour photo (training targets, metrics) is kornia's (maintained, differentiable). The two
+conversions every photo goes through at full resolution are written here with kornia's constants but only the
+work they need: sRGB -> L computes the luminance Y alone (one cube root instead of three, and one gamma curve
+instead of three for a gray photo), and both splice their curves' two pieces with clamps and adds
+(:func:`_spliced`) instead of ``torch.where``, which costs several times an add on CPU. Both go through a large
+photo in bands of rows (:func:`by_bands`), so that each band's temporaries stay in cache instead of a dozen
+full-size buffers crossing memory. ``bench/conversions.py`` times them against kornia's whole-image calls;
+tests hold them to kornia's results. Maths stay float32 under autocast.
 """
 
 from __future__ import annotations
@@ -67,21 +68,57 @@ def band_rows(h: int, w: int) -> list[slice]:
     return [slice(top, min(top + rows, h)) for top in range(0, h, rows)]
 
 
+def _spliced(x: torch.Tensor, knee: float, upper: Callable[[torch.Tensor], torch.Tensor],
+             lower: Callable[[torch.Tensor], torch.Tensor], lower_at_knee: float) -> torch.Tensor:
+    """``where(x > knee, upper(x), lower(x))`` for a curve whose two pieces meet at ``knee`` (sRGB gamma, CIE
+    L*): ``upper(max(x, knee)) + lower(min(x, knee)) - lower(knee)``; on either side one piece sits at the knee,
+    where the two agree to ~1e-7. Why: elementwise clamps and adds vectorise, ``torch.where`` (and the
+    comparison it needs) cost several times as much on CPU (``bench/conversions.py``)."""
+    return upper(x.clamp(min=knee)) + lower(x.clamp(max=knee)) - lower_at_knee
+
+
+#: the sRGB curve's knee (encoded value) and CIE L*'s (relative luminance, and its cube root), kornia's constants
+_SRGB_KNEE, _Y_KNEE, _F_KNEE = 0.04045, 0.008856, 0.2068966
+
+
 def _linear(srgb: torch.Tensor) -> torch.Tensor:
     """sRGB gamma curve undone (kornia.color.rgb_to_linear_rgb)."""
-    return torch.where(srgb > 0.04045, ((srgb + 0.055) / 1.055).clamp(min=0.0) ** 2.4, srgb / 12.92)
+    return _spliced(srgb, _SRGB_KNEE, lambda x: ((x + 0.055) / 1.055) ** 2.4, lambda x: x / 12.92,
+                    _SRGB_KNEE / 12.92)
 
 
 def _l_of_y(y: torch.Tensor) -> torch.Tensor:
     """CIE L* of relative luminance Y (white Y = 1), with kornia's threshold and linear segment."""
-    f = torch.where(y > 0.008856, y.clamp(min=0.008856) ** (1.0 / 3.0), 7.787 * y + 4.0 / 29.0)
+    f = _spliced(y, _Y_KNEE, lambda v: v ** (1.0 / 3.0), lambda v: 7.787 * v + 4.0 / 29.0,
+                 7.787 * _Y_KNEE + 4.0 / 29.0)
     return 116.0 * f - 16.0
 
 
+#: kornia's D65 XYZ -> linear sRGB matrix with its reference white (0.95047, 1, 1.08883) folded into the columns
+_XYZN_TO_RGB = tuple(tuple(m * w for m, w in zip(row, (0.95047, 1.0, 1.08883), strict=True)) for row in (
+    (3.2404813432005266, -1.5371515162713185, -0.4985363261688878),
+    (-0.9692549499965682, 1.8759900014898907, 0.0415559265582928),
+    (0.0556466391351772, -0.2040413383665112, 1.0573110696453443)))
+
+
 def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
-    """Lab (..., 3, H, W) -> sRGB in [0, 1]; out-of-gamut colours are clipped per channel. kornia's, by bands."""
-    with torch.autocast(lab.device.type, enabled=False):  # kornia keeps fp32 input in fp32 only outside autocast
-        return by_bands(lambda band: kornia.color.lab_to_rgb(band.float(), clip=True), 3, lab)
+    """Lab (..., 3, H, W) -> sRGB in [0, 1]; out-of-gamut colours are clipped per channel. kornia's maths
+    (``kornia.color.lab_to_rgb(clip=True)``, to 1e-5), by bands."""
+    with torch.autocast(lab.device.type, enabled=False):  # float32 maths whatever the caller's autocast
+        return by_bands(_lab_to_rgb, 3, lab)
+
+
+def _lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    L, a, b = lab.float().unbind(-3)
+    fy = (L + 16.0) / 116.0
+    f = torch.stack([fy + a / 500.0, fy, (fy - b / 200.0).clamp(min=0.0)], dim=-3)
+    xyz = _spliced(f, _F_KNEE, lambda v: v * v * v, lambda v: (v - 4.0 / 29.0) / 7.787,
+                   (_F_KNEE - 4.0 / 29.0) / 7.787)
+    matrix = torch.tensor(_XYZN_TO_RGB, device=lab.device)
+    linear = torch.einsum("oi,...ihw->...ohw", matrix, xyz).clamp(max=1.0)  # the curve maps 1 to 1: clip first
+    # the sRGB curve lies below its linear segment beyond the knee and above it before: the smaller of the two
+    srgb = torch.minimum(12.92 * linear, 1.055 * linear.clamp(min=0.0031308) ** (1 / 2.4) - 0.055)
+    return srgb.clamp(0.0, 1.0)
 
 
 def rgb_to_l(rgb: torch.Tensor) -> torch.Tensor:
@@ -92,9 +129,8 @@ def rgb_to_l(rgb: torch.Tensor) -> torch.Tensor:
 
 
 def _rgb_to_l(rgb: torch.Tensor) -> torch.Tensor:
-    linear = _linear(rgb.float().clamp(0.0, 1.0))
-    with torch.autocast(rgb.device.type, enabled=False):
-        y = torch.einsum("c,...chw->...hw", torch.tensor(_RGB_TO_Y, device=rgb.device), linear)
+    r, g, b = _linear(rgb.float().clamp(0.0, 1.0)).unbind(-3)
+    y = r * _RGB_TO_Y[0] + g * _RGB_TO_Y[1] + b * _RGB_TO_Y[2]  # float32: the channels are, whatever autocast
     return _l_of_y(y.unsqueeze(-3))
 
 

@@ -12,13 +12,13 @@ Design choices (and why):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .color import assemble_bands, by_bands, join_l_ab
+from .color import by_bands, join_l_ab
 
 
 @dataclass(frozen=True)
@@ -257,8 +257,8 @@ def _box(x: torch.Tensor, r: int) -> torch.Tensor:
 
     Separable sums of shifted views (2r+1 rows, then 2r+1 columns) rather than ``F.avg_pool2d``, whose CPU
     kernel is slow for these few-channel working-size maps; the same means to float rounding. Its temporaries are
-    ~1 MB, so its speed depends on the allocator: ``bench/conversions.py`` ("guided A, B") has it 3.1x faster
-    where glibc reuses heap memory and 0.6x where every call gets fresh pages (README, "Speed").
+    ~1 MB, so its speed depends on the allocator: faster where glibc reuses heap memory, slower where every call
+    gets fresh pages (``bench/conversions.py``, "guided A, B"; README, "Speed").
     """
     k = 2 * r + 1
     x = F.pad(x, (r, r, r, r), mode="replicate")
@@ -289,76 +289,43 @@ def guided_coefficients(ab: torch.Tensor, L_low: torch.Tensor) -> torch.Tensor:
     return _box(torch.cat([a, b], dim=1), radius)[0]
 
 
-def _taps(n_in: int, n_out: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Source rows and weight of bilinear resampling n_in -> n_out at output positions ``index``,
-    as ``F.interpolate(mode="bilinear", align_corners=False)`` computes them (half-pixel centres, clamped)."""
-    src = ((index.double() + 0.5) * (n_in / n_out) - 0.5).clamp(min=0.0)
-    i0 = src.floor().long().clamp(max=n_in - 1)
-    return i0, (i0 + 1).clamp(max=n_in - 1), (src - i0).float()
-
-
-class _BilinearBands:
-    """Bilinear upsampling of a low-resolution map (C, h, w) to (C, H, W), one band of output rows at a
-    time, so the full-size map never exists: the guided filter's A and B are 4 full-size channels otherwise."""
-
-    def __init__(self, low: torch.Tensor, size: tuple[int, int]) -> None:
-        self.low, self.size = low.float(), size
-
-    def __call__(self, band: slice) -> torch.Tensor:
-        r0, r1, wr = _taps(self.low.shape[-2], self.size[0], torch.arange(band.start, band.stop,
-                                                                           device=self.low.device))
-        rows = torch.lerp(self.low[:, r0], self.low[:, r1], wr[:, None])  # (C, band, w): vertical taps
-        # horizontal taps: torch's own kernel (same widths, so the same taps as the whole-image resize)
-        return F.interpolate(rows[None], size=(rows.shape[1], self.size[1]), mode="bilinear",
-                             align_corners=False)[0]
-
-
-def _guided_bands(ab: torch.Tensor, L_low: torch.Tensor, L_full: torch.Tensor) -> Callable[[slice], torch.Tensor]:
-    """The full-resolution half, a band of rows at a time: rows -> ab = A·L + B there (Lab units)."""
-    upsample = _BilinearBands(guided_coefficients(ab, L_low), tuple(L_full.shape[-2:]))
-
-    def band_ab(band: slice) -> torch.Tensor:
-        coefficients = upsample(band)
-        return (coefficients[:2] * (L_full[:, band].float() / 100.0) + coefficients[2:]) * 100.0
-    return band_ab
-
-
 def guided_upsample_ab(ab: torch.Tensor, L_low: torch.Tensor, L_full: torch.Tensor) -> torch.Tensor:
     """Edge-aware upsampling of working ab (2, h, w) to the full-res L's size (fast guided filter): colour
-    edges follow the full-res lightness edges instead of being blurred by plain interpolation; flat regions
-    get exactly the bilinear result."""
+    edges follow the full-res lightness edges instead of being blurred by plain interpolation; where L is
+    flat, A is 0 and the result is the bilinear upsampling of the (box-smoothed) ab.
+
+    The full-resolution half is two whole-image bilinear resizes (torch's kernel) and a multiply-add,
+    A·L + 100·B (B scaled at the working size), at the price of one 2-channel full-size temporary beside the
+    result; ``bench/conversions.py`` times it against plain bilinear upsampling.
+    """
     size = tuple(L_full.shape[-2:])
     if tuple(ab.shape[-2:]) == size:
         return ab
-    return assemble_bands(_guided_bands(ab, L_low, L_full), 2, L_full)
+    coefficients = guided_coefficients(ab, L_low)
+    ab_full = upsample_ab(coefficients[:2], size).mul_(L_full.float())
+    return ab_full.add_(upsample_ab(coefficients[2:] * 100.0, size))
+
+
+def full_res_ab(L_full: torch.Tensor, ab_work: torch.Tensor, L_work: torch.Tensor | None = None) -> torch.Tensor:
+    """Working ab (2, h, w) upsampled to the full-res L's size: edge-aware with ``L_work`` (the working-size L
+    the experts saw, :func:`guided_upsample_ab`), otherwise bilinear."""
+    ab_work = ab_work.to(L_full.device)
+    if L_work is None:
+        return upsample_ab(ab_work, tuple(L_full.shape[-2:]))
+    return guided_upsample_ab(ab_work, L_work.to(L_full.device), L_full)
 
 
 def compose_lab(L_full: torch.Tensor, ab_work: torch.Tensor, saturation: float = 1.0,
                 L_work: torch.Tensor | None = None) -> torch.Tensor:
-    """Upsample working ab to the full-res L's size and stack: (1, H, W) + (2, h, w) -> Lab (3, H, W).
-
-    With ``L_work`` (the working-size L the experts saw) the upsampling is edge-aware
-    (:func:`guided_upsample_ab`), otherwise bilinear. Channel 0 *is* the input L tensor's values:
-    the compositor never touches lightness.
-    """
-    ab_work = ab_work.to(L_full.device)
-    if L_work is not None:
-        ab = guided_upsample_ab(ab_work, L_work.to(L_full.device), L_full)
-    else:
-        ab = upsample_ab(ab_work, tuple(L_full.shape[-2:]))
-    return torch.cat([L_full.float(), ab.float() * saturation], dim=0)
+    """Upsample working ab to the full-res L's size (:func:`full_res_ab`) and stack: (1, H, W) + (2, h, w) ->
+    Lab (3, H, W). Channel 0 *is* the input L tensor's values: the compositor never touches lightness."""
+    return torch.cat([L_full.float(), full_res_ab(L_full, ab_work, L_work).float() * saturation], dim=0)
 
 
 def compose(L_full: torch.Tensor, ab_work: torch.Tensor, saturation: float = 1.0,
             L_work: torch.Tensor | None = None) -> torch.Tensor:
     """Full-resolution RGB (3, H, W) in [0, 1] from full-res L and working-res ab: :func:`compose_lab`
-    joined to sRGB, with every full-resolution step (upsampling the guided filter's A and B, A·L + B,
-    saturation, Lab -> sRGB) done band by band of rows (``color.assemble_bands``): a large photo never holds more
-    than its L and the result at full size, and each band's temporaries stay in cache."""
-    ab_work = ab_work.to(L_full.device)
-    size = tuple(L_full.shape[-2:])
-    if L_work is None or tuple(ab_work.shape[-2:]) == size:
-        ab = upsample_ab(ab_work, size)
-        return by_bands(lambda L, ab: join_l_ab(L, ab.float() * saturation), 3, L_full, ab)
-    guided = _guided_bands(ab_work, L_work.to(L_full.device), L_full)
-    return assemble_bands(lambda band: join_l_ab(L_full[:, band], guided(band) * saturation), 3, L_full)
+    joined to sRGB, the saturation and Lab -> sRGB steps band by band of rows (``color.by_bands``), so that a
+    large photo holds only its L, the upsampled ab and the result at full size."""
+    ab = full_res_ab(L_full, ab_work, L_work)
+    return by_bands(lambda L, ab: join_l_ab(L, ab.float() * saturation), 3, L_full, ab)

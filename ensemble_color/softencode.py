@@ -119,11 +119,14 @@ def annealed_mean(logits: torch.Tensor, bins: torch.Tensor, T: float = DEFAULT_T
 
     T = 1 is the mean of the predicted distribution, T -> 0 its mode; T = 0 is treated as the mode.
     """
-    logp = torch.log_softmax(logits.float(), dim=1)
     if T <= 0:
         return mode(logits, bins)
-    p = torch.softmax(logp / T, dim=1)
-    return torch.einsum("bqhw,qc->bchw", p, bins.float().to(p.device))
+    # softmax(log p / T) = softmax(logits / T): log_softmax only shifts every bin by the same constant. The bins
+    # run along the last dimension, a view of the channels-last maps the head emits, not a 313-channel copy
+    # (explicit permutations: the ONNX exporter writes movedim's as a Transpose with a negative axis)
+    z = logits.float().permute(0, 2, 3, 1)
+    p = torch.softmax(z / T, dim=-1)
+    return (p @ bins.float().to(p.device)).permute(0, 3, 1, 2)
 
 
 def mode(logits: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,20 @@ def test_full_resolution_conversions_agree_with_kornia_in_and_out_of_gamut():
     assert (lab_to_rgb(lab) - kornia.color.lab_to_rgb(lab, clip=True)).abs().max() < 1e-5
 
 
+def test_conversions_follow_kornia_across_each_curves_knee():
+    """The sRGB and L* curves are spliced from two pieces (``color._spliced``); on a fine ramp through each knee
+    (sRGB 0.04045, Y 0.008856 i.e. L* 8, linear 0.0031308) the result must stay kornia's piecewise one."""
+    import kornia.color
+
+    ramp = torch.linspace(0.0, 0.1, 4001)  # steps of 2.5e-5 through the sRGB knee
+    rgb = torch.stack([ramp, ramp.flip(0), ramp * 0.5]).reshape(1, 3, 1, -1)
+    assert (rgb_to_l(rgb) - kornia.color.rgb_to_lab(rgb)[:, :1]).abs().max() < 1e-4
+    assert (gray_to_l(rgb[:, :1]) - kornia.color.rgb_to_lab(rgb[:, :1].expand(-1, 3, -1, -1))[:, :1]).abs().max() < 1e-4
+    L = torch.linspace(0.0, 16.0, 4001)  # through L* 8 (f = 6/29) and sRGB's linear knee near L* 2.8
+    lab = torch.stack([L, torch.zeros_like(L), torch.full_like(L, 3.0)]).reshape(1, 3, 1, -1)
+    assert (lab_to_rgb(lab) - kornia.color.lab_to_rgb(lab, clip=True)).abs().max() < 1e-5
+
+
 def test_gray_path_gives_the_l_of_the_replicated_rgb():
     g = torch.rand(1, 1, 16, 16)
     assert (gray_to_l(g) - rgb_to_l(g.expand(1, 3, 16, 16))).abs().max() < 1e-4

@@ -60,6 +60,10 @@ def test_annealed_mean_limits(bins):
     # intermediate T lies between: more saturated than the mean
     mid = softencode.annealed_mean(logits, bins, T=0.38)
     assert mid.norm(dim=1).mean() > mean.norm(dim=1).mean()
+    # Zhang et al.'s form, softmax(log p / T), whatever the logits' memory layout (the head emits channels-last)
+    textbook = torch.einsum("bqhw,qc->bchw", torch.softmax(torch.log_softmax(logits, 1) / 0.38, 1), bins)
+    for x in (logits, logits.contiguous(memory_format=torch.channels_last)):
+        torch.testing.assert_close(softencode.annealed_mean(x, bins, T=0.38), textbook, atol=1e-3, rtol=1e-4)
 
 
 def test_rebalancing_weights_expectation_one(bins):
