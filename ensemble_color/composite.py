@@ -6,8 +6,9 @@ Design choices (and why):
 * A class with no expert, and anything left outside the specialists' crops, goes to the fallback
   expert (the generalist if installed, else the background expert): weights always sum to 1.
 * Experts only run on the bounding box (+ margin) of their region, and only when it has mass.
-* ab is computed at the working resolution and upsampled bilinearly (never nearest) to full size;
-  L is always the original full-resolution L, so detail and tone are untouched.
+* ab is computed at the working resolution and upsampled to full size by a fast guided filter that follows
+  the full-resolution L's edges (bilinear as an option; never nearest); L is always the original
+  full-resolution L, so detail and tone are untouched.
 """
 
 from __future__ import annotations
