@@ -72,13 +72,15 @@ def _spliced(x: torch.Tensor, knee: float, upper: Callable[[torch.Tensor], torch
              lower: Callable[[torch.Tensor], torch.Tensor], lower_at_knee: float) -> torch.Tensor:
     """``where(x > knee, upper(x), lower(x))`` for a curve whose two pieces meet at ``knee`` (sRGB gamma, CIE
     L*): ``upper(max(x, knee)) + lower(min(x, knee)) - lower(knee)``; on either side one piece sits at the knee,
-    where the two agree to ~1e-7. Why: elementwise clamps and adds vectorise, ``torch.where`` (and the
-    comparison it needs) cost several times as much on CPU (``bench/conversions.py``)."""
+    where the two agree (to ~1e-7; 4e-6 for sRGB's encoding curve, as kornia's constants have it). Why:
+    elementwise clamps and adds vectorise, ``torch.where`` (and the comparison it needs) cost several times as
+    much on CPU (``bench/conversions.py``)."""
     return upper(x.clamp(min=knee)) + lower(x.clamp(max=knee)) - lower_at_knee
 
 
-#: the sRGB curve's knee (encoded value) and CIE L*'s (relative luminance, and its cube root), kornia's constants
-_SRGB_KNEE, _Y_KNEE, _F_KNEE = 0.04045, 0.008856, 0.2068966
+#: the sRGB curve's knee (encoded and linear value) and CIE L*'s (relative luminance, and its cube root), kornia's
+#: constants
+_SRGB_KNEE, _LINEAR_KNEE, _Y_KNEE, _F_KNEE = 0.04045, 0.0031308, 0.008856, 0.2068966
 
 
 def _linear(srgb: torch.Tensor) -> torch.Tensor:
@@ -104,20 +106,20 @@ _XYZN_TO_RGB = tuple(tuple(m * w for m, w in zip(row, (0.95047, 1.0, 1.08883), s
 def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     """Lab (..., 3, H, W) -> sRGB in [0, 1]; out-of-gamut colours are clipped per channel. kornia's maths
     (``kornia.color.lab_to_rgb(clip=True)``, to 1e-5), by bands."""
+    matrix = torch.tensor(_XYZN_TO_RGB, device=lab.device)
     with torch.autocast(lab.device.type, enabled=False):  # float32 maths whatever the caller's autocast
-        return by_bands(_lab_to_rgb, 3, lab)
+        return by_bands(lambda band: _lab_to_rgb(band, matrix), 3, lab)
 
 
-def _lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+def _lab_to_rgb(lab: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
     L, a, b = lab.float().unbind(-3)
     fy = (L + 16.0) / 116.0
     f = torch.stack([fy + a / 500.0, fy, (fy - b / 200.0).clamp(min=0.0)], dim=-3)
     xyz = _spliced(f, _F_KNEE, lambda v: v * v * v, lambda v: (v - 4.0 / 29.0) / 7.787,
                    (_F_KNEE - 4.0 / 29.0) / 7.787)
-    matrix = torch.tensor(_XYZN_TO_RGB, device=lab.device)
     linear = torch.einsum("oi,...ihw->...ohw", matrix, xyz).clamp(max=1.0)  # the curve maps 1 to 1: clip first
-    # the sRGB curve lies below its linear segment beyond the knee and above it before: the smaller of the two
-    srgb = torch.minimum(12.92 * linear, 1.055 * linear.clamp(min=0.0031308) ** (1 / 2.4) - 0.055)
+    srgb = _spliced(linear, _LINEAR_KNEE, lambda v: 1.055 * v ** (1 / 2.4) - 0.055, lambda v: 12.92 * v,
+                    12.92 * _LINEAR_KNEE)
     return srgb.clamp(0.0, 1.0)
 
 
