@@ -56,6 +56,12 @@ EXT=${EXT:?set EXT to the extension pack}
 # recipe with the ImageNet EfficientNet-Lite2 encoder (--variant lite2); the addendum decides: it keeps v3 (mean
 # held-out L2ab lower, but main-pack birds > 2 % worse; bench/results/experts_select_generalist_v9*.md). Ran over two
 # sessions (STOP=400, then RESUME=1 from the fp16 resume point, in git history); kept in inits/generalist_v9.
+# Stage v10 (issue 17's long-schedule lever; STAGES=v10; plan written before it trained: the model card's "v10"):
+# v9 warm-started from inits/generalist_v9 and trained 6,000 more steps at lr 1e-3 on a new stream (--seed 1; the
+# hold-out does not depend on the seed, so v9's seed-0 crops are not replayed; v9's recipe otherwise), about
+# two sessions: pause with STOP=N, commit runs/generalist_v10/resume.safetensors (--compact writes it) as
+# inits/generalist_v10_resume/, and continue on any machine by copying it back into runs/generalist_v10/ and
+# running with RESUME=1. The addendum decides, as for v5-v9.
 STAGES=${STAGES:-v2 v3}
 ARGS=(--data "$DATA" --data "$EXT" --batch-size 32 --crop 160 --encoder-lr-scale 0.25 --ema 0.998 --val-every 250
       --holdout-per-category 40 --threads "${THREADS:-2}" --seed 0 --compact)
@@ -98,3 +104,7 @@ if [[ " $STAGES " == *" v8 "* ]]; then
   measured_stage v8 --warm-start experts/generalist --lr 5e-4 --steps "${V8_STEPS:-1500}" --alphas 1 40 0.1 0.5
 fi
 if [[ " $STAGES " == *" v9 "* ]]; then measured_stage v9 --variant lite2 --lr 2e-3 --steps 3300; fi
+if [[ " $STAGES " == *" v10 "* ]]; then
+  measured_stage v10 --variant lite2 --warm-start inits/generalist_v9 --lr 1e-3 --steps "${V10_STEPS:-6000}" \
+    --seed 1
+fi
