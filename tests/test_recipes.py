@@ -34,8 +34,9 @@ CASES = [
     ("train_experts.sh", {"INIT": "inits/resnet18-gray-v3", "ONLY": "people"}),
     ("train_generalist.sh", {}),
     ("train_generalist.sh", {"RESUME": "1"}),
-    *[("train_generalist.sh", {"STAGES": stage}) for stage in ("v3", "v4", "v5", "v6", "v7", "v8", "v9")],
+    *[("train_generalist.sh", {"STAGES": stage}) for stage in ("v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10")],
     ("train_generalist.sh", {"STAGES": "v7", "RESUME": "1", "STOP": "1000"}),
+    ("train_generalist.sh", {"STAGES": "v10", "RESUME": "1", "STOP": "3400"}),
     ("train_router.sh", {}),
     ("train_router.sh", {"RESUME": "--resume"}),
 ]
