@@ -60,8 +60,8 @@ EXT=${EXT:?set EXT to the extension pack}
 # v9 warm-started from inits/generalist_v9 and trained 6,000 more steps at lr 1e-3 on a new stream (--seed 1; the
 # hold-out does not depend on the seed, so v9's seed-0 crops are not replayed; v9's recipe otherwise), about
 # two sessions: pause with STOP=N, commit runs/generalist_v10/resume.safetensors (--compact writes it) as
-# inits/generalist_v10_resume/, and continue on any machine by copying it back into runs/generalist_v10/ and
-# running with RESUME=1. The addendum decides, as for v5-v9.
+# inits/generalist_v10_resume/ with its log.jsonl, and continue on any machine by copying both back into
+# runs/generalist_v10/ and running with RESUME=1. The addendum decides, as for v5-v9.
 STAGES=${STAGES:-v2 v3}
 ARGS=(--data "$DATA" --data "$EXT" --batch-size 32 --crop 160 --encoder-lr-scale 0.25 --ema 0.998 --val-every 250
       --holdout-per-category 40 --threads "${THREADS:-2}" --seed 0 --compact)
