@@ -45,18 +45,13 @@ def by_bands(fn: Callable[..., torch.Tensor], channels: int, *images: torch.Tens
     do not care where a band ends, so the result is ``fn(*images)``'s. With autograd on (nothing in the
     package needs it, but callers may) the whole image goes through at once.
     """
-    if len(band_rows(*images[0].shape[-2:])) == 1 or (torch.is_grad_enabled()
-                                                      and any(x.requires_grad for x in images)):
+    like = images[0]
+    bands = band_rows(*like.shape[-2:])
+    if len(bands) == 1 or (torch.is_grad_enabled() and any(x.requires_grad for x in images)):
         return fn(*images)
-    return assemble_bands(lambda band: fn(*(x[..., band, :] for x in images)), channels, images[0])
-
-
-def assemble_bands(fn: Callable[[slice], torch.Tensor], channels: int, like: torch.Tensor) -> torch.Tensor:
-    """(..., channels, H, W) float32, assembled from ``fn(rows)`` for each band of rows (:func:`band_rows`) of
-    ``like`` (..., C, H, W); for maps that need the rows themselves (the compositor's banded upsampling)."""
     out = torch.empty(*like.shape[:-3], channels, *like.shape[-2:], dtype=torch.float32, device=like.device)
-    for band in band_rows(*like.shape[-2:]):
-        out[..., band, :] = fn(band)
+    for band in bands:
+        out[..., band, :] = fn(*(x[..., band, :] for x in images))
     return out
 
 
