@@ -58,10 +58,11 @@ EXT=${EXT:?set EXT to the extension pack}
 # sessions (STOP=400, then RESUME=1 from the fp16 resume point, in git history); kept in inits/generalist_v9.
 # Stage v10 (issue 17's long-schedule lever; STAGES=v10; plan written before it trained: the model card's "v10"):
 # v9 warm-started from inits/generalist_v9 and trained 6,000 more steps at lr 1e-3 on a new stream (--seed 1; the
-# hold-out does not depend on the seed, so v9's seed-0 crops are not replayed; v9's recipe otherwise), about
-# two sessions: pause with STOP=N, commit runs/generalist_v10/resume.safetensors (--compact writes it) as
-# inits/generalist_v10_resume/ with its log.jsonl, and continue on any machine by copying both back into
-# runs/generalist_v10/ and running with RESUME=1. The addendum decides, as for v5-v9.
+# hold-out does not depend on the seed, so v9's seed-0 crops are not replayed; v9's recipe otherwise). Ran over
+# sessions 18-19 (STOP=2750, then RESUME=1 STOP=3400, then RESUME=1; between sessions the fp16 resume point that
+# --compact writes, runs/generalist_v10/resume.safetensors, travelled with its log.jsonl, in git history as
+# inits/generalist_v10_resume/). The addendum keeps v3 (mean held-out L2ab lower, but birds and animals > 2 % worse;
+# bench/results/experts_select_generalist_v10*.md); kept in inits/generalist_v10.
 STAGES=${STAGES:-v2 v3}
 ARGS=(--data "$DATA" --data "$EXT" --batch-size 32 --crop 160 --encoder-lr-scale 0.25 --ema 0.998 --val-every 250
       --holdout-per-category 40 --threads "${THREADS:-2}" --seed 0 --compact)
