@@ -41,7 +41,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_recipe.sh
-STAGES=${STAGES:-v6 v7 v8 v9 v10 v11 v12 v13}
+STAGES=${STAGES:-v6 v7 v8 v9 v10 v11 v12 v13 v14}
 COMMON=(--data "${DATA:-../shared/data}" --data "${EXT:?set EXT to the extension pack}"
         --encoder tu-tf_efficientnet_lite0 --encoder-init imagenet --steps 2000 --batch-size 16 --crop 224
         --scale 0.25 1.0 --composite-frac 0.6 --mask-cutouts faces people birds animals --scenes-per-root 5000
@@ -88,5 +88,14 @@ if [[ " $STAGES " == *" v13 "* ]]; then
   step python -m ensemble_color train router "${COMMON[@]}" --out runs/export/router_v13 --run-dir runs/router_v13 \
     --init router --cutouts-per-category 3000 --lr 1.5e-4 --seed 13 --steps 1000 \
     --class-weights 1 1 1.5 1.5 --main-pack-share '{"animals": 0.5}' \
+    --source-weights '{"faces": 0.1, "people": 0.1, "birds": 0.35, "animals": 0.3, "scenes": 0.15}' ${RESUME:-}
+fi
+# Stage v14: old photos. The shipped router (v11) trained on for 2,000 steps with half of every batch turned
+# into an old print or scan by ensemble_color.train.degrade (halftone screens, grain, fading, blur, scratches,
+# JPEG; the input L only, masks unchanged), v11's other settings kept. Judged by bench/router_oldphotos.py.
+if [[ " $STAGES " == *" v14 "* ]]; then
+  step python -m ensemble_color train router "${COMMON[@]}" --out runs/export/router_v14 --run-dir runs/router_v14 \
+    --init router --cutouts-per-category 3000 --lr 1.5e-4 --seed 14 --steps 2000 --degrade 0.5 \
+    --class-weights 1 1 1.5 1 --main-pack-share '{"animals": 0.5}' \
     --source-weights '{"faces": 0.1, "people": 0.1, "birds": 0.35, "animals": 0.3, "scenes": 0.15}' ${RESUME:-}
 fi

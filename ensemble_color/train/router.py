@@ -35,6 +35,7 @@ from ..plugins import write_state_dict
 from ..routing import INPUT_MAPPINGS, load_smp_weights
 from . import loop, router_eval
 from .composites import IGNORE, cutouts_from_masks, load_cutouts, val_composites
+from .degrade import degrade_rgb
 from .router_data import (
     CLASS_NAMES,
     DEFAULT_SOURCE_WEIGHTS,
@@ -176,6 +177,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export-from", choices=("last", "best"), default="last",
                    help="which checkpoint to export (best = on the training-time val subset)")
     p.add_argument("--no-clean", action="store_true", help="keep masks mask_stats.csv marks as unreliable")
+    p.add_argument("--degrade", type=float, default=0.0,
+                   help="share of training crops turned into old prints/scans (train.degrade; input L only)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--amp", action="store_true",
                    help="bf16 autocast (measured slower for the MobileNetV3 FPN on this CPU, so off by default)")
@@ -237,12 +240,15 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         masked, scenes, cutouts, args.crop, args.seed, args.composite_frac, tuple(args.scale),
         weights=weights, paste_range=tuple(args.paste_range), balanced=args.balanced_cutouts,
         main_share=json.loads(args.main_pack_share) if args.main_pack_share else None,
+        degrade_frac=args.degrade,
     )
     if args.init and not args.resume:
         _warm_start(net, Path(args.init))
 
     val_masked = load_masked(data, "val", limit=args.val_limit, clean=False)
     val_pairs = list(zip(val_masked.images, val_masked.masks, strict=True))
+    rng_val = np.random.default_rng(0)  # the same old-print versions of the val masks at every validation
+    val_old = [(degrade_rgb(rgb, rng_val), m) for rgb, m in val_pairs] if args.degrade > 0 else []
     val_comp = val_composites(data, n=max(8, args.val_limit), size=256, seed=0)
     router = net_router(net, args.input_size, input_mapping=mapping)
     to_input = INPUT_MAPPINGS[mapping]
@@ -260,7 +266,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     def validate() -> dict[str, float]:
         m = segmentation_scores(router, val_pairs)["miou"]
         c = segmentation_scores(router, val_comp)["miou"]
-        return {"err": 1.0 - (m + c) / 2, "miou_masks": m, "miou_composites": c}
+        old = {"miou_masks_degraded": segmentation_scores(router, val_old)["miou"]} if val_old else {}
+        return {"err": 1.0 - (m + c) / 2, "miou_masks": m, "miou_composites": c, **old}
 
     cfg = loop.LoopConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, amp=args.amp,
@@ -306,6 +313,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
             "paste_range": list(args.paste_range),
             "balanced_cutouts": args.balanced_cutouts,
             "clean_masks": not args.no_clean,
+            "degraded_share": args.degrade,
         },
         "training": {
             "steps": state.step,

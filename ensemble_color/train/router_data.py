@@ -8,7 +8,9 @@ Why this data:
   off-centre subjects on real backgrounds.
 * **Sampling**: each real source has a fixed share of the non-composite samples (the small sets are
   over-sampled on purpose), and L gets a random gamma and contrast (old and scanned photos are darker,
-  flatter or harsher than the training photos).
+  flatter or harsher than the training photos); a share of the batch (``degrade_frac``) is turned into an old
+  print or scan by :mod:`.degrade` (halftone, grain, fading, blur, scratches, JPEG...) — the L input only, the
+  labels stay as they are, so the router learns to find a face under a halftone screen.
 * The sampler's random state is saved with the checkpoints, so a resumed run sees the same batches.
 """
 
@@ -34,6 +36,7 @@ from .composites import (
     scene_paths,
 )
 from .data import random_resized_crop, read_rgb
+from .degrade import degrade
 from .masks import read_mask, unreliable_masks
 
 #: label index -> name, the data pack's convention (also the ``ensemble`` backend's labels)
@@ -146,7 +149,11 @@ class RouterSampler:
         paste_range: tuple[float, float] = (0.25, 0.7),
         balanced: bool = False,
         main_share: dict[str, float] | None = None,
+        degrade_frac: float = 0.0,
     ) -> None:
+        if not 0.0 <= degrade_frac <= 1.0:
+            raise ValueError(f"degrade_frac must be in [0, 1], got {degrade_frac}")
+        self.degrade_frac = degrade_frac
         self.masked, self.scenes, self.cutouts = masked, scenes, cutouts
         self.crop, self.composite_frac, self.scale, self.jitter = crop, composite_frac, scale, jitter
         self.paste_range = paste_range
@@ -206,6 +213,9 @@ class RouterSampler:
         L = rgb_to_lab(torch.stack(rgbs))[:, :1]
         if self.jitter:
             L = self._jitter_L(L)
+        if self.degrade_frac > 0:
+            for i in np.flatnonzero(self.rng.random(len(L)) < self.degrade_frac):
+                L[i, 0] = torch.from_numpy(degrade(L[i, 0].numpy(), self.rng))
         return L, torch.stack(labs).long()
 
     def state(self) -> str:
