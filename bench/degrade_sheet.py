@@ -47,7 +47,8 @@ def main() -> None:
     rows.append([fit_square(load_image(p).rgb, args.size) for p in picks][: len(COLUMNS) + 1])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_image(to_pil(contact_sheet(rows)), args.out)
-    print(f"{args.out}: columns clean | {' | '.join(COLUMNS)}; last row: real prints ({', '.join(p.stem for p in picks)})")
+    names = ", ".join(p.stem for p in picks)
+    print(f"{args.out}: columns clean | {' | '.join(COLUMNS)}; last row: real prints ({names})")
 
 
 if __name__ == "__main__":

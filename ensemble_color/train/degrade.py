@@ -39,14 +39,15 @@ def _smooth_noise(shape: tuple[int, int], sigma: float, rng: np.random.Generator
 def halftone(L: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Amplitude-modulated dot screen as in book and newspaper prints, scanned and resized.
 
-    The print is simulated at ``zoom`` (1-4, log-uniform) times the crop's size with a screen period of 3-8 px there (what a scan
-    shows; 1-4 px at the crop's size, as a 4-5 px screen on a 600 px scan is at the router's input), blurred by the scanner, and brought back to the crop's size with area averaging, as the pipeline
+    The print is simulated at ``zoom`` (1-4, log-uniform) times the crop's size with a screen period of 3-8 px
+    there (what a scan shows; 1-4 px at the crop's size, as a 4-5 px screen on a 600 px scan is at the router's
+    input), blurred by the scanner, and brought back to the crop's size with area averaging, as the pipeline
     resizes a photo: the model sees the moiré and the residual dots it will meet.
     """
     h, w = L.shape
     zoom = float(np.exp(rng.uniform(0.0, np.log(4.0))))
     H, W = max(8, round(h * zoom)), max(8, round(w * zoom))
-    big = cv2.resize(L, (W, H), interpolation=cv2.INTER_LINEAR) if (H, W) != (h, w) else L
+    big = cv2.resize(L, (W, H), interpolation=cv2.INTER_LINEAR) if (h, w) != (H, W) else L
     period = float(rng.uniform(3.0, 8.0))
     angle = np.deg2rad(float(rng.choice([45.0, 15.0, 75.0, 0.0], p=[0.55, 0.15, 0.15, 0.15])))
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
@@ -60,7 +61,7 @@ def halftone(L: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     inked = spot < darkness
     out = np.where(inked, ink, paper).astype(np.float32)
     out = cv2.GaussianBlur(out, (0, 0), float(rng.uniform(0.4, 1.1)) * period / 4.0)
-    if (H, W) != (h, w):
+    if (h, w) != (H, W):
         out = cv2.resize(out, (w, h), interpolation=cv2.INTER_AREA)
     return _clip(out)
 
