@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The v0 baseline (issue 14): the router and experts as shipped before the ImageNet-initialised rebuild (restored
+# The v0 baseline: the router and experts as shipped before the ImageNet-initialised rebuild (restored
 # from git by bench/v0_models.py, commit v0_models.V0_COMMIT), run by today's code, measured with every metric
 # (L2ab, AuC, colourfulness gap, semantic agree@1, Fréchet distance) on every val split of both data packs, up to
 # LIMIT (default 100) evenly spaced images per split. Writes docs/v0_baseline.{md,json}.

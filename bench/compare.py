@@ -12,7 +12,7 @@ Methods (all see only L; all measured on exactly the same images):
                        specialist picked by the hard arg-max route (no blending, no crops)
   routed (shipped)     the pipeline as shipped: soft blend, experts on crops, generalist fallback
 Data: every category's val split of every data root and the seeded val composites (of the first root).
-Issue 18's checks (written before the run) head the report. Writes docs/results.md + .json,
+The acceptance checks (written before the first run) head the report. Writes docs/results.md + .json,
 docs/figures/ab_error_curves.png and docs/figures/composites_contact_sheet.png.
 """
 
@@ -102,7 +102,7 @@ def build_methods(shipped: Pipeline, v0: Pipeline | None) -> dict[str, AbMethod]
 
 
 def checks(results: dict, speed_rows: list[dict]) -> list[tuple[str, bool, str]]:
-    """Issue 18's done-when figures: (criterion, met, the numbers behind it)."""
+    """The acceptance checks: (criterion, met, the numbers behind it)."""
     out = []
     comp = next((k for k in results if k.startswith("composites")), None)
     singles = [k for k in results if k != comp]
@@ -325,7 +325,7 @@ def main() -> None:
            "`docs/results_reading.md`.", "",
            f"Pipeline options: `{meta['options']}`; router `{meta['router']}`; experts {meta['experts']}; "
            f"{meta['threads']} CPU threads, torch {meta['torch']}. {env_note()}", "",
-           "## Issue 18's checks", "", *check_lines(done),
+           "## Checks (written before the run)", "", *check_lines(done),
            "## Reading", "", reading, "## Quality", "",
            "Every method sees only L. L2ab = mean Euclidean ab error (Lab units), AuC = area under the cumulative "
            "ab-error curve for thresholds 0-150 (normalised), colourfulness = Hasler & Süsstrunk; gap = method − "

@@ -10,28 +10,28 @@ together, so it trained on most of v2's main-pack hold-out). The comparison is t
 Val splits stay for the reports (``bench/experts_report.py``). Each expert alone on the whole photo at its
 native size, input L only, as in the report.
 
-**Rule** (written 2026-12-02, session 6, before specialists v2 were trained): a candidate replaces the
+**Rule** (written 2026-12-02, before specialists v2 were trained): a candidate replaces the
 baseline of the same name when, over those groups,
 
 1. its mean L2ab (the mean of the groups' means) is lower than the baseline's;
 2. on no group is its L2ab more than ``GROUP_SLACK`` (2 %) above the baseline's;
 3. on every group where the baseline's colourfulness is within 25 % of ground truth, the candidate's is too
-   (issue 16's colourfulness check must not get worse); 20 % for the generalist (issue 17's tolerance).
+   (the specialists' colourfulness check must not get worse); 20 % for the generalist (its own tolerance).
 
 The generalist is judged by the same rule, each model decoded as its ``expert.json`` says (the candidate's
 decoding chosen first, on its own held-out photos, by ``evaluate generalist --set-default``).
 
-**Generalist addendum** (written 2026-12-02, session 8, before generalist v5 was trained): since session 7 the
+**Generalist addendum** (written 2026-12-02, before generalist v5 was trained): since earlier that day the
 shipped generalist decodes as the *pipeline's* rule chose (``bench/tune_defaults.py --set-decode``), not as its
 own rule did. So a generalist candidate replaces the baseline only if it passes rules 1-3 twice: decoded as its
 own rule chose (as above), and with ``--same-decoding`` (the candidate decoded as the baseline's ``expert.json``
 says), so that the weights, not a change of decoding, carry the win. Once it replaces, both decoding rules are
 re-run (``evaluate generalist --set-default``, then ``tune_defaults --knobs decode saturation --set-decode``).
-[Note, later in session 8, before v5 was measured: the pipeline's decoding moved from the plugin's manifest to the
+[Note, later on 2026-12-02, before v5 was measured: the pipeline's decoding moved from the plugin's manifest to the
 pipeline option ``PipelineOptions.decode`` (``--set-decode`` is gone; ``tune_defaults``' ``decode`` knob tunes the
 option). The rule is unchanged; v5's second pass runs against the baseline manifest as it stood when the addendum
 was written (blend 0.75, which is also the option's default).]
-[Session 9, 2026-12-02, before generalist v6 (v3 trained on at 256 px crops, ``STAGES=v6
+[2026-12-02, before generalist v6 (v3 trained on at 256 px crops, ``STAGES=v6
 scripts/train_generalist.sh``) trained: v6 is judged by this addendum unchanged, against v3. The baseline's
 ``expert.json`` now says regression x1.5, so the second pass decodes v6 that way.]
 
@@ -65,7 +65,7 @@ from ensemble_color.train.roots import hold_out, list_photos, required_hold_out
 
 #: how much worse than the baseline one group may be while the mean improves (rule 2)
 GROUP_SLACK = 0.02
-#: colourfulness tolerance of issue 16 (rule 3), and per expert where its issue says otherwise
+#: colourfulness tolerance of the specialists (rule 3), and per expert where its own check says otherwise
 CF_TOLERANCE = 0.25
 CF_TOLERANCE_OF = {"generalist": 0.2}
 

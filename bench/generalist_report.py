@@ -2,7 +2,7 @@
 
     python bench/generalist_report.py --data ../shared/data --data $EXT [--limit 100]
 
-Issue 17's checks, per data set (written before the candidate was measured): beats gray in L2ab and
+The generalist checks, per data set (written before the candidate was measured): beats gray in L2ab and
 AuC; beats v0 (the shipped generalist before the rebuild, ``bench/v0_models.py``) by >= 8 % L2ab;
 colourfulness within 20 % of ground truth; a lower Fréchet distance than v0 (where the set has the
 100 images a Fréchet distance needs); a semantic agree@1 above gray's. Writes
@@ -39,7 +39,7 @@ NEW, OLD = "expert:generalist", "expert:generalist-v0"
 
 
 def checks(results: dict) -> dict[str, dict[str, bool | None]]:
-    """The issue's done-when figures per data set (None: not measurable on that set)."""
+    """The generalist's done-when figures per data set (None: not measurable on that set)."""
     out = {}
     for ds, r in results.items():
         new, old, gray = r[NEW], r[OLD], r["gray"]

@@ -2,7 +2,7 @@
 
     python bench/router_arch.py [--repeats 15] [--out bench/results/router_arch]
 
-Why: issue 15 asks for at least two encoder/decoder/input-size choices measured for time before one is
+Why: at least two encoder/decoder/input-size choices are measured for time before one is
 trained. Every candidate is an smp segmenter with a one-channel input, random weights (time does not
 depend on them). Inference: one image at 256x192 and 320x256 (the router's input for a 4:3 photo at input
 size 256 / 320, rounded to multiples of 32), median process-CPU seconds with 1 torch thread (wall time on

@@ -15,26 +15,26 @@ human-made), and a candidate must also (a) route at least as many seed-1 single 
 more than half to their class as the baseline (v6 claims to fix animals too) and (b) not lose more than
 ``TOLERANCE`` person IoU on the extension pack's person masks.
 
-Extended on 2026-12-01 (a later session), before router v7 (v6 warm-started, animals weighted up) was trained:
+Extended later on 2026-12-01, before router v7 (v6 warm-started, animals weighted up) was trained:
 v6 fixed birds, so its successor is not required to route *more* birds; a candidate must route strictly more
 seed-1 single pasted birds **or** animals more than half to their class than the baseline, and not fewer of
 either. For v6 against v3 (both better) this is the same verdict as before.
 
-Written on 2026-12-01 (session 5), before router v9 (v8 warm-started, main-pack animals drawn half the time)
+Written on 2026-12-01, before router v9 (v8 warm-started, main-pack animals drawn half the time)
 was trained: v9 is judged against the shipped v8 by the rule above, unchanged (``--ext`` given). Its aim is
 animals, so a v9 that routes more animals and no fewer birds, within ``TOLERANCE`` mIoU and person IoU, ships.
 
 Extended the same day, before any router was measured at a smaller input size: a **cheaper** candidate, the
-baseline's own weights at a smaller input size (``SPEC@SIZE`` with the baseline's ``SPEC``; issue 15 caps the
-router's share of pipeline time at 20 %), need not route *more* of anything: it ships if it passes every
+baseline's own weights at a smaller input size (``SPEC@SIZE`` with the baseline's ``SPEC``; the router's share
+of pipeline time is capped at 20 %), need not route *more* of anything: it ships if it passes every
 other check (no fewer single birds or animals, no fewer composite birds, mIoU and person IoU within
 ``TOLERANCE``).
 
-Written on 2026-12-02 (session 6), before router v11 (v10 warm-started, bird class weighted 1.5 in the loss) was
+Written on 2026-12-02, before router v11 (v10 warm-started, bird class weighted 1.5 in the loss) was
 trained: v11 is judged against the shipped v8 by the rule above, unchanged (``--ext`` given, not ``cheaper``).
 (Outcome: not shipped, 58 of 60 single birds against v8's 60, every other figure better.)
 
-**Rule "margin"** (``--rule margin``; written 2026-12-02, session 6, after v9, v10 and v11 each failed *only*
+**Rule "margin"** (``--rule margin``; written 2026-12-02, after v9, v10 and v11 each failed *only*
 "single birds not worse", at 57, 57 and 58 of 60 against v8's 60 of 60, and before any router was measured on
 seed-2 data). The "strict" rule above asks a candidate to match a baseline at the ceiling exactly: with 60
 subjects, 58 against 60 is two photos, within what one re-draw of the placements moves. The margin rule is a
@@ -47,24 +47,24 @@ that no candidate is judged on the draw it was already seen on. A candidate ship
 2. it is not worse beyond the margins anywhere: single birds, animals and persons routed > 0.5 at most
    ``COUNT_MARGIN`` (2) subjects fewer, composite birds > 0.5 at most ``SHARE_MARGIN`` (0.02) lower,
    composites and val masks mIoU and extension person IoU within ``TOLERANCE``;
-3. it meets issue 15's floor for birds on these sets: at least 90 % of single birds (54 of 60).
+3. it meets the router's floor for birds on these sets: at least 90 % of single birds (54 of 60).
 
 The candidate judged by it is v11 alone (the latest stage; v9 and v10 are its ancestors); v11's verdict under
 the strict rule stands as written, on seed 1.
 
-Written on 2026-12-02 (session 7), while router v12 (the shipped v11 warm-started, the animal class weighted 1.5
+Written on 2026-12-02, while router v12 (the shipped v11 warm-started, the animal class weighted 1.5
 in the loss as well) was training and before any v12 weights were measured: v12 is judged against the shipped
 v11 by rule "margin", unchanged, on **fresh seed-3 sets** (``--rule margin --seed 3``; seed 2 already chose v11).
-Its aim is animals (issue 15 asks 36 of 45; v11 routes 32 on seed 0). (Outcome: not shipped. It routes more
+Its aim is animals (the target is 36 of 45; v11 routes 32 on seed 0). (Outcome: not shipped. It routes more
 single animals, 0.773 against 0.682, and birds, 0.967 against 0.950, but its composites mIoU is 0.8122 against
 0.8180, 0.0058 lower where the rule allows 0.005.)
 
-Written on 2026-12-02 (session 7), before router v13 (v12's recipe, 1,000 steps instead of 1,500) was trained:
+Written on 2026-12-02, before router v13 (v12's recipe, 1,000 steps instead of 1,500) was trained:
 v13 is judged against the shipped v11 by rule "margin", unchanged, on **fresh seed-4 sets** (``--rule margin
 --seed 4``); v12 is not judged again. (Outcome: not shipped. Composites 0.8039 against 0.8009, one more single
 bird and animal, but val masks mIoU 0.8434 against 0.8514, 0.008 lower where the rule allows 0.005.)
 
-Written on 2026-12-02 (session 9), before any router with a logit bias was measured: **calibration**
+Written on 2026-12-02, before any router with a logit bias was measured: **calibration**
 candidates, the shipped v11 with an offset added to its ``animal`` logit (``SPEC#animal=B``, ``Router.logit_bias``;
 a prior shift, the post-hoc analogue of v12/v13's class weight, which moved every pixel's decision at once during
 training), B in 0.25, 0.5, 0.75 and 1.0. Each is judged against v11 without a bias by rule "margin", unchanged,
@@ -96,7 +96,7 @@ TOLERANCE = 0.005
 #: rule "margin": single subjects routed > 0.5 a candidate may lose, per class, and composite birds' share
 COUNT_MARGIN = 2
 SHARE_MARGIN = 0.02
-#: rule "margin": issue 15's floor, 54 of 60 single birds
+#: rule "margin": the router's floor, 54 of 60 single birds
 BIRD_FLOOR = 0.9
 
 

@@ -1,4 +1,4 @@
-"""Tune the shipped pipeline defaults on photos that look like users' photos, never on val (issue 18).
+"""Tune the shipped pipeline defaults on photos that look like users' photos, never on val.
 
     python bench/tune_defaults.py --data ../shared/data --data $EXT [--per-category 40] [--composites 60]
 
@@ -20,20 +20,20 @@ so far. Writes ``docs/tuning.{md,json}``.
 
 **The decoding** (knob ``decode``): how the generalist decodes *when it colours backgrounds in the pipeline*,
 the pipeline option ``decode`` (``PipelineOptions.decode``), copied into the defaults by hand like every knob.
-Since session 8 the plugin's ``expert.json`` keeps its own rule's choice (``evaluate generalist``: the
-generalist alone on its held-out photos, issue 17), so the two rules no longer write one place; in session 7,
+Since 2026-12-02 the plugin's ``expert.json`` keeps its own rule's choice (``evaluate generalist``: the
+generalist alone on its held-out photos), so the two rules no longer write one place; before that,
 when they first disagreed (this rule chose the 0.75 soft blend, the generalist's regression x1.5), the choice
 made here was written into the plugin instead (``--set-decode``, gone).
 
-**Knob ``decode_alone``** (added 2026-12-02, session 9, before it was measured): when the router finds no
+**Knob ``decode_alone``** (added 2026-12-02, before it was measured): when the router finds no
 subject worth a specialist, the generalist colours the photo alone; ``blend`` decodes it as in the blend
-(``decode``), ``manifest`` as its manifest says, i.e. as the generalist alone. Session 8's evidence had the
+(``decode``), ``manifest`` as its manifest says, i.e. as the generalist alone. The evidence then had the
 blend worse than gray on val scenes (18.98 vs 17.12) where the generalist alone was not (16.86); whether the
-switch pays on the tuning set is for this rule to say, unchanged. Session 9 tunes ``decode_alone`` then
+switch pays on the tuning set is for this rule to say, unchanged. The first run tuned ``decode_alone`` then
 ``decode`` from the shipped defaults (``--knobs decode_alone decode``), with the router's new animal bias.
-Session 10 (2026-12-03, before it was measured) widens the knob to the pair (``decode_alone``, ``alone_share``):
+On 2026-12-03 (before it was measured) it widened the knob to the pair (``decode_alone``, ``alone_share``):
 the generalist decodes as alone when it carries at least that share of the photo's blend weight
-(``composite.alone_experts``), tried at 0.9, 0.75 and 0.6. Why: session 9's "manifest" fired only on photos
+(``composite.alone_experts``), tried at 0.9, 0.75 and 0.6. Why: the first "manifest" fired only on photos
 with no specialist region at all, which most scenes have (a person, an animal-like patch), and the routed
 default stayed worse than gray on val scenes (18.92 vs 17.12) where the generalist alone was not (16.86).
 Run: ``--knobs decode_alone --out docs/tuning_alone_share`` from the shipped defaults; the rule is unchanged.
@@ -43,9 +43,9 @@ knobs it may have moved are re-tuned from the new defaults: ``--knobs decode bac
 docs/tuning_after_alone_share`` (the blend's decoding now matters only on photos with subjects). Result: every
 knob kept its value (best alternative: decode ``regression x1.5`` 13.244, off colourfulness on birds as well).
 
-**Knob ``work_size`` widened downwards** (session 13, 2026-12-06, written before it was measured): 160, 192 and
+**Knob ``work_size`` widened downwards** (2026-12-06, written before it was measured): 160, 192 and
 224 join 256/384/512. Why: every network trains on 160 px crops of photos capped at a 256 px short side, 384 and
-512 were both worse than 256 (docs/tuning.md), and a smaller working image is also cheaper (issue 18's speed
+512 were both worse than 256 (docs/tuning.md), and a smaller working image is also cheaper (the speed
 check). Run: ``--knobs work_size --out docs/tuning_work_size`` from the shipped defaults; the rule is unchanged
 (cost breaks ties only after L2ab and AuC). Result: 256 stays. 224 has the lowest mean L2ab (13.386 vs 13.488)
 but takes birds beyond 20 % colourfulness, 160 and 192 scenes as well: a smaller working image is also a less
@@ -59,11 +59,11 @@ holds out 40 per category from *each* root, but only models trained with that ho
 every expert's manifest records its hold-out (``train.roots.hold_out_record``), and the tuning stops with an
 error naming the expert whose recorded hold-out differs from the tuning set's (:func:`unseen_problems`; the
 shipped models were trained spread over the roots, so ``--holdout-per-root`` comes with their retraining).
-**Known limitation** (found 2026-12-02, session 8): the cost that breaks ties counts the working pixels the
-experts ran on, not the router's own work. Session 8's full run chose ``feather`` 3.0 over 0 by that count alone
+**Known limitation** (found 2026-12-02): the cost that breaks ties counts the working pixels the
+experts ran on, not the router's own work. A full run on 2026-12-02 chose ``feather`` 3.0 over 0 by that count alone
 (L2ab 13.713 vs 13.715, AuC equal, 71,226 vs 73,972 pixels), but ``bench/speed.py`` measured the router at
 1024x768 at 28 ms with it against 18 ms without (two runs, not interleaved; onnxruntime's router 20 vs 12 ms in
-the same runs), more than the pixels saved bring; by compute cost, the issue's tie-break, feather 0 wins the
+the same runs), more than the pixels saved bring; by compute cost, the intended tie-break, feather 0 wins the
 tie, so it stays the default.
 
 The router is not checked: it trains on every train photo's mask (no hold-out), so it has seen the tuning

@@ -1,34 +1,21 @@
 #!/usr/bin/env bash
-# experts/{scenes,people,birds,animals} (issue 16): resnet18-deconv specialists on both data packs
-# (EXT = the extension pack), each from the distilled grayscale ResNet-18 trunk, its checkpoint chosen on the
-# canonical held-out train photos (train.roots.hold_out, 40 per category), never on val; on the same photos the
-# trainer then picks each expert's output gain (train.expert.choose_gain, recorded in expert.json).
+# experts/{scenes,people,birds,animals}: resnet18-deconv specialists on both data packs (EXT = the extension
+# pack), each from a distilled grayscale ResNet-18 trunk, its checkpoint chosen on the canonical held-out train
+# photos (train.roots.hold_out, 40 per category), never on val; on the same photos the trainer then picks each
+# expert's output gain (train.expert.choose_gain, recorded in expert.json).
 # Warm-starts from: inits/resnet18-gray (scripts/train_distill.sh); the decoders start random.
+# The shipped experts, each expert.json repeating its exact command:
+#   scenes, animals:  ONLY="scenes animals" EXT=/work/ext scripts/train_experts.sh
+#   birds (wide decoder 256/128/64):
+#     DECODER="256 128 64" ONLY=birds OUT=runs/export_wide RUNS=runs/experts_wide EXT=/work/ext scripts/train_experts.sh
+#   people (from the feature-matched trunk, scripts/train_distill.sh VERSION=2):
+#     INIT=inits/resnet18-gray-v2 ONLY=people OUT=runs/export_trunk2 RUNS=runs/experts_trunk2 EXT=/work/ext scripts/train_experts.sh
 # The init comparison (docs/experts_init.md) runs the same recipe from scratch:
 #   INIT=scratch OUT=runs/export_scratch RUNS=runs/scratch scripts/train_experts.sh
+# Switches of measured, not shipped variants (docs/experiments.md): VERSION=2 (4,000 steps, per-root hold-out),
+# WEIGHTS="0.6 0.4" (main-pack share of batches).
 # ONLY="birds animals" trains a subset; resumable (RESUME=1 continues each run from its checkpoint).
 # Background run:  EXT=/path/to/ext nohup nice -n -10 scripts/train_experts.sh > runs/experts.log 2>&1 &
-# v2 (issues 16 and 18; VERSION=2; birds trained and not shipped, see experts/README.md): 40 held-out train photos per category from *each* root
-# (--holdout-per-root: v1's 40 were spread over both roots together, so only 1 main-pack scene was held out and
-# defaults could not be tuned on the main pack's photos) and 4,000 steps instead of 2,000 (v1's birds held-out
-# L2ab was still falling at 2,000); a committable fp16 resume point after each run (--compact; a run the session
-# ends in the middle of: python -m ensemble_color train compact RUNS/<name>). bench/experts_select.py decides
-# whether each v2 replaces v1 (rule written before v2 was trained):
-#   VERSION=2 OUT=runs/export_v2 RUNS=runs/experts_v2 EXT=/work/ext scripts/train_experts.sh
-# Wide decoder v3 (issue 16's decoder lever; the recipe of the shipped experts/birds, which bench/experts_select.py's
-# unchanged rule chose over v1 by 0.1 %, a tie; experts/README.md "v3"): v1's recipe with DECODER="256 128 64" (decoder stages 256/128/64 channels
-# instead of 128/64/32; 2.7 MB fp16 instead of 1.8; a committable fp16 resume point after each run, --compact):
-#   DECODER="256 128 64" ONLY=birds OUT=runs/export_wide RUNS=runs/experts_wide EXT=/work/ext scripts/train_experts.sh
-# Main-pack share v4 (issue 16's data-mix lever, trained for measurement; experts/README.md "v4"): v1's recipe with
-# WEIGHTS overriding the share of batches per training folder (main pack first) for the experts trained:
-#   WEIGHTS="0.6 0.4" ONLY=scenes OUT=runs/export_mix RUNS=runs/experts_mix EXT=/work/ext scripts/train_experts.sh
-# Trunk v2 (issue 16's trunk levers, session 13; experts/README.md "Trunk v2"): v1's recipe from the distilled trunk
-# with feature matching (scripts/train_distill.sh VERSION=2). The shipped experts/people is this run; birds and
-# animals were trained the same way and kept their shipped versions by bench/experts_select.py's rule:
-#   INIT=inits/resnet18-gray-v2 ONLY=people OUT=runs/export_trunk2 RUNS=runs/experts_trunk2 EXT=/work/ext scripts/train_experts.sh
-# Trunk v3 (session 14; experts/README.md "Trunk v3"): the same from the 224 px trunk; people did not replace
-# trunk v2's by the same rule, so the others were not retrained from it:
-#   INIT=inits/resnet18-gray-v3 ONLY=people OUT=runs/export_trunk3 RUNS=runs/experts_trunk3 EXT=/work/ext scripts/train_experts.sh
 # --dry-run prints the commands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
