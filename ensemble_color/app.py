@@ -46,8 +46,10 @@ from PIL import Image
 from .color import join_l_ab, rgb_to_l
 from .composite import SUBJECT_CONTEXT_RAMP
 from .io import ImageLoadError, LoadedImage, load_image, save_image, to_pil
-from .pipeline import Pipeline
+from .limits import DEMO_LIMITS
+from .pipeline import Pipeline, PipelineOptions
 from .routing import TORCHVISION_BACKENDS, available_routers
+from .threads import configure_threads
 from .video import FALLBACK_FPS, VideoError, colorize_video, probe_video
 from .visualize import legend, routing_overlay
 
@@ -75,16 +77,18 @@ class AppConfig:
 
     host: str = "127.0.0.1"          #: loopback by default: exposing a demo is an explicit choice
     port: int = 7860
-    max_upload_mb: float = 20.0      #: per-file upload limit enforced by Gradio (and re-checked here)
-    max_megapixels: float = 40.0     #: decoded size limit; keeps one request's memory bounded
+    max_upload_mb: float = DEMO_LIMITS.max_upload_bytes / 2**20  #: per-file upload limit (Gradio's, re-checked here)
+    max_megapixels: float = DEMO_LIMITS.max_pixels / 1e6  #: decoded size limit; bounds one request's memory
     queue_size: int = 32             #: requests waiting beyond this are refused with "queue full"
     concurrency: int = 1             #: colourisations run at once (2 CPU cores: more only adds latency)
     display_max_side: int = 2048     #: long side of the images shown in the page (download is full-res)
     keep_results_s: float = 3600.0   #: downloads older than this are deleted from the temp folder
     examples_dir: Path | None = EXAMPLES_DIR
     routers: tuple[str, ...] | None = None  #: router choices; None = those usable offline
-    max_video_seconds: float = 15.0  #: Video tab: longer clips are refused (2 CPU cores colour ~8 frames/s)
-    max_video_megapixels: float = 1.0  #: Video tab: largest frame (720p); the CLI takes up to 4K and any length
+    #: Video tab: longer clips are refused (2 CPU cores colour ~8 frames/s)
+    max_video_seconds: float = DEMO_LIMITS.max_video_seconds or 15.0
+    #: Video tab: largest frame (720p); the CLI takes up to 4K (``limits.DEFAULT_LIMITS``)
+    max_video_megapixels: float = DEMO_LIMITS.max_frame_pixels / 1e6
 
 
 class PipelineCache:
@@ -193,7 +197,12 @@ class DemoHandler:
             return DemoOutputs(error=f"Router {router!r} could not be loaded: {err}")
         pipe = pipe.subset(chosen).with_options(work_size=int(work_size), saturation=float(saturation),
                                                 context=SUBJECT_CONTEXT_RAMP if main_subject else None)
-        result = pipe.colorize(loaded, per_expert=show_experts)
+        try:
+            result = pipe.colorize(loaded, per_expert=show_experts)
+        except Exception as err:  # logged with its traceback; the user gets a sentence
+            log.exception("colourising %s failed", path)
+            return DemoOutputs(error=f"{_display_name(image, path)}: could not be colourised "
+                                     f"({type(err).__name__}: {err})")
 
         out = DemoOutputs()
         L_full = rgb_to_l(loaded.rgb[None])[0]
@@ -228,7 +237,7 @@ class DemoHandler:
         try:
             if path.is_file() and path.stat().st_size > cfg.max_upload_mb * 1024 * 1024:
                 raise VideoError(f"{path}: file is {path.stat().st_size / 2**20:.1f} MB, over the "
-                                 f"{cfg.max_upload_mb:g} MB limit")
+                                 f"{cfg.max_upload_mb:g} MB limit (max_upload_mb)")
             max_pixels = int(cfg.max_video_megapixels * 1e6)
             info = probe_video(path)
             if info.width * info.height > max_pixels:
@@ -243,6 +252,9 @@ class DemoHandler:
                                     max_frames=math.ceil(cfg.max_video_seconds * (info.fps or FALLBACK_FPS)))
         except VideoError as err:
             return DemoVideoOutputs(error=str(err).replace(str(path), name))
+        except Exception as err:  # logged with its traceback; the user gets a sentence
+            log.exception("colourising video %s failed", path)
+            return DemoVideoOutputs(error=f"{name}: could not be colourised ({type(err).__name__}: {err})")
         carried = (f"colour carried along motion, reset at {len(report.cuts)} scene cut(s)" if report.stabilized
                    else "each frame coloured on its own")
         notes = "".join(f" {n[0].upper()}{n[1:]}." for n in report.notes)
@@ -270,7 +282,7 @@ class DemoHandler:
         cfg = self.config
         if path.is_file() and path.stat().st_size > cfg.max_upload_mb * 1024 * 1024:
             raise ImageLoadError(f"{path}: file is {path.stat().st_size / 2**20:.1f} MB, over the "
-                                 f"{cfg.max_upload_mb:g} MB limit")
+                                 f"{cfg.max_upload_mb:g} MB limit (max_upload_mb)")
         return load_image(path, max_pixels=int(cfg.max_megapixels * 1e6))
 
     def _display(self, rgb: torch.Tensor) -> Image.Image:
@@ -517,9 +529,11 @@ def serve(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     _exit_on_sigterm()
     experts_dirs, device, use_shipped = tuple(args.experts), args.device, not args.no_shipped
+    options = PipelineOptions(threads=configure_threads(None))  # the cores free of other work, at start-up
 
     def factory(router: str) -> Pipeline:
-        return Pipeline.load(experts_dirs=experts_dirs, router=router, device=device, use_shipped=use_shipped)
+        return Pipeline.load(experts_dirs=experts_dirs, router=router, device=device, use_shipped=use_shipped,
+                             options=options)
 
     try:
         demo = build_demo(factory, default_router=args.router, config=config)

@@ -54,7 +54,8 @@ from .io import (
     save_image,
     to_pil,
 )
-from .pipeline import ColorizeResult, Pipeline, PipelineOptions
+from .pipeline import Pipeline, PipelineOptions
+from .threads import configure_threads
 
 MANIFEST_NAME = "manifest.csv"
 OUTPUT_TAG = "_colorized"
@@ -269,7 +270,7 @@ def colorize_jobs(pipe: Pipeline, jobs: Sequence[tuple[str, str]], source: Store
         except Exception as err:  # a decoder bug on a malformed file (struct.error, IndexError…): that file's row
             rows[src] = _row(src, error=f"{src}: cannot decode ({type(err).__name__}: {err})",
                              seconds=time.perf_counter() - t0)
-    results = _colorize_isolating_failures(pipe, [im for _, _, im, _ in loaded])
+    results = pipe.colorize_each([im for _, _, im, _ in loaded])
     for (src, dst, im, t_load), res in zip(loaded, results, strict=True):
         if isinstance(res, BaseException):
             rows[src] = _row(src, error=f"{src}: colourisation failed ({type(res).__name__}: {res})", seconds=t_load)
@@ -285,25 +286,6 @@ def colorize_jobs(pipe: Pipeline, jobs: Sequence[tuple[str, str]], source: Store
             continue
         rows[src] = _row(src, dst, seconds=seconds + time.perf_counter() - t0, experts="+".join(sorted(res.boxes)))
     return [rows[src] for src, _ in jobs]
-
-
-def _colorize_isolating_failures(pipe: Pipeline, images: list[LoadedImage]) -> list[ColorizeResult | Exception]:
-    """The whole batch at once; if that raises, each image alone, so one bad image fails only itself.
-    Any exception is caught on purpose: it becomes that image's manifest row (the job must go on)."""
-    if not images:
-        return []
-    try:
-        return list(pipe.colorize_batch(images))
-    except Exception as err:
-        if len(images) == 1:
-            return [err]
-    out: list[ColorizeResult | Exception] = []
-    for im in images:
-        try:
-            out.append(pipe.colorize(im))
-        except Exception as err:
-            out.append(err)
-    return out
 
 
 def _row(src: str, output: str = "", error: str = "", seconds: float = 0.0, experts: str = "") -> Row:
@@ -530,6 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experts", action="append", default=[], metavar="DIR", help="extra plugin folder")
     p.add_argument("--only", nargs="+", metavar="NAME", help="use only these experts")
     p.add_argument("--device", default="auto", help="auto (CUDA if present, e.g. on a GPU actor), cpu, cuda")
+    p.add_argument("--threads", type=int, default=None,
+                   help="--engine local: CPU threads (default: the cores free of other work, as the main command)")
     return p
 
 
@@ -539,8 +523,11 @@ def config_from_args(args: argparse.Namespace) -> BatchConfig:
                                    "context": SUBJECT_CONTEXT_RAMP if args.main_subject else None,
                                    "backend": args.backend, "router_backend": args.router_backend}.items()
                  if v is not None}
-    if args.backend == "onnxruntime" and args.engine == "ray":  # its default, one thread per core of the node,
-        overrides["threads"] = max(1, round(args.cpus_per_worker))  # would oversubscribe a shared node
+    if args.engine == "ray":  # one thread per core of the node would oversubscribe a shared node
+        if args.backend == "onnxruntime":
+            overrides["threads"] = max(1, round(args.cpus_per_worker))
+    else:  # this process: the cores free of other work (torch's and onnxruntime's pools alike)
+        overrides["threads"] = configure_threads(args.threads)
     spec = PipelineSpec(experts_dirs=tuple(args.experts), router=args.router, device=args.device,
                         only=tuple(args.only) if args.only else None,
                         options=PipelineOptions(**overrides) if overrides else None)

@@ -10,12 +10,16 @@ from __future__ import annotations
 import argparse
 import glob
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
+from PIL import Image
+
 from .composite import DECODE_ALONE, SUBJECT_CONTEXT_RAMP
 from .io import ImageLoadError, load_image, save_image, to_pil
+from .threads import configure_threads
 from .train.data import IMAGE_SUFFIXES
 from .video import ANIMATION_SUFFIXES, VIDEO_SUFFIXES, is_frame_sequence
 
@@ -46,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--router-backend", choices=["auto", "torch", "onnxruntime"], default="auto",
                    help="where the router's segmenter runs; auto (default): onnxruntime on CPU when installed "
                         "(about 2x faster there), else as --backend")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch and each onnxruntime session")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch and each onnxruntime session (default: the cores this process may "
+                        "use less those other processes keep busy)")
     p.add_argument("--size", type=int, default=None, help="working resolution: long side in pixels")
     p.add_argument("--saturation", type=float, default=None, help="chroma multiplier (1 = as predicted)")
     p.add_argument("--router", default="embedded", help="embedded | background | generalist | lraspp | "
@@ -251,15 +257,12 @@ def colorize_files(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     router_options = {"temperature": args.temperature} if args.temperature is not None else {}
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    threads = configure_threads(args.threads)  # never more than the cores free of other work
     try:
         pipe = Pipeline.load(args.experts, router=args.router, device=args.device, enabled=args.only,
                              router_options=router_options,
                              options=PipelineOptions(backend=args.backend, router_backend=args.router_backend,
-                                                     threads=args.threads))
+                                                     threads=threads))
     except (ValueError, KeyError, OSError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -294,8 +297,13 @@ def colorize_files(args: argparse.Namespace) -> int:
             batch.append((f, im))
         if not batch:
             continue
-        results = pipe.colorize_batch([im for _, im in batch], per_expert=args.per_expert)
+        results = pipe.colorize_each([im for _, im in batch], per_expert=args.per_expert)
         for (f, im), res in zip(batch, results, strict=True):
+            if isinstance(res, Exception):
+                print(f"error: {f}: cannot colourise ({type(res).__name__}: {res})", file=sys.stderr)
+                failed += 1
+                bar.update(1)
+                continue
             try:
                 dst = output_path(f, out_dir, "_colorized", args.format, args.overwrite, protected)
                 save_image(to_pil(res.rgb, im.alpha), dst)
@@ -343,6 +351,10 @@ def colorize_sequences(pipe: Pipeline, files: Sequence[Path], out_dir: Path | No
                 continue
             except (OSError, ValueError) as err:
                 bar.write(f"error: {src}: cannot write output ({err})", file=sys.stderr)
+                failed += 1
+                continue
+            except Exception as err:  # e.g. cv2.error on a malformed stream: this file's error
+                bar.write(f"error: {src}: cannot colourise ({type(err).__name__}: {err})", file=sys.stderr)
                 failed += 1
                 continue
         for note in report.notes:
@@ -457,6 +469,9 @@ def _export_main(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Pillow warns of a "decompression bomb" above 89 MP; every reader here refuses files over its own named
+    # limit (ensemble_color.limits) before decoding them, so the warning would only repeat the error line.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     if argv and argv[0] == "train":
         return _train_main(argv[1:])
     if argv and argv[0] == "evaluate":

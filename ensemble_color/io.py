@@ -17,8 +17,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .limits import DEFAULT_LIMITS, megapixels, pixel_limit_message
+
 #: Refuse larger images (decompression bombs, accidental 400 MP scans); override with max_pixels.
-DEFAULT_MAX_PIXELS = 80_000_000
+DEFAULT_MAX_PIXELS = DEFAULT_LIMITS.max_pixels
 
 
 class ImageLoadError(ValueError):
@@ -68,9 +70,8 @@ def check_size(size: tuple[int, int], source: str, max_pixels: int = DEFAULT_MAX
     multiple and crop the result back (``LoadedExpert.run``, the router's resize).
     """
     w, h = size
-    if w * h > max_pixels:
-        raise ImageLoadError(f"{source}: image is {w}x{h} = {w * h / 1e6:.0f} MP, over the "
-                             f"{max_pixels / 1e6:.0f} MP limit")
+    if message := pixel_limit_message(source, "image", w, h, max_pixels, "max_pixels"):
+        raise ImageLoadError(message)
     if w < 1 or h < 1:
         raise ImageLoadError(f"{source}: image is {w}x{h}: it has no pixels")
 
@@ -100,19 +101,27 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loaded
 
 def read_image(file: str | Path | BinaryIO, source: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """Decode a path or an open binary file (e.g. bytes fetched from a remote filesystem, ``batch``);
-    ``source`` names it in the one-line :class:`ImageLoadError`, so every reader fails the same way."""
-    Image.MAX_IMAGE_PIXELS = None  # we apply our own limit with a clearer message
+    ``source`` names it in the one-line :class:`ImageLoadError`, so every reader fails the same way.
+
+    Every exception of the decoder becomes that file's error: on malformed data Pillow's plugins raise
+    ``struct.error``, ``IndexError``, ``EOFError`` or ``zlib.error`` as well as ``OSError``, and one bad file
+    must never stop the others. Pillow's own bomb check (twice its ``MAX_IMAGE_PIXELS``) fires inside
+    ``Image.open``, before ours can read the header, so it is reported as our limit."""
     try:
         with Image.open(file) as im:
             check_size(im.size, source, max_pixels)  # a 200 KB PNG can hold 225 MP: check before load()
             im.load()
             return decode_image(im, source, max_pixels)
+    except ImageLoadError:
+        raise
     except UnidentifiedImageError:
         raise ImageLoadError(f"{source}: not an image file (or a format Pillow cannot read)") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        if isinstance(err, ImageLoadError):
-            raise
-        raise ImageLoadError(f"{source}: corrupt or truncated image ({err})") from None
+    except Image.DecompressionBombError as err:
+        raise ImageLoadError(f"{source}: over the {megapixels(max_pixels)} limit (max_pixels): {err}") from None
+    except MemoryError:
+        raise ImageLoadError(f"{source}: not enough memory to decode it") from None
+    except Exception as err:  # see the docstring: the decoder's failure is this file's error
+        raise ImageLoadError(f"{source}: corrupt or truncated image ({type(err).__name__}: {err})") from None
 
 
 def to_pil(rgb: torch.Tensor | np.ndarray, alpha: np.ndarray | None = None) -> Image.Image:

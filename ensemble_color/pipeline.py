@@ -294,6 +294,26 @@ class Pipeline:
         """Colourise one image (a :class:`LoadedImage` or an RGB/gray tensor (3|1, H, W) in [0, 1])."""
         return self.colorize_batch([image], per_expert=per_expert)[0]
 
+    def colorize_each(self, images: Sequence[LoadedImage | torch.Tensor], per_expert: bool = False
+                      ) -> list[ColorizeResult | Exception]:
+        """:meth:`colorize_batch`, isolating failures: if the batch raises, each image runs alone, so one
+        image that breaks the pipeline fails only itself. Any exception is caught on purpose and returned in
+        that image's place, for the front end to report with the file's name (the run must go on)."""
+        if not images:
+            return []
+        try:
+            return list(self.colorize_batch(images, per_expert=per_expert))
+        except Exception as err:  # returned, not swallowed: see the docstring
+            if len(images) == 1:
+                return [err]
+        out: list[ColorizeResult | Exception] = []
+        for im in images:
+            try:
+                out.append(self.colorize(im, per_expert=per_expert))
+            except Exception as err:  # returned in the image's place
+                out.append(err)
+        return out
+
     @torch.inference_mode()
     def colorize_batch(self, images: Sequence[LoadedImage | torch.Tensor], per_expert: bool = False,
                        carry: FrameCarry | None = None) -> list[ColorizeResult]:

@@ -49,6 +49,7 @@ from PIL import Image, ImageSequence
 
 from .color import rgb_to_lab
 from .io import atomic_write_bytes
+from .limits import DEFAULT_LIMITS, megapixels, pixel_limit_message
 
 if TYPE_CHECKING:
     from .pipeline import ColorizeResult, Pipeline
@@ -65,10 +66,12 @@ FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi"
 #: Audio codec ffmpeg re-encodes to when the source's cannot be copied into the output container (AAC in WebM…).
 AUDIO_REENCODE = {".webm": "libopus", ".mp4": "aac", ".m4v": "aac", ".mov": "aac", ".mkv": "aac",
                   ".avi": "libmp3lame"}
-#: Largest frame accepted (4K UHD); bigger frames are refused before any is decoded.
-DEFAULT_MAX_FRAME_PIXELS = 3840 * 2160
+#: Largest frame accepted (4K UHD); bigger frames are refused before any is decoded (``limits``).
+DEFAULT_MAX_FRAME_PIXELS = DEFAULT_LIMITS.max_frame_pixels
 #: Animated images are held in memory (GIF needs one palette for all frames): total decoded pixels cap.
-DEFAULT_MAX_ANIMATION_PIXELS = 150_000_000
+DEFAULT_MAX_ANIMATION_PIXELS = DEFAULT_LIMITS.max_animation_pixels
+#: Frames of one video.
+DEFAULT_MAX_FRAMES = DEFAULT_LIMITS.max_frames
 #: fps used when a container does not say (some streams report 0).
 FALLBACK_FPS = 25.0
 
@@ -368,9 +371,8 @@ def _temp_beside(dst: Path) -> Path:
 
 
 def _check_frame_size(src: Path, w: int, h: int, max_pixels: int) -> None:
-    if w * h > max_pixels:
-        raise VideoError(f"{src}: frames are {w}x{h} = {w * h / 1e6:.1f} MP, over the {max_pixels / 1e6:.1f} MP "
-                         f"limit")
+    if message := pixel_limit_message(str(src), "a frame", w, h, max_pixels, "max_frame_pixels"):
+        raise VideoError(message)
     if w <= 0 or h <= 0:
         raise VideoError(f"{src}: frames have no size ({w}x{h}): corrupt or unsupported video")
 
@@ -430,7 +432,7 @@ def _read_frames(cap: cv2.VideoCapture, src: Path, info: VideoInfo, max_frames: 
             return
         n += 1
         if max_frames is not None and n > max_frames:
-            raise VideoError(f"{src}: longer than the {max_frames}-frame limit")
+            raise VideoError(f"{src}: longer than the {max_frames}-frame limit (max_frames)")
         if bgr.shape[:2] != (info.height, info.width):
             raise VideoError(f"{src}: frame {n - 1} is {bgr.shape[1]}x{bgr.shape[0]}, not {info.width}x"
                              f"{info.height} like the header says: unsupported video")
@@ -439,7 +441,7 @@ def _read_frames(cap: cv2.VideoCapture, src: Path, info: VideoInfo, max_frames: 
 
 def colorize_video(pipe: Pipeline, src: str | Path, dst: str | Path, *, stabilize: bool = True,
                    temporal: TemporalOptions | None = None, batch_size: int = 8,
-                   max_pixels: int = DEFAULT_MAX_FRAME_PIXELS, max_frames: int | None = None,
+                   max_pixels: int = DEFAULT_MAX_FRAME_PIXELS, max_frames: int | None = DEFAULT_MAX_FRAMES,
                    copy_audio: bool = True, progress: Progress | None = None) -> VideoReport:
     """Colourise video ``src`` into ``dst`` (same size, fps and frame count; container/codec from
     ``dst``'s extension, see :data:`FOURCC`). Written atomically; :class:`VideoError` for bad input."""
@@ -454,7 +456,7 @@ def colorize_video(pipe: Pipeline, src: str | Path, dst: str | Path, *, stabiliz
     try:
         info = _info(cap, src, max_pixels)
         if max_frames is not None and info.frames > max_frames:
-            raise VideoError(f"{src}: {info.frames} frames, over the {max_frames}-frame limit")
+            raise VideoError(f"{src}: {info.frames} frames, over the {max_frames}-frame limit (max_frames)")
         report = VideoReport(src, dst, 0, info.width, info.height, info.fps or FALLBACK_FPS, stabilize)
         if not info.fps:
             report.notes.append(f"the video does not say its frame rate: written at {FALLBACK_FPS:g} fps")
@@ -574,8 +576,8 @@ def is_animation(path: str | Path) -> bool:
     try:
         with Image.open(path) as im:
             return bool(getattr(im, "is_animated", False))
-    except (OSError, ValueError, SyntaxError):
-        return False  # not readable as an image: the image path reports why
+    except Exception:  # unreadable (or a bomb): the still-image path reports why, with the limit
+        return False
 
 
 def is_frame_sequence(path: str | Path) -> bool:
@@ -611,8 +613,8 @@ def colorize_animation(pipe: Pipeline, src: str | Path, dst: str | Path, *, stab
             (w, h), n = im.size, int(getattr(im, "n_frames", 1))
             _check_frame_size(src, w, h, max_pixels)
             if n * w * h > max_total_pixels:
-                raise VideoError(f"{src}: {n} frames of {w}x{h} = {n * w * h / 1e6:.0f} MP, over the "
-                                 f"{max_total_pixels / 1e6:.0f} MP limit for animations")
+                raise VideoError(f"{src}: {n} frames of {w}x{h} = {megapixels(n * w * h)}, over the "
+                                 f"{megapixels(max_total_pixels)} limit for animations (max_animation_pixels)")
             loop = im.info.get("loop")
             report = VideoReport(src, dst, 0, w, h, 0.0, stabilize)
             flow = FlowCarry(temporal) if stabilize else None
@@ -622,8 +624,12 @@ def colorize_animation(pipe: Pipeline, src: str | Path, dst: str | Path, *, stab
                 out.append(to_u8(res.rgb))
                 if progress is not None:
                     progress(len(out), n)
-    except (OSError, EOFError, SyntaxError) as err:
-        raise VideoError(f"{src}: corrupt or truncated animation ({err})") from None
+    except VideoError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise VideoError(f"{src}: over the {megapixels(max_pixels)} limit (max_frame_pixels): {err}") from None
+    except Exception as err:  # a decoder's failure on malformed data is this file's error
+        raise VideoError(f"{src}: corrupt or truncated animation ({type(err).__name__}: {err})") from None
     if not out:
         raise VideoError(f"{src}: contains no frames")
     report.frames, report.cuts = len(out), list(flow.cuts) if flow is not None else []

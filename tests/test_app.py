@@ -157,7 +157,7 @@ def test_huge_image_is_refused_before_decoding(handler: DemoHandler, tmp_path: P
 
     monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", no_decoding)
     out = handler(str(bomb))
-    assert out.error is not None and "2 MP, over the 1 MP limit" in out.error
+    assert out.error is not None and "2.0 MP, over the 1.0 MP limit (max_pixels)" in out.error
 
 
 def test_display_copy_is_capped_but_download_is_full_resolution(experts_dir: Path, tmp_path: Path) -> None:

@@ -1,0 +1,239 @@
+"""Routers on photos as users have them: old prints, grain, fading; historical portraits; every skin tone.
+
+    python bench/router_oldphotos.py --routers router runs/export/router_v14 --ext $EXT \\
+        [--bias '{"animal": 0.75}'] [--out bench/results/router_oldphotos]
+
+The first router is the baseline (the shipped one); every figure is measured for each router in one run.
+
+* **Val masks, clean and degraded**: main-pack faces, birds and animals val masks and the extension pack's
+  person (CCP, CamVid), bird and animal val masks (``--per-category`` evenly spaced of each), each scored clean
+  and as an old print by ``ensemble_color.train.degrade`` (halftone, grain, fading, mixed; one seeded draw
+  per image, the same for every router): person, bird and animal IoU.
+* **Historical portraits**: the 40 CC0 portraits of ``../shared/examples/historical`` all show a person; the
+  figure is how many have at least 10 % of their pixels routed ``person`` with probability > 0.5.
+* **Skin tones**: UTKFace's val faces (extension pack; the race code 0-4 is in the file name: White, Black,
+  Asian, Indian, Others). A face counts as found when the mean ``person`` probability over the central half of
+  the aligned crop (inside the face) is above 0.5; recall per group and the spread between groups. The shipped
+  people expert's L2ab per group (alone, on the whole crop) is reported beside it.
+* **Single pasted subjects** (seed 0, 60 per class, as ``evaluate router``): share routed > 0.5.
+
+``--bias`` applies a logit bias to every router after the first (the shipped router's own calibration is in
+its config; a retrained candidate is measured with the same one).
+
+**The rule (written 2026-12-07, before any retrained router was measured).** A candidate replaces the
+baseline when all of these hold:
+
+1. it finds the person in more of the 40 historical portraits than the baseline;
+2. its person IoU on the halftone and on the mixed degraded val masks is higher than the baseline's;
+3. on clean val masks its person, bird and animal IoU are each at least 0.98 x the baseline's, and its share
+   of single pasted birds and animals routed > 0.5 at least 0.98 x the baseline's (the clean figures may move
+   by 2 % at most);
+4. its UTKFace recall is not lower than the baseline's in any ethnicity group by more than 0.01.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ensemble_color.io import load_image
+from ensemble_color.metrics import l2ab
+from ensemble_color.routing import Router, load_router
+from ensemble_color.train.data import list_images, read_rgb
+from ensemble_color.train.degrade import degrade_rgb
+from ensemble_color.train.router_data import load_masked
+from ensemble_color.train.router_eval import (
+    IoUCounter,
+    predict_labels,
+    route_probs,
+    single_subject_recall,
+    single_subject_sets,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+CONDITIONS = ("clean", "halftone", "grain", "fading", "mixed")
+RACES = ("White", "Black", "Asian", "Indian", "Others")
+#: a portrait counts as found when at least this share of its pixels is routed person with probability > 0.5
+FOUND_SHARE = 0.10
+
+
+def val_sets(data: Path, ext: Path | None, per_category: int) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """Per condition, the same val (RGB uint8, labels) pairs, clean or degraded once with a per-image seed."""
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    for root in [data] + ([ext] if ext else []):
+        m = load_masked(root, "val", limit=per_category)
+        pairs += list(zip(m.images, m.masks, strict=True))
+    out = {"clean": pairs}
+    for k, cond in enumerate(CONDITIONS[1:], 1):
+        out[cond] = [(degrade_rgb(rgb, np.random.default_rng([k, i]), cond), m) for i, (rgb, m) in enumerate(pairs)]
+    return out
+
+
+def historical_found(router: Router, folder: Path) -> dict[str, float]:
+    """Per portrait, the share of its pixels routed ``person`` with probability > 0.5."""
+    out = {}
+    person = router.route_classes.index("person")
+    for path in list_images(folder):
+        rgb = (load_image(path).rgb.permute(1, 2, 0) * 255).round().byte().numpy()
+        out[path.stem] = round(float((route_probs(router, rgb)[person] > 0.5).float().mean()), 4)
+    return out
+
+
+def utk_faces(ext: Path, per_group: int) -> dict[str, list[np.ndarray]]:
+    """UTKFace val crops by ethnicity group (from ``age_gender_race_date`` in the file name), evenly spaced."""
+    groups: dict[str, list[Path]] = {r: [] for r in RACES}
+    for p in sorted((ext / "colorize" / "faces" / "val").glob("utkface__*")):
+        m = re.match(r"utkface__\d+_\d+_(\d)_", p.name)
+        if m and int(m.group(1)) < len(RACES):
+            groups[RACES[int(m.group(1))]].append(p)
+    out = {}
+    for race, paths in groups.items():
+        if len(paths) > per_group:
+            paths = [paths[i] for i in np.linspace(0, len(paths) - 1, per_group).round().astype(int)]
+        out[race] = [read_rgb(p) for p in paths]
+    return out
+
+
+def utk_recall(router: Router, faces: dict[str, list[np.ndarray]]) -> dict[str, float]:
+    person = router.route_classes.index("person")
+    out = {}
+    for race, imgs in faces.items():
+        found = []
+        for rgb in imgs:
+            h, w = rgb.shape[:2]
+            p = route_probs(router, rgb)[person][h // 4: h - h // 4, w // 4: w - w // 4]
+            found.append(float(p.mean()) > 0.5)
+        out[race] = round(float(np.mean(found)), 4) if found else float("nan")
+    return out
+
+
+def people_expert_l2ab(faces: dict[str, list[np.ndarray]]) -> dict[str, float]:
+    """The shipped people expert alone on each crop: mean L2ab per group (what a found face gets coloured)."""
+    from ensemble_color.color import rgb_to_lab
+    from ensemble_color.pipeline import Pipeline
+
+    pipe = Pipeline.load(device="cpu", experts_dirs=[], router="background")
+    expert = pipe.experts["people"]
+    out = {}
+    for race, imgs in faces.items():
+        errs = []
+        for rgb in imgs:
+            lab = rgb_to_lab(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255)
+            with torch.inference_mode():
+                ab = expert.run(lab[:, :1])
+            errs.append(float(l2ab(ab, lab[:, 1:]).mean()))
+        out[race] = round(float(np.mean(errs)), 3)
+    return out
+
+
+def iou_by_condition(router: Router, sets: dict[str, list]) -> dict[str, dict[str, float | None]]:
+    out = {}
+    for cond, pairs in sets.items():
+        counter = IoUCounter()
+        for rgb, labels in pairs:
+            counter.add(predict_labels(router, rgb), labels)
+        out[cond] = {k: None if v is None else round(v, 4) for k, v in counter.result()["iou"].items()}
+    return out
+
+
+def verdict(base: dict, cand: dict) -> tuple[bool, list[str]]:
+    """The rule written before any retrained router was measured (module docstring)."""
+    checks = [
+        ("more historical portraits found", cand["historical_found"] > base["historical_found"]),
+        *[(f"person IoU higher on {c}", cand["iou"][c]["person"] > base["iou"][c]["person"])
+          for c in ("halftone", "mixed")],
+        *[(f"clean {k} IoU >= 0.98x", cand["iou"]["clean"][k] >= 0.98 * base["iou"]["clean"][k])
+          for k in ("person", "bird", "animal")],
+        *[(f"single pasted {k} >= 0.98x", cand["single"][k] >= 0.98 * base["single"][k]) for k in ("bird", "animal")],
+        *[(f"UTKFace {r} recall within 0.01", cand["utk_recall"][r] >= base["utk_recall"][r] - 0.01)
+          for r in base["utk_recall"]],
+    ]
+    return all(ok for _, ok in checks), [f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks]
+
+
+def markdown(rows: dict[str, dict], command: str) -> str:
+    names = list(rows)
+    lines = [f"# Routers on old photos\n\n`{command}`\n", "| figure | " + " | ".join(names) + " |",
+             "|---|" + "---:|" * len(names)]
+    lines.append("| historical portraits with a person found (of 40) | "
+                 + " | ".join(str(rows[n]["historical_found"]) for n in names) + " |")
+    for cond in CONDITIONS:
+        for k in ("person", "bird", "animal"):
+            vals = [rows[n]["iou"][cond][k] for n in names]
+            lines.append(f"| {k} IoU, val masks {cond} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
+    for k in ("person", "bird", "animal"):
+        ratios = ["; ".join(f"{rows[n]['iou'][c][k] / rows[n]['iou']['clean'][k]:.3f}"
+                            for c in ("halftone", "grain", "fading")) for n in names]
+        lines.append(f"| {k} IoU / clean IoU: halftone; grain; fading | " + " | ".join(ratios) + " |")
+    for k in ("bird", "animal", "person"):
+        lines.append(f"| single pasted {k}s routed > 0.5 | "
+                     + " | ".join(f"{rows[n]['single'][k]:.3f}" for n in names) + " |")
+    for r in RACES:
+        lines.append(f"| UTKFace val recall, {r} (n={rows[names[0]]['utk_n'][r]}) | "
+                     + " | ".join(f"{rows[n]['utk_recall'][r]:.3f}" for n in names) + " |")
+    lines.append("| UTKFace recall spread (max - min) | " + " | ".join(
+        f"{max(rows[n]['utk_recall'].values()) - min(rows[n]['utk_recall'].values()):.3f}" for n in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--routers", nargs="+", default=["router"])
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--ext", type=Path, default=None, help="the extension pack (person masks, UTKFace)")
+    ap.add_argument("--historical", type=Path, default=REPO.parent / "shared" / "examples" / "historical")
+    ap.add_argument("--per-category", type=int, default=150)
+    ap.add_argument("--per-group", type=int, default=200, help="UTKFace val faces per ethnicity group")
+    ap.add_argument("--bias", default=None, help="logit bias (JSON) for every router after the first")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "router_oldphotos")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.ext is None or not (args.ext / "colorize").is_dir():
+        raise SystemExit("error: --ext: the extension pack is needed (person masks and UTKFace); see EXTEND.md")
+    sets = val_sets(args.data, args.ext, args.per_category)
+    singles = single_subject_sets(args.data, n=60, seed=0)
+    faces = utk_faces(args.ext, args.per_group)
+    rows: dict[str, dict] = {}
+    for i, spec in enumerate(args.routers):
+        options = {"logit_bias": json.loads(args.bias)} if args.bias and i > 0 else {}
+        router = load_router(spec, **options).eval()
+        with torch.inference_mode():
+            hist = historical_found(router, args.historical)
+            rows[spec] = {
+                "historical_found": sum(v >= FOUND_SHARE for v in hist.values()),
+                "historical_person_share": hist,
+                "iou": iou_by_condition(router, sets),
+                "single": {k: round(v["share_over_half"], 3)
+                           for k, v in single_subject_recall(router, singles).items()},
+                "utk_recall": utk_recall(router, faces),
+                "utk_n": {r: len(v) for r, v in faces.items()},
+            }
+        print(spec, {k: v for k, v in rows[spec].items() if k != "historical_person_share"}, flush=True)
+    expert = people_expert_l2ab(faces)
+    base = args.routers[0]
+    verdicts = {spec: verdict(rows[base], rows[spec]) for spec in args.routers[1:]}
+    command = "python bench/router_oldphotos.py " + " ".join(
+        ["--routers", *args.routers, "--ext", "$EXT", "--per-category", str(args.per_category),
+         "--per-group", str(args.per_group)] + (["--bias", f"'{args.bias}'"] if args.bias else []))
+    md = markdown(rows, command)
+    md += "\nShipped people expert alone, L2ab on UTKFace val by group: " + ", ".join(
+        f"{r} {v}" for r, v in expert.items()) + "\n"
+    for spec, (ok, checks) in verdicts.items():
+        md += f"\n**{spec} against {base}: {'replaces it' if ok else 'does not replace it'}**\n\n"
+        md += "\n".join(f"- {c}" for c in checks) + "\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(
+        {"command": command, "routers": rows, "people_expert_l2ab": expert,
+         "verdicts": {s: {"replaces": ok, "checks": c} for s, (ok, c) in verdicts.items()}}, indent=1) + "\n")
+    args.out.with_suffix(".md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
