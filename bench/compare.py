@@ -37,9 +37,9 @@ from timing_env import env_note, threading_env  # bench/ is this script's folder
 from ensemble_color import metrics
 from ensemble_color.color import join_l_ab, rgb_to_l
 from ensemble_color.composite import ExpertRoute, choose_fallback, compose, upsample_ab
-from ensemble_color.evaluate import evaluate, load_datasets, markdown
+from ensemble_color.eval.evaluate import evaluate, load_datasets, markdown
+from ensemble_color.eval.perceptual import PerceptualScorer
 from ensemble_color.io import to_pil
-from ensemble_color.perceptual import PerceptualScorer
 from ensemble_color.pipeline import Pipeline, PipelineOptions, working_size
 
 CATEGORIES = ("scenes", "faces", "people", "birds", "animals")
@@ -205,7 +205,7 @@ def memory_worker(method: str, size: str, data: str) -> None:
 
 def speed_images(data: str, n: int) -> list[torch.Tensor]:
     """The first ``n`` val composites (several subjects, so several experts run), timed at every size."""
-    from ensemble_color.train.composites import val_composites
+    from ensemble_color.data.composites import val_composites
 
     return [torch.from_numpy(rgb).permute(2, 0, 1).float() / 255 for rgb, _ in val_composites(data, n=n, size=256)]
 

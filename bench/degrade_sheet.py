@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from ensemble_color.color import l_to_gray, rgb_to_l
+from ensemble_color.data.images import list_images, random_resized_crop, read_rgb
 from ensemble_color.io import load_image, save_image, to_pil
-from ensemble_color.train.data import list_images, random_resized_crop, read_rgb
 from ensemble_color.train.degrade import degrade_rgb
 from ensemble_color.visualize import contact_sheet, fit_square
 

@@ -32,11 +32,11 @@ import torch
 from v0_models import V0_COMMIT, extract, renamed_copies
 
 from ensemble_color.color import join_l_ab, rgb_to_lab
-from ensemble_color.evaluate import build_methods, evaluate, load_datasets, markdown
+from ensemble_color.data.images import list_images
+from ensemble_color.eval.evaluate import build_methods, evaluate, load_datasets, markdown
+from ensemble_color.eval.perceptual import PerceptualScorer
 from ensemble_color.io import load_image, to_pil
-from ensemble_color.perceptual import PerceptualScorer
 from ensemble_color.pipeline import Pipeline
-from ensemble_color.train.data import list_images
 from ensemble_color.visualize import contact_sheet, fit_square
 
 REPO = Path(__file__).resolve().parent.parent

@@ -4,7 +4,7 @@
         [--baseline experts] [--out bench/results/experts_select]
 
 **Measured on** the candidate's own held-out *train* photos, the hold-out its ``expert.json`` records
-(``train.roots.required_hold_out``; v2: 40 per category from each root), grouped by category and data root:
+(``data.roots.required_hold_out``; v2: 40 per category from each root), grouped by category and data root:
 the candidate never trained on them; the baseline may have (v1 held out 40 per category spread over the roots
 together, so it trained on most of v2's main-pack hold-out). The comparison is tilted against the candidate only.
 Val splits stay for the reports (``bench/experts_report.py``). Each expert alone on the whole photo at its
@@ -55,13 +55,13 @@ import torch
 from v0_models import renamed_copies
 
 from ensemble_color.color import rgb_to_lab
-from ensemble_color.evaluate import build_methods, evaluate
+from ensemble_color.data.roots import hold_out, list_photos, required_hold_out
+from ensemble_color.eval.evaluate import build_methods, evaluate
 from ensemble_color.io import load_image
 from ensemble_color.nets.multihead_unet import DECODE_KEYS
 from ensemble_color.pipeline import Pipeline
 from ensemble_color.plugins import validate_folder
 from ensemble_color.routing import RoutingTable
-from ensemble_color.train.roots import hold_out, list_photos, required_hold_out
 
 #: how much worse than the baseline one group may be while the mean improves (rule 2)
 GROUP_SLACK = 0.02

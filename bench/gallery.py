@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
+from ensemble_color.data.images import list_images
 from ensemble_color.io import load_image, save_image, to_pil
 from ensemble_color.pipeline import Pipeline
-from ensemble_color.train.data import list_images
 from ensemble_color.visualize import contact_sheet, fit_square
 
 REPO = Path(__file__).resolve().parent.parent

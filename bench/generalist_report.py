@@ -7,8 +7,9 @@ AuC; beats v0 (the shipped generalist before the rebuild, ``bench/v0_models.py``
 colourfulness within 20 % of ground truth; a lower Fréchet distance than v0 (where the set has the
 100 images a Fréchet distance needs); a semantic agree@1 above gray's. Writes
 ``docs/generalist_eval.{md,json}`` and two contact sheets the model card shows:
-``experts/generalist/contact_sheet.png`` (val photos of every split: gray | v0 | generalist | truth) and
-``experts/generalist/historical.png`` (ten of ``../shared/examples/historical``: input | generalist).
+``ensemble_color/weights/experts/generalist/contact_sheet.png`` (val photos of every split: gray | v0 |
+generalist | truth) and ``ensemble_color/weights/experts/generalist/historical.png`` (ten of
+``../shared/examples/historical``: input | generalist).
 
 ``--candidates DIR`` measures a generalist that is not shipped (a folder holding a ``generalist`` plugin, e.g.
 ``runs/export_v10``; it overrides the shipped one, as a plugin folder does) by the same checks, and writes its
@@ -27,11 +28,11 @@ import torch
 from v0_models import V0_COMMIT, extract, renamed_copies
 
 from ensemble_color.color import join_l_ab, rgb_to_l, rgb_to_lab
-from ensemble_color.evaluate import build_methods, evaluate, load_datasets, markdown
+from ensemble_color.data.images import list_images
+from ensemble_color.eval.evaluate import build_methods, evaluate, load_datasets, markdown
+from ensemble_color.eval.perceptual import PerceptualScorer
 from ensemble_color.io import load_image, to_pil
-from ensemble_color.perceptual import PerceptualScorer
 from ensemble_color.pipeline import Pipeline
-from ensemble_color.train.data import list_images
 from ensemble_color.visualize import contact_sheet, fit_square
 
 REPO = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ensemble_color.cli import is_input_image
+from ensemble_color.naming import is_input_image
 from ensemble_color.testing import write_hostile_folder
 
 REPO = Path(__file__).resolve().parent.parent

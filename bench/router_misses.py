@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ensemble_color.data.composites import CATEGORY_LABEL
+from ensemble_color.data.masks import CLASS_NAMES
+from ensemble_color.eval.router import MIN_SUBJECT_AREA, route_probs, single_subject_sets
 from ensemble_color.routing import load_router
-from ensemble_color.train.composites import CATEGORY_LABEL
-from ensemble_color.train.router_data import CLASS_NAMES
-from ensemble_color.train.router_eval import MIN_SUBJECT_AREA, route_probs, single_subject_sets
 
 
 def misses(router, pairs: list, label: int, cls: str, below: float = 0.5) -> list[dict]:

@@ -81,15 +81,15 @@ from pathlib import Path
 
 import torch
 
-from ensemble_color.routing import Router, load_router
-from ensemble_color.train.composites import val_composites
-from ensemble_color.train.router_data import load_masked
-from ensemble_color.train.router_eval import (
+from ensemble_color.data.composites import val_composites
+from ensemble_color.data.masks import load_masked
+from ensemble_color.eval.router import (
     pasted_recall,
     segmentation_scores,
     single_subject_recall,
     single_subject_sets,
 )
+from ensemble_color.routing import Router, load_router
 
 #: mIoU a candidate may lose (composites, val masks) and still ship if its bird recall is better
 TOLERANCE = 0.005

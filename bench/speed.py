@@ -13,7 +13,7 @@ machine noise hits every variant alike:
   * ``onnxruntime``: the router's segmenter and the experts on onnxruntime (``--backend onnxruntime``,
     converted in memory at load), when onnxruntime is installed;
   * with ``--contiguous``, ``torch (contiguous)``: the all-torch pipeline with its weights put back in the
-    default layout (the pipeline loads them channels-last, ``pipeline._torch_expert``): what that choice buys;
+    default layout (the pipeline loads them channels-last, ``loading._torch_expert``): what that choice buys;
 and reports medians, the ratio pipeline / single expert, the router's share of pipeline time, the
 speed-up of the first variant over the others end to end and per stage (where the time goes), and peak
 RSS (process high-water mark, so it only grows: read it per size in run order).
@@ -37,7 +37,7 @@ from timing_env import env_note, threading_env  # bench/ is this script's folder
 
 from ensemble_color.color import join_l_ab, rgb_to_l
 from ensemble_color.composite import choose_fallback, upsample_ab
-from ensemble_color.pipeline import Pipeline, PipelineOptions, working_size
+from ensemble_color.pipeline import Pipeline, working_size
 
 STAGES = ("load_resize", "router", "experts", "compose")  #: ColorizeResult.seconds keys, in pipeline order
 
@@ -46,12 +46,23 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def photo_like(h: int, w: int, seed: int = 0) -> torch.Tensor:
-    """A deterministic smooth gray test image (low-pass noise), (3, H, W)."""
-    g = torch.Generator().manual_seed(seed)
-    low = torch.rand(1, 1, h // 16 + 1, w // 16 + 1, generator=g)
-    img = torch.nn.functional.interpolate(low, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
-    return img[0].expand(3, -1, -1).contiguous()
+#: the photo every size is made from: the same content at every size, so the same experts run and the sizes
+#: compare the pipeline's cost, not the routing of different images (a different low-pass noise image per
+#: size once sent 512x512 to four experts and 1024x768 to two, and 512x512 looked slower than 1024x768)
+PHOTO = Path(__file__).resolve().parent.parent / "examples" / "historical_woman_10.jpg"
+
+
+def photo_like(h: int, w: int) -> torch.Tensor:
+    """:data:`PHOTO` resized (and centre-cropped to the aspect) to (3, H, W): a real portrait at every size."""
+    from ensemble_color.io import load_image
+
+    rgb = load_image(PHOTO).rgb
+    ph, pw = rgb.shape[-2:]
+    s = max(h / ph, w / pw)
+    big = torch.nn.functional.interpolate(rgb[None], size=(max(h, round(ph * s)), max(w, round(pw * s))),
+                                          mode="bilinear", antialias=True, align_corners=False)[0]
+    y0, x0 = (big.shape[-2] - h) // 2, (big.shape[-1] - w) // 2
+    return big[:, y0:y0 + h, x0:x0 + w].clamp(0, 1).contiguous()
 
 
 def single_expert_fn(pipe: Pipeline):
@@ -76,7 +87,7 @@ VARIANTS = {"default": {}, "torch": {"backend": "torch", "router_backend": "torc
 
 def contiguous_copy(args: argparse.Namespace) -> Pipeline:
     """The all-torch pipeline with every weight in the default (contiguous) memory layout."""
-    p = Pipeline.load(args.experts, router=args.router, device="cpu", options=PipelineOptions(**VARIANTS["torch"]))
+    p = Pipeline.load(args.experts, router=args.router, device="cpu", **VARIANTS["torch"])
     for expert in p.experts.values():
         expert.model.to(memory_format=torch.contiguous_format)
     if isinstance(p.router.segmenter, torch.nn.Module):
@@ -104,7 +115,7 @@ def main() -> None:
     has_ort = importlib.util.find_spec("onnxruntime") is not None
     backends = args.variants or ["default", "torch", *(["onnxruntime"] if has_ort else [])]
     pipes = {b: Pipeline.load(args.experts, router=args.router, device="cpu",
-                              options=PipelineOptions(**VARIANTS[b], threads=args.threads)) for b in backends}
+                              **VARIANTS[b], threads=args.threads) for b in backends}
     if args.contiguous:
         backends.append("torch (contiguous)")
         pipes[backends[-1]] = contiguous_copy(args)
@@ -145,7 +156,7 @@ def main() -> None:
         rows.append(row)
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor(),
             "router": pipe.router.name, "experts": sorted(pipe.experts), "single_expert": single_name,
-            "repeats": args.repeats, "image": "synthetic smooth gray (bench/speed.py photo_like)",
+            "repeats": args.repeats, "image": f"{PHOTO.name} resized to each size (bench/speed.py photo_like)",
             "backends": backends, "variants": {b: VARIANTS.get(b, "all-torch, contiguous weights") for b in backends},
             "router_backends": {b: p.router.name for b, p in pipes.items()}, "note": args.note, "env": threading_env()}
     if has_ort:

@@ -3,7 +3,7 @@
     python bench/tune_defaults.py --data ../shared/data --data $EXT [--per-category 40] [--composites 60]
 
 **Tuning set** (fixed, seeded; :func:`tuning_set`): the held-out *train* photos of every category
-(``ensemble_color.train.roots.hold_out``: the same photos the generalist never trained on and chose
+(``ensemble_color.data.roots.hold_out``: the same photos the generalist never trained on and chose
 its decoding on; single subjects, full-body people from the extension pack), plus multi-subject
 composites made only from those photos (their masked subjects pasted 1-3 at a time on the
 held-out scenes, seed 1, 256 px enlarged x2 so working size and upsampling matter). Groups: one
@@ -56,7 +56,7 @@ category evenly spaced over *both* roots, so the small main-pack sets are barely
 scenes 1 is from the main pack, of the animals 2, faces 9, birds 23 (``--count-held-out`` prints them).
 That is why defaults tuned here can lose on the main pack's val scenes (docs/results.md). ``--holdout-per-root``
 holds out 40 per category from *each* root, but only models trained with that hold-out may be tuned on it:
-every expert's manifest records its hold-out (``train.roots.hold_out_record``), and the tuning stops with an
+every expert's manifest records its hold-out (``data.roots.hold_out_record``), and the tuning stops with an
 error naming the expert whose recorded hold-out differs from the tuning set's (:func:`unseen_problems`; the
 shipped models were trained spread over the roots, so ``--holdout-per-root`` comes with their retraining).
 **Known limitation** (found 2026-12-02): the cost that breaks ties counts the working pixels the
@@ -86,12 +86,12 @@ import torch.nn.functional as F
 from ensemble_color import metrics
 from ensemble_color.color import rgb_to_lab
 from ensemble_color.composite import SUBJECT_CONTEXT_RAMP
+from ensemble_color.data.composites import CATEGORY_LABEL, cutout_from_mask, make_composite
+from ensemble_color.data.masks import mask_path
+from ensemble_color.data.roots import CATEGORY_ROUTE, Photo, hold_out, hold_out_mismatch, list_photos
 from ensemble_color.io import load_image
 from ensemble_color.nets.multihead_unet import DECODINGS
 from ensemble_color.pipeline import Pipeline
-from ensemble_color.train.composites import CATEGORY_LABEL, cutout_from_mask, make_composite
-from ensemble_color.train.masks import mask_path
-from ensemble_color.train.roots import CATEGORY_ROUTE, Photo, hold_out, hold_out_mismatch, list_photos
 
 GRID = {
     "work_size": [160, 192, 224, 256, 384, 512],
@@ -118,7 +118,7 @@ def tuning_photos(roots: list[Path], per_category: int, per_root: bool = False) 
 
 
 def unseen_problems(pipe: Pipeline, per_category: int, per_root: bool) -> list[str]:
-    """Why some expert may have trained on the tuning photos (``train.roots.hold_out_mismatch``)."""
+    """Why some expert may have trained on the tuning photos (``data.roots.hold_out_mismatch``)."""
     return [f"expert {name} ({e.spec.folder}) was {why}" for name, e in pipe.experts.items()
             if (why := hold_out_mismatch(e.spec.manifest, per_category, per_root))]
 

@@ -30,8 +30,8 @@ import torch
 from timing_env import env_note, threading_env  # bench/ is this script's folder, hence on sys.path
 
 from ensemble_color.color import rgb_to_l
-from ensemble_color.pipeline import Pipeline, PipelineOptions
-from ensemble_color.video import FlowCarry, ab_of, colorize_frames, flicker, l_to_u8
+from ensemble_color.pipeline import Pipeline
+from ensemble_color.video import FlowCarry, ab_of, colorize_frames, colorize_video, flicker, l_to_u8
 
 REPO = Path(__file__).resolve().parent.parent
 PHOTOS = (REPO / "tests" / "data" / "coffee.jpg", REPO / "tests" / "data" / "chelsea.jpg")
@@ -98,8 +98,7 @@ def main() -> None:
     pipes = {}
     for backend in args.backends:
         pipe = Pipeline.load(args.experts, router=args.router, device="cpu",
-                             options=PipelineOptions(backend=backend, router_backend=backend,  # all on one
-                                                     threads=args.threads))
+                             backend=backend, router_backend=backend, threads=args.threads)  # all on one
         pipes[backend] = pipe.with_options(work_size=args.work_size) if args.work_size else pipe
     rows = {}
     with tempfile.TemporaryDirectory(prefix="bench_video_") as tmp:
@@ -117,7 +116,7 @@ def main() -> None:
             pipe, name = pipes[backend], f"{mode} ({backend})"
             dst = Path(tmp) / f"{mode}_{backend}.mp4"
             t0 = time.perf_counter()
-            report = pipe.colorize_video(src, dst, stabilize=stabilize, batch_size=args.batch_size)
+            report = colorize_video(pipe, src, dst, stabilize=stabilize, batch_size=args.batch_size)
             seconds = time.perf_counter() - t0
             written = [ab_of(rgb) for rgb in read_frames(dst)]
             carry = FlowCarry() if stabilize else None

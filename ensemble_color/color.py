@@ -180,8 +180,3 @@ def gain_ab(ab: torch.Tensor, gain: float) -> torch.Tensor:
     """A regressor's ab times its output gain, clamped to the ab range: an MSE prediction is the desaturated
     conditional mean, and the gain (chosen on held-out photos) scales it back towards the photos' chroma."""
     return ab if gain == 1.0 else (ab * gain).clamp(-AB_RANGE, AB_RANGE)
-
-
-def saturate_ab(ab: torch.Tensor, factor: float) -> torch.Tensor:
-    """Scale chroma by ``factor`` (1 = unchanged); regression models under-saturate, users like a knob."""
-    return ab * factor if factor != 1.0 else ab

@@ -92,9 +92,10 @@ def expert_weights(probs: torch.Tensor, route_classes: Sequence[str], experts: S
     return weights
 
 
-#: The ramp measured in docs/results.md ("routed + context"): fixed before measuring, not tuned. Opt-in
-#: (CLI ``--main-subject``, the app's "One main subject" box): it wins on single-subject photos
-#: and loses a little on multi-subject composites, where the defaults were tuned.
+#: The ramp measured in docs/results.md ("routed + context"): fixed before measuring, not tuned. On by
+#: default (``PipelineOptions.context``; docs/tuning.md chose it on held-out photos): it wins on
+#: single-subject photos and loses a little on multi-subject composites. Off with ``--no-context``
+#: (or the app's "One main subject" box unticked).
 SUBJECT_CONTEXT_RAMP: tuple[float, float] = (0.2, 0.5)
 
 

@@ -7,13 +7,6 @@ checked against torch on a probe at a size other than the one traced. Use them w
 ``--backend onnxruntime --router OUT_DIR/router --experts OUT_DIR/experts``; other ONNX runtimes can run
 the graphs without PyTorch.
 
-Why the TorchScript (``dynamo=False``) exporter: on these models it traces in about a second, turns every
-size computation into graph ops (timm's 'same' padding included: its ``get_same_padding`` takes the traced
-size tensors), and needs nothing beyond torch. The ``torch.export`` exporter needs ``onnxscript`` (not a
-dependency) and took 34 s for one 0.9 M-parameter expert here, too slow for the in-memory conversion
-``--backend onnxruntime`` does at load. What the tracer cannot see (Python control flow on sizes) is what
-the parity probe at a second size catches.
-
 Only the router's segmenter is exported: its resize, softmax, routing-table matrix and feathering stay in
 torch (:class:`~ensemble_color.routing.Router`), so the routing table remains data and one code path
 serves both backends.
@@ -22,100 +15,19 @@ serves both backends.
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
+from .backends.onnx_contract import EXPERT_OUTPUT, INPUT, ONNX_FILE, OPSET, ROUTER_OUTPUT
 from .io import atomic_write_bytes
 
 if TYPE_CHECKING:
     from .plugins import ExpertSpec
     from .routing import Router
-
-OPSET = 17                 #: opset of the graphs we write (onnxruntime >= 1.18 and most other runtimes run it)
-ONNX_FILE = "model.onnx"
-INPUT = "L"                #: the one input of every graph: L in Lab units, (B, 1, H, W) float32
-EXPERT_OUTPUT = "ab"       #: an expert's one output: ab in Lab units, (B, 2, H, W)
-ROUTER_OUTPUT = "logits"   #: a router's one output: label logits, (B, n_labels, h, w)
-#: (message, module) of torch.onnx warnings that say nothing about *this* graph: the exporter's own
-#: deprecation notice, and GroupNorm's batch-size check in torch.nn.functional (a training-time guard the
-#: tracer cannot record). Tracer warnings from anywhere else are left to show.
-_EXPORT_NOISE = ((r".*legacy TorchScript-based ONNX export.*", ""), (r"The feature will be removed.*", ""),
-                 (r"Converting a tensor to a Python boolean.*", r"torch\.nn\.functional"))
-
-
-class _Callable(nn.Module):
-    """Makes a bound method (e.g. the generalist's ``segment``) exportable as a module."""
-
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        super().__init__()
-        self.fn = fn
-        if isinstance(getattr(fn, "__self__", None), nn.Module):
-            self.owner = fn.__self__  # registers the parameters, so .eval() and the tracer see them
-
-    def forward(self, L: torch.Tensor) -> torch.Tensor:
-        return self.fn(L)
-
-
-def as_module(model: nn.Module | Callable[[torch.Tensor], torch.Tensor]) -> nn.Module:
-    """``model`` itself if it is a module, else a module calling it."""
-    return model if isinstance(model, nn.Module) else _Callable(model)
-
-
-def to_onnx_bytes(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor,
-                  output_name: str, opset: int = OPSET) -> bytes:
-    """Trace ``model`` (in eval mode, on CPU) on ``example`` (B, 1, H, W) into an ONNX graph, serialised.
-
-    Batch, height and width of the input and output are dynamic; nothing touches the file system.
-    """
-    module = as_module(model)
-    was_training = module.training
-    module.eval()
-    buf = io.BytesIO()
-    dims = {0: "batch", 2: "height", 3: "width"}
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            for message, where in _EXPORT_NOISE:
-                warnings.filterwarnings("ignore", message=message, module=where)
-            torch.onnx.export(module, (example.float().cpu(),), buf, input_names=[INPUT], output_names=[output_name],
-                              opset_version=opset, dynamic_axes={INPUT: dims, output_name: dims}, dynamo=False,
-                              do_constant_folding=True)
-    finally:
-        module.train(was_training)
-    return buf.getvalue()
-
-
-def probe_input(size_multiple: int, batch: int = 2, cells: tuple[int, int] = (5, 7), seed: int = 0) -> torch.Tensor:
-    """A deterministic random L batch (B, 1, h, w) in [0, 100], sides ``cells`` x ``size_multiple``.
-
-    The default (5 x 7 cells, batch 2) differs in batch, aspect and size from :func:`trace_example`, so a
-    graph that baked the traced shape in fails the probe.
-    """
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(batch, 1, cells[0] * size_multiple, cells[1] * size_multiple, generator=g) * 100.0
-
-
-def trace_example(size_multiple: int, long_side: int = 128) -> torch.Tensor:
-    """A 3:4 single-image input for tracing, sides multiples of ``size_multiple`` near ``long_side``."""
-    w = max(4, round(long_side / size_multiple)) * size_multiple
-    h = max(3, round(0.75 * w / size_multiple)) * size_multiple
-    return probe_input(size_multiple, batch=1, cells=(h // size_multiple, w // size_multiple), seed=1)
-
-
-def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    if a.shape != b.shape:
-        raise ValueError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
-    return float((a.float() - b.float()).abs().max())
-
-
-# ------------------------------------------------------------------------------------------- folders
-
 
 def export_expert_folder(spec: ExpertSpec, out: Path, threads: int | None = None) -> dict[str, Any]:
     """Write ``spec``'s torch model as an ONNX plugin folder ``out`` (``model.onnx`` + ``expert.json``).
@@ -123,7 +35,7 @@ def export_expert_folder(spec: ExpertSpec, out: Path, threads: int | None = None
     The manifest is the source's, plus an ``onnx`` block saying how the graph was made and how far it is
     from torch on the probe (max |Δab|). Returns that block.
     """
-    from .onnx_backend import convert_expert
+    from .backends.ort import convert_expert
 
     model = spec.build()
     conv = convert_expert(model, spec.name, threads)  # refuses a graph further than 0.5 ab from torch
@@ -158,7 +70,7 @@ def export_router_folder(router_folder: Path, out: Path, threads: int | None = N
 
 def export_router_graph(router: Router, out: Path, threads: int | None = None) -> dict[str, Any]:
     """Trace ``router.segmenter`` into ``out/model.onnx`` (checked on a probe); return the manifest block."""
-    from .onnx_backend import convert_router
+    from .backends.ort import convert_router
 
     conv = convert_router(router, threads)  # refuses a graph further than 0.01 in probability from torch
     block = {"file": ONNX_FILE, "opset": OPSET, "input": INPUT, "output": ROUTER_OUTPUT,
@@ -184,7 +96,7 @@ def export_onnx(out_dir: str | Path, router: str = "embedded", experts_dirs: Seq
     Writes ``out_dir/router/``, ``out_dir/experts/NAME/`` and ``out_dir/export.json`` (the parity
     summary); returns that summary.
     """
-    from .pipeline import PipelineOptions
+    from .options import PipelineOptions
     from .plugins import discover, expert_search_path
     from .routing import RoutingTable, router_dir
 
@@ -229,8 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import parse_decode
-    from .pipeline import PipelineOptions
+    from .options import PipelineOptions, parse_decode
 
     decode = {**PipelineOptions().decode, **parse_decode(args.decode)}
     summary = export_onnx(args.out, args.router, args.experts, args.only, args.threads, decode)

@@ -10,23 +10,19 @@ each needed expert runs once per batch on its crops -> blend -> upsample ab -> j
 
 from __future__ import annotations
 
-import importlib.util
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .color import gray_to_l, join_l_ab, rgb_to_l
 from .composite import (
     DECODE_ALONE,
-    SUBJECT_CONTEXT_RAMP,
     Box,
     ExpertRoute,
     alone_experts,
@@ -38,58 +34,13 @@ from .composite import (
     served_by,
     share_context,
 )
+from .descreen import descreen as descreen_l
+from .descreen import detect_screen
 from .io import LoadedImage
-from .nets import ModelDescriptor
-from .plugins import ExpertSpec, PluginError, PluginScan, discover, expert_search_path
-from .routing import Router, RoutingTable, available_routers, load_router
-
-if TYPE_CHECKING:
-    from .video import VideoReport
-
-
-@dataclass(frozen=True)
-class PipelineOptions:
-    """Knobs a user may turn; defaults chosen by bench/tune_defaults.py on held-out train photos (docs/tuning.md)."""
-
-    work_size: int = 256          #: long side of the working image (router + experts); tuned, docs/tuning.md
-    saturation: float = 1.0       #: chroma multiplier applied to the blended ab
-    threshold: float = 0.1        #: weight above which a pixel belongs to an expert's crop; tuned
-    margin: int = 16              #: crop margin around a region, working pixels
-    min_fraction: float = 0.002   #: specialists with less mean weight than this are not run
-    fallback_min: float = 0.25    #: the fallback runs only where unclaimed weight exceeds this; tuned
-    crop_quantile: float = 0.02   #: crops span the q..1-q quantiles of an expert's weight (ignores specks); tuned
-    #: route class -> experts (overrides the manifests). Default: the generalist colours the background
-    #: (docs/tuning.md: chosen on held-out train photos and composites by bench/tune_defaults.py's rule)
-    assign: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {"background": ("generalist",)})
-    #: subjects' area (fraction of the frame) from which their experts start / finish taking the background
-    #: too (composite.share_context); None = background always goes to its own experts. Default: on
-    #: (docs/tuning.md), so a photo of one bird is coloured by the birds expert, surroundings included
-    context: tuple[float, float] | None = SUBJECT_CONTEXT_RAMP
-    #: expert -> named decoding (:data:`.nets.multihead_unet.DECODINGS`) it runs with *in the blend*, instead of
-    #: its manifest's. The generalist's manifest keeps its own rule's choice (alone, on its held-out photos:
-    #: issue 17); colouring backgrounds in this pipeline it decodes as issue 18's rule chose (docs/tuning.md).
-    #: Experts named here but not loaded, or without a decoding, are left out; one that cannot change its
-    #: decoding (an ONNX graph with another folded in) keeps its own, with a warning.
-    decode: Mapping[str, str] = field(default_factory=lambda: {"generalist": "blend 0.75 soft"})
-    #: how an expert decodes when it colours a photo alone (see ``alone_share``): "blend" = as ``decode`` says,
-    #: "manifest" = as its manifest says, i.e. exactly the expert alone (the generalist's own rule chose that
-    #: decoding on its held-out photos, issue 17). Default "manifest" with ``alone_share`` 0.9, chosen by issue
-    #: 18's rule (docs/tuning_alone_share.md: mean L2ab 13.49 vs 13.68 for "blend")
-    decode_alone: str = "manifest"
-    #: an expert colours a photo "alone" (for ``decode_alone``) when it carries at least this share of the
-    #: photo's blend weight; 1.0 = only when no other expert has a region on it (composite.alone_experts)
-    alone_share: float = 0.9
-    max_batch: int = 8            #: crops per expert forward pass
-    upsample: str = "guided"      #: "guided" (edge-aware, follows full-res L) or "bilinear"
-    #: where the experts run (and the router's segmenter, unless ``router_backend`` says otherwise), one of
-    #: :data:`BACKENDS`; fixed when the models load
-    backend: str = "torch"
-    #: where the router's segmenter runs: one of :data:`BACKENDS`, or "auto" = onnxruntime on CPU when it is
-    #: installed, else ``backend``. The Lite0 FPN runs about 2x faster there on every machine measured while
-    #: the experts run slower (bench/results/speed.md), so "auto" splits them; the converted graph is cached
-    #: (:func:`.onnx_backend.cache_dir`). Fixed when the models load
-    router_backend: str = "auto"
-    threads: int | None = None    #: onnxruntime intra-op threads (None: one per core); torch's are process-wide
+from .loading import LoadedExpert, _load_router, resolve_device, usable_decodings
+from .options import BACKENDS, LoadOptions, PipelineOptions
+from .plugins import PluginScan, discover, expert_search_path
+from .routing import Router, RoutingTable
 
 
 @dataclass
@@ -120,116 +71,29 @@ class FrameCarry(Protocol):
     def carry_ab(self, L_works: list[torch.Tensor], ab_works: list[torch.Tensor]) -> list[torch.Tensor]: ...
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' -> CUDA when present, else CPU; anything else as given (error if CUDA asked but absent)."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but CUDA is not available")
-    return dev
-
-
 def working_size(h: int, w: int, long_side: int) -> tuple[int, int]:
     """(h, w) scaled so the long side is ``long_side`` (never upscaled beyond the original)."""
     s = min(1.0, long_side / max(h, w))
     return max(8, round(h * s)), max(8, round(w * s))
 
 
-def _torch_expert(spec: ExpertSpec, device: torch.device, threads: int | None) -> nn.Module:
-    # channels-last weights make the convolutions run channels-last whatever the input's layout: 1.5x faster
-    # for resnet18-deconv on this CPU (bench/results/speed.md has the pipeline before/after)
-    return spec.build().to(device, memory_format=torch.channels_last)
-
-
-def _onnxruntime_expert(spec: ExpertSpec, device: torch.device, threads: int | None) -> nn.Module:
-    from .onnx_backend import load_expert
-
-    return load_expert(spec, device, threads)
-
-
-def _torch_router(router: Router, device: torch.device, threads: int | None) -> Router:
-    if isinstance(router.segmenter, nn.Module):
-        router.segmenter.to(memory_format=torch.channels_last)  # as for the experts (~1.1x for the Lite0 FPN)
-    return router
-
-
-def _onnxruntime_router(router: Router, device: torch.device, threads: int | None) -> Router:
-    from .onnx_backend import cache_dir, router_on_onnxruntime
-
-    return router_on_onnxruntime(router, threads, device, cache=cache_dir())
-
-
-#: backend -> (expert loader, router converter). A loaded model knows its backend; the code path is one.
-BACKENDS = {"torch": (_torch_expert, _torch_router), "onnxruntime": (_onnxruntime_expert, _onnxruntime_router)}
-
-
-class LoadedExpert:
-    """A plugin expert with its model built lazily on first use (nothing loads at import or scan).
-
-    ``backend`` is the one asked for; :attr:`backend` the one used (an ONNX-only plugin runs on onnxruntime).
-    """
-
-    def __init__(self, spec: ExpertSpec, device: torch.device, backend: str = "torch",
-                 threads: int | None = None) -> None:
-        self.spec, self.device, self.requested_backend, self.threads = spec, device, backend, threads
-        self._model: nn.Module | None = None
-        self._decoded: dict[str, LoadedExpert] = {}
-
-    @property
-    def backend(self) -> str:
-        return self.requested_backend if self.requested_backend in self.spec.backends else self.spec.backends[0]
-
-    @property
-    def model(self) -> nn.Module:
-        if self._model is None:
-            self._model = BACKENDS[self.backend][0](self.spec, self.device, self.threads)
-        return self._model
-
-    def torch_model(self) -> nn.Module:
-        """The torch module itself (the generalist's seg head as router needs it), shared with :attr:`model`
-        on the torch backend."""
-        return self.model if self.backend == "torch" else self.spec.build().to(self.device)
-
-    def with_decoding(self, name: str | None) -> LoadedExpert:
-        """This expert decoding as named decoding ``name`` (``None``: as its manifest says). Each is built lazily
-        once and kept here, so per-request options (the app's ``with_options``) never rebuild or reconvert it."""
-        if name is None:
-            return self
-        if name not in self._decoded:
-            spec = self.spec.with_decoding(name)
-            self._decoded[name] = self if spec is self.spec else LoadedExpert(
-                spec, self.device, self.requested_backend, self.threads)
-        return self._decoded[name]
-
-    @property
-    def descriptor(self) -> ModelDescriptor:
-        """What the model supports, read without loading its weights (built once, by the spec)."""
-        return self.spec.descriptor
-
-    @property
-    def route(self) -> ExpertRoute:
-        return ExpertRoute(self.spec.name, self.spec.routes, self.spec.fallback)
-
-    def run(self, L: torch.Tensor) -> torch.Tensor:
-        """ab for a batch of L crops (B, 1, h, w); pads to the model's size multiple (replicate)."""
-        model = self.model
-        d = model.descriptor
-        h, w = L.shape[-2:]
-        ph, pw = (-h) % d.size_multiple, (-w) % d.size_multiple
-        x = F.pad(L, (0, pw, 0, ph), mode="replicate") if ph or pw else L
-        use_half = self.device.type == "cuda" and d.supports_half
-        ctx = torch.autocast("cuda", dtype=torch.float16) if use_half else nullcontext()
-        with ctx:
-            ab = model(x.to(self.device))
-        return ab.float()[..., :h, :w]
+def working_l(L: torch.Tensor, work_size: int, descreen: bool = True) -> torch.Tensor:
+    """What the router and the experts see: L (1, H, W) descreened if it carries a halftone screen (and
+    ``descreen``), then shrunk (antialiased) so its long side is ``work_size``."""
+    if descreen and (screen := detect_screen(L)) is not None:
+        L = descreen_l(L, screen)
+    if max(L.shape[-2:]) <= work_size:
+        return L
+    return F.interpolate(L[None], size=working_size(*L.shape[-2:], work_size), mode="bilinear",
+                         align_corners=False, antialias=True)[0]
 
 
 class Pipeline:
     """Router + experts + compositor. Build with :meth:`load`; call :meth:`colorize` / :meth:`colorize_batch`."""
 
     def __init__(self, experts: dict[str, LoadedExpert], router: Router, device: torch.device,
-                 options: PipelineOptions | None = None, scan: PluginScan | None = None) -> None:
+                 options: PipelineOptions | None = None, scan: PluginScan | None = None,
+                 load_options: LoadOptions | None = None) -> None:
         if not experts:
             raise ValueError("no usable experts: add plugin folders under experts/ or pass --experts DIR")
         self.experts, self.router, self.device = experts, router.to(device).eval(), device
@@ -240,47 +104,52 @@ class Pipeline:
             raise ValueError(f"alone_share must be in (0, 1], got {opt.alone_share}")
         self.options = replace(opt, decode=usable_decodings(experts, opt.decode))
         self.scan = scan
+        self.load_options = load_options or LoadOptions()
 
     @classmethod
-    def load(cls, experts_dirs: Sequence[str | Path] = (), router: str = "embedded", device: str = "auto",
-             options: PipelineOptions | None = None, enabled: Sequence[str] | None = None,
-             use_shipped: bool = True, router_options: dict | None = None) -> Pipeline:
-        """Discover plugins (shipped + ``$ENSEMBLE_COLOR_EXPERTS`` + ``experts_dirs``), load the router."""
+    def load(cls, experts_dirs: Sequence[str | Path] = (), options: PipelineOptions | None = None, *,
+             load: LoadOptions | None = None, **load_fields: Any) -> Pipeline:
+        """Discover plugins (shipped + ``$ENSEMBLE_COLOR_EXPERTS`` + ``experts_dirs``), load the router and the
+        experts as ``load`` says (or its fields by keyword: ``router=``, ``device=``, ``enabled=``,
+        ``use_shipped=``, ``router_options=``, ``backend=``, ``router_backend=``, ``threads=``)."""
+        load = replace(load or LoadOptions(), **load_fields)
+        if experts_dirs:
+            load = replace(load, experts_dirs=(*load.experts_dirs, *experts_dirs))
         table = RoutingTable.load()
-        path = expert_search_path(experts_dirs)
-        if not use_shipped:
+        path = expert_search_path(load.experts_dirs)
+        if not load.use_shipped:
             path = path[1:]
         scan = discover(path, table.known_classes())
         scan.warn_skipped()
-        dev = resolve_device(device)
-        opt = options or PipelineOptions()
-        if opt.backend not in BACKENDS:
-            raise ValueError(f"unknown backend {opt.backend!r}; known: {', '.join(BACKENDS)}")
-        if opt.router_backend not in (*BACKENDS, "auto"):
-            raise ValueError(f"unknown router backend {opt.router_backend!r}; known: auto, {', '.join(BACKENDS)}")
-        experts = {n: LoadedExpert(s, dev, opt.backend, opt.threads) for n, s in scan.experts.items()
+        dev = resolve_device(load.device)
+        if load.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {load.backend!r}; known: {', '.join(BACKENDS)}")
+        if load.router_backend not in (*BACKENDS, "auto"):
+            raise ValueError(f"unknown router backend {load.router_backend!r}; known: auto, {', '.join(BACKENDS)}")
+        enabled = load.enabled
+        experts = {n: LoadedExpert(s, dev, load.backend, load.threads) for n, s in scan.experts.items()
                    if enabled is None or n in enabled}
         if enabled is not None and (unknown := set(enabled) - set(scan.experts)):
             raise ValueError(f"unknown expert(s) {sorted(unknown)}; installed: {sorted(scan.experts)}")
         generalist = experts.get("generalist")
-        r = _load_router(router, table, opt, dev, (lambda: generalist.torch_model()) if generalist else None,
-                         router_options or {})
+        r = _load_router(load.router, table, load, dev, (lambda: generalist.torch_model()) if generalist else None,
+                         dict(load.router_options))
         unserved = [c for c in r.route_classes if not any(c in e.spec.routes for e in experts.values())]
         if unserved and not any(e.spec.fallback for e in experts.values()):
             warnings.warn(f"route classes {unserved} have no expert; the fallback expert colours them", stacklevel=2)
-        return cls(experts, r, dev, opt, scan)
+        return cls(experts, r, dev, options or PipelineOptions(), scan, load)
 
     def with_options(self, **changes) -> Pipeline:
         """Same loaded models, other options (cheap: used by the app per request)."""
-        fixed = sorted(k for k in ("backend", "router_backend", "threads")
-                       if k in changes and changes[k] != getattr(self.options, k))
-        if fixed:
-            raise ValueError(f"{', '.join(fixed)} belong to the loaded models: pass them to Pipeline.load(options=…)")
-        return Pipeline(self.experts, self.router, self.device, replace(self.options, **changes), self.scan)
+        if fixed := sorted(set(changes) & {f.name for f in fields(LoadOptions)}):
+            raise ValueError(f"{', '.join(fixed)} belong to the loaded models: pass them to Pipeline.load")
+        return Pipeline(self.experts, self.router, self.device, replace(self.options, **changes), self.scan,
+                        self.load_options)
 
     def subset(self, names: Sequence[str]) -> Pipeline:
         """Same models restricted to ``names`` (e.g. the app's expert checkboxes)."""
-        return Pipeline({n: self.experts[n] for n in names}, self.router, self.device, self.options, self.scan)
+        return Pipeline({n: self.experts[n] for n in names}, self.router, self.device, self.options, self.scan,
+                        self.load_options)
 
     @property
     def routes(self) -> list[ExpertRoute]:
@@ -325,9 +194,7 @@ class Pipeline:
         opt = self.options
         t0 = time.perf_counter()
         L_fulls = [_to_l(im) for im in images]
-        L_works = [F.interpolate(L[None], size=working_size(*L.shape[-2:], opt.work_size), mode="bilinear",
-                                 align_corners=False, antialias=True)[0] if max(L.shape[-2:]) > opt.work_size
-                   else L for L in L_fulls]
+        L_works = [working_l(L, opt.work_size, opt.descreen) for L in L_fulls]
         t1 = time.perf_counter()
         probs = [self.router(L.to(self.device)[None])[0].float().cpu() for L in L_works]
         if carry is not None:
@@ -364,11 +231,6 @@ class Pipeline:
                            "compose": (t4 - t3) / n}
         return results
 
-    def colorize_video(self, src: str | Path, dst: str | Path, **options) -> VideoReport:
-        """Colourise a video file into ``dst``, temporally stable (see :func:`ensemble_color.video.colorize_video`)."""
-        from .video import colorize_video
-
-        return colorize_video(self, src, dst, **options)
 
     def _run_experts(self, L_works: list[torch.Tensor], boxes: list[dict[str, Box]], alone: list[set[str]]
                      ) -> list[dict[str, torch.Tensor]]:
@@ -413,57 +275,6 @@ class Pipeline:
                 ab = expert.run(L_work[None].to(self.device))[0].cpu()
                 out[name] = join_l_ab(L_work, ab)
         return out
-
-
-def usable_decodings(experts: Mapping[str, LoadedExpert], decode: Mapping[str, str]) -> dict[str, str]:
-    """The ``decode`` option restricted to loaded experts that have a decoding (experts not loaded and
-    specialists are left out); an unknown decoding name is an error (``ValueError``); an expert that cannot
-    change its decoding (an ONNX graph with another folded in) keeps its own, with a warning."""
-    usable = {}
-    for name, decoding in decode.items():
-        if name not in experts or "decodes" not in experts[name].descriptor.extra:
-            continue
-        try:
-            experts[name].with_decoding(decoding)
-        except PluginError as e:
-            warnings.warn(f"decode {name}={decoding!r} not applied: {e}", stacklevel=3)
-            continue
-        usable[name] = decoding
-    return usable
-
-
-def _load_router(spec: str, table: RoutingTable, opt: PipelineOptions, device: torch.device,
-                 generalist: Callable[[], nn.Module] | None, router_options: dict) -> Router:
-    """The router on the options' backend. An exported router folder (``model.onnx``) runs on onnxruntime
-    (on either backend when it ships no torch weights); any other router loads in torch, then converts."""
-    from .onnx_backend import is_onnx_router_folder
-
-    folder = Path(spec)
-    backend = router_backend(opt, device)
-    exported = spec not in available_routers() and is_onnx_router_folder(folder)
-    if exported and (backend == "onnxruntime" or not (folder / "model.safetensors").is_file()):
-        from .onnx_backend import onnx_router
-
-        return onnx_router(folder, table, opt.threads, device, **router_options)
-    r = load_router(spec, table, generalist=generalist, **router_options)
-    from .onnx_backend import OnnxModelError
-
-    try:
-        return BACKENDS[backend][1](r, device, opt.threads)
-    except (OnnxModelError, torch.onnx.errors.OnnxExporterError) as e:
-        if opt.router_backend != "auto":  # asked for by name, a router that does not convert is an error
-            raise
-        warnings.warn(f"router {r.name} stays on torch (it did not convert to onnxruntime: {e})", stacklevel=3)
-        return _torch_router(r, device, opt.threads)
-
-
-def router_backend(opt: PipelineOptions, device: torch.device) -> str:
-    """The backend ``opt.router_backend`` names, "auto" resolved (onnxruntime on CPU when installed)."""
-    if opt.router_backend != "auto":
-        return opt.router_backend
-    if device.type == "cpu" and importlib.util.find_spec("onnxruntime") is not None:
-        return "onnxruntime"
-    return opt.backend
 
 
 def _to_l(image: LoadedImage | torch.Tensor) -> torch.Tensor:

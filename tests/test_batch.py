@@ -159,7 +159,7 @@ def test_local_engine_names_like_the_cli_and_redoes_only_what_is_missing(tmp_pat
 
 
 def test_a_failing_image_is_a_manifest_row_not_the_end_of_the_job(tmp_path, tiny_experts, monkeypatch):
-    from ensemble_color import batch
+    from ensemble_color.batch import stores as batch
     from ensemble_color.pipeline import Pipeline
 
     scans = make_scans(tmp_path / "scans", 5, corrupt=set())
@@ -177,7 +177,7 @@ def test_a_failing_image_is_a_manifest_row_not_the_end_of_the_job(tmp_path, tiny
 
     monkeypatch.setattr(Pipeline, "colorize_batch", flaky)
     monkeypatch.setattr(batch, "load_image", decoder_bug)
-    config = BatchConfig(batch_size=4, pipeline=PipelineSpec(experts_dirs=(str(tiny_experts),), router="background"))
+    config = BatchConfig(batch_size=4, pipeline=PipelineSpec.of(experts_dirs=(str(tiny_experts),), router="background"))
     summary = run_batch(str(scans), str(tmp_path / "out"), config)
     assert (summary.ok, summary.failed) == (3, 2)  # s02's batch-mates were retried alone and succeeded
     assert summary.errors == [f"{scans / 's02.png'}: colourisation failed (RuntimeError: boom on two lines)",
@@ -188,7 +188,7 @@ def test_a_failing_image_is_a_manifest_row_not_the_end_of_the_job(tmp_path, tiny
 def test_filesystem_uris_give_the_same_outputs_as_local_paths(tmp_path, tiny_experts):
     pytest.importorskip("pyarrow", reason="pyarrow is absent (it comes with the 'scale' extra)")
     scans = make_scans(tmp_path / "scans", 4, corrupt={"s01.png"})
-    config = BatchConfig(pipeline=PipelineSpec(experts_dirs=(str(tiny_experts),), router="background"))
+    config = BatchConfig(pipeline=PipelineSpec.of(experts_dirs=(str(tiny_experts),), router="background"))
     local = run_batch(str(scans), str(tmp_path / "local"), config)
     remote = run_batch(f"file://{scans}", f"file://{tmp_path / 'uri'}", config)
     assert (local.ok, local.failed) == (remote.ok, remote.failed) == (3, 1)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ensemble_color.cli import main, output_path
+from ensemble_color.cli import main
+from ensemble_color.naming import output_path
 
 
 def _digest(path):
@@ -102,7 +103,7 @@ def test_decode_changes_how_the_shipped_generalist_colours_the_background(tmp_pa
 
 
 def test_context_option_is_checked(tmp_path, tiny_experts, photo, capsys):
-    from ensemble_color.cli import parse_context
+    from ensemble_color.options import parse_context
 
     assert parse_context(["0.2", "0.5"]) == (0.2, 0.5)
     common = [str(photo), "--experts", str(tiny_experts), "--router", "background", "-o", str(tmp_path / "o")]

@@ -1,4 +1,4 @@
-"""Data roots (train/roots.py): several packs, the people category, and ``data summary``."""
+"""Data roots (data/roots.py): several packs, the people category, and ``data summary``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from ensemble_color.cli import main
-from ensemble_color.train.roots import counts_by_root, expand_data, summarize
+from ensemble_color.data.roots import counts_by_root, expand_data, summarize
 
 
 def _img(path: Path, size=(24, 20)) -> None:
@@ -75,7 +75,7 @@ def test_roots_expand_to_category_folders_and_counts_name_their_root(tmp_path: P
 
 
 def _photos(tmp_path: Path, counts: dict[str, int]) -> dict:
-    from ensemble_color.train.roots import list_photos
+    from ensemble_color.data.roots import list_photos
 
     roots = []
     for name, n in counts.items():
@@ -87,7 +87,7 @@ def _photos(tmp_path: Path, counts: dict[str, int]) -> dict:
 
 
 def test_hold_out_per_root_takes_the_count_from_every_root_and_spread_does_not(tmp_path: Path):
-    from ensemble_color.train.roots import hold_out
+    from ensemble_color.data.roots import hold_out
 
     photos = _photos(tmp_path, {"small": 8, "big": 60})  # like the main pack next to the extension
     for per_root, expected in ((False, {"small": 1, "big": 5}), (True, {"small": 4, "big": 6})):
@@ -101,7 +101,7 @@ def test_hold_out_per_root_takes_the_count_from_every_root_and_spread_does_not(t
 
 
 def test_a_model_is_only_measured_on_the_hold_out_its_manifest_records():
-    from ensemble_color.train.roots import hold_out_mismatch, hold_out_record
+    from ensemble_color.data.roots import hold_out_mismatch, hold_out_record
 
     spread = {"data": hold_out_record(40, per_root=False)}
     per_root = {"data": hold_out_record(40, per_root=True)}
@@ -116,7 +116,7 @@ def test_a_model_is_only_measured_on_the_hold_out_its_manifest_records():
 
 
 def test_measuring_on_a_hold_out_needs_one_recorded():
-    from ensemble_color.train.roots import hold_out_record, required_hold_out
+    from ensemble_color.data.roots import hold_out_record, required_hold_out
 
     assert required_hold_out({"data": hold_out_record(40, per_root=True)}, "birds") == (40, True)
     with pytest.raises(SystemExit, match=r"^error: experts/x: expert\.json records no held-out train photos to"):

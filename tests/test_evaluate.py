@@ -1,8 +1,8 @@
 import torch
 
-from ensemble_color import metrics
 from ensemble_color.color import rgb_to_lab
-from ensemble_color.evaluate import Scores, evaluate, gray_method, markdown
+from ensemble_color.eval import metrics
+from ensemble_color.eval.evaluate import Scores, evaluate, gray_method, markdown
 
 
 def _images():

@@ -176,7 +176,7 @@ def test_regression_gain_scales_and_clamps_and_is_never_inherited(arch):
 
 
 def test_a_chosen_decoding_replaces_every_decoding_key_and_records_the_rule(tmp_path):
-    from ensemble_color.train.generalist_eval import set_decoding
+    from ensemble_color.eval.generalist import set_decoding
 
     (tmp_path / "expert.json").write_text(json.dumps({"name": "generalist", "config": {
         "variant": "lite0", "decode": "regression", "reg_gain": 1.5}, "metrics": {"held_out": {"l2ab": 11.6}}}))
@@ -212,8 +212,8 @@ def _tiny_pack(root, categories=("scenes", "faces", "birds", "animals"), n=3):
 
 
 def test_sampler_holds_out_labels_and_composites(tmp_path):
+    from ensemble_color.data.roots import hold_out, list_photos
     from ensemble_color.train.generalist_data import GeneralistSampler, held_out_masks
-    from ensemble_color.train.roots import hold_out, list_photos
 
     main = _tiny_pack(tmp_path / "main", n=4)
     ext = _tiny_pack(tmp_path / "ext", ("scenes", "people", "birds"), n=4)
@@ -240,7 +240,7 @@ def test_sampler_holds_out_labels_and_composites(tmp_path):
 
 
 def test_decode_rule_prefers_qualifying_then_frechet():
-    from ensemble_color.train.generalist_eval import choose_decode
+    from ensemble_color.eval.generalist import choose_decode
 
     def row(l2ab, cf, cf_gt=20.0):
         return {"l2ab": l2ab, "cf": cf, "cf_gt": cf_gt}
@@ -321,7 +321,7 @@ def test_one_step_training_exports_a_loadable_plugin(tmp_path):
 
 
 def test_auc_equals_the_threshold_table_definition():
-    from ensemble_color import metrics
+    from ensemble_color.eval import metrics
 
     g = torch.Generator().manual_seed(2)
     err = torch.cat([torch.rand(3, 9, 7, generator=g) * 200, torch.zeros(1, 9, 7)])

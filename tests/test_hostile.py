@@ -11,7 +11,8 @@ import pytest
 
 from ensemble_color.app import AppConfig, DemoHandler, PipelineCache
 from ensemble_color.batch import BatchConfig, PipelineSpec, run_batch
-from ensemble_color.cli import is_input_image, main
+from ensemble_color.cli import main
+from ensemble_color.naming import is_input_image
 from ensemble_color.pipeline import Pipeline
 from ensemble_color.testing import HostileFolder, png_bomb, write_hostile_folder
 
@@ -61,7 +62,7 @@ def test_cli_folder_writes_every_valid_file_and_names_every_bad_one(
 
 def test_batch_local_records_every_file(hostile: HostileFolder, tiny_experts: Path, tmp_path: Path) -> None:
     before = _digests(hostile.all)
-    config = BatchConfig(batch_size=4, pipeline=PipelineSpec(experts_dirs=(str(tiny_experts),), router="background"))
+    config = BatchConfig(batch_size=4, pipeline=PipelineSpec.of(experts_dirs=(str(tiny_experts),), router="background"))
     summary = run_batch(str(hostile.valid[0].parent), str(tmp_path / "out"), config)
     with open(tmp_path / "out" / "manifest.csv", newline="") as f:
         rows = {Path(r["input"]).name: r for r in csv.DictReader(f)}

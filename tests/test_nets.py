@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from ensemble_color.loading import LoadedExpert
 from ensemble_color.nets import create_model, list_architectures, tiny_config
-from ensemble_color.pipeline import LoadedExpert
 from ensemble_color.plugins import ExpertSpec
 
 

@@ -17,18 +17,9 @@ pytest.importorskip("onnxruntime", reason="onnx and onnxruntime (core dependenci
 
 from conftest import REPO, make_expert
 
-from ensemble_color.cli import main
-from ensemble_color.export import (
-    EXPERT_OUTPUT,
-    export_expert_folder,
-    export_router_folder,
-    probe_input,
-    to_onnx_bytes,
-    trace_example,
-)
-from ensemble_color.io import load_image
-from ensemble_color.nets import create_model, list_architectures, tiny_config
-from ensemble_color.onnx_backend import (
+from ensemble_color.backends.convert import probe_input, to_onnx_bytes, trace_example
+from ensemble_color.backends.onnx_contract import EXPERT_OUTPUT
+from ensemble_color.backends.ort import (
     OnnxModelError,
     OrtModel,
     expert_session,
@@ -36,11 +27,15 @@ from ensemble_color.onnx_backend import (
     router_on_onnxruntime,
     run_session,
 )
+from ensemble_color.cli import main
+from ensemble_color.export import export_expert_folder, export_router_folder
+from ensemble_color.io import load_image
+from ensemble_color.nets import create_model, list_architectures, tiny_config
 from ensemble_color.pipeline import Pipeline, PipelineOptions
 from ensemble_color.plugins import discover
 from ensemble_color.routing import RouterConfigError, RoutingTable, smp_router
 
-ORT = PipelineOptions(backend="onnxruntime", threads=1)
+ORT = {"backend": "onnxruntime", "threads": 1}
 TOL_AB = 0.5  # the issue's bar: max |Δab| in Lab units between onnxruntime and torch
 
 
@@ -84,7 +79,7 @@ def test_generalist_export_folds_its_chosen_decoding_in(tmp_path: Path) -> None:
     exported = discover([tmp_path / "out"], known)
     assert not exported.skipped and exported.experts["generalist"].formats == ("onnx",)
     with pytest.warns(UserWarning, match="not applied: .*folded into the graph"):  # the default decode option
-        ort_pipe = Pipeline.load([tmp_path / "out"], router="background", use_shipped=False, options=ORT)
+        ort_pipe = Pipeline.load([tmp_path / "out"], router="background", use_shipped=False, **ORT)
     assert ort_pipe.options.decode == {}  # the graph's own decoding colours, and the options say so
     ort_model = ort_pipe.experts["generalist"].model
     model = spec.build()
@@ -101,7 +96,7 @@ def test_generalist_exported_with_the_pipelines_decoding_loads_without_a_warning
     spec = discover([tmp_path / "src"], known).experts["generalist"]
     default = PipelineOptions().decode["generalist"]
     export_expert_folder(spec.with_decoding(default), tmp_path / "out" / "generalist", threads=1)
-    pipe = Pipeline.load([tmp_path / "out"], router="background", use_shipped=False, options=ORT)
+    pipe = Pipeline.load([tmp_path / "out"], router="background", use_shipped=False, **ORT)
     assert pipe.options.decode == {"generalist": default} and not recwarn.list
     x = probe_input(16, batch=1, cells=(3, 5))
     with torch.inference_mode():
@@ -145,8 +140,8 @@ def test_an_exported_router_folder_reads_its_config_as_the_smp_one_does(tmp_path
 
 def test_in_memory_router_conversion_keeps_the_torch_side_of_the_router() -> None:
     """Only the segmenter moves: temperature, feather, table and sizes are the torch router's."""
+    from ensemble_color.eval.router import net_router
     from ensemble_color.train.router import build_model
-    from ensemble_color.train.router_eval import net_router
 
     torch.manual_seed(1)
     ref = net_router(build_model("FPN", "tu-tf_efficientnet_lite0"), input_size=96, input_mapping="gray_unit")
@@ -175,7 +170,7 @@ def test_router_backend_auto_puts_the_router_on_onnxruntime_and_keeps_the_expert
     monkeypatch.setenv("ENSEMBLE_COLOR_CACHE", str(tmp_path / "cache"))
     auto = Pipeline.load([tiny_experts], router=str(lite0_router_folder), use_shipped=False)
     torch_router = Pipeline.load([tiny_experts], router=str(lite0_router_folder), use_shipped=False,
-                                 options=PipelineOptions(router_backend="torch"))
+                                 router_backend="torch")
     assert auto.options.router_backend == "auto" and auto.router.name.endswith("@onnxruntime")
     assert isinstance(auto.router.segmenter, OrtModel) and not isinstance(torch_router.router.segmenter, OrtModel)
     assert {e.backend for e in auto.experts.values()} == {"torch"}
@@ -187,12 +182,12 @@ def test_router_backend_auto_puts_the_router_on_onnxruntime_and_keeps_the_expert
         auto.with_options(router_backend="torch")
     with pytest.raises(ValueError, match="unknown router backend"):
         Pipeline.load([tiny_experts], router="background", use_shipped=False,
-                      options=PipelineOptions(router_backend="tensorrt"))
+                      router_backend="tensorrt")
 
 
 def test_converted_router_is_cached_and_a_bad_cached_graph_is_replaced(
         lite0_router_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ensemble_color.onnx_backend as ob
+    import ensemble_color.backends.ort as ob
 
     cache = tmp_path / "cache"
     ref = smp_router(lite0_router_folder, RoutingTable.load()).eval()
@@ -231,7 +226,7 @@ def test_an_unwritable_cache_costs_a_warning_not_the_router(lite0_router_folder:
 
 def test_backend_is_a_property_of_the_loaded_models(tiny_experts: Path) -> None:
     torch_pipe = Pipeline.load([tiny_experts], router="background", use_shipped=False)
-    ort_pipe = Pipeline.load([tiny_experts], router="background", use_shipped=False, options=ORT)
+    ort_pipe = Pipeline.load([tiny_experts], router="background", use_shipped=False, **ORT)
     image = torch.rand(3, 83, 121)
     a, b = torch_pipe.colorize(image, per_expert=True), ort_pipe.colorize(image, per_expert=True)
     for name, expert in ort_pipe.experts.items():
@@ -247,7 +242,7 @@ def test_backend_is_a_property_of_the_loaded_models(tiny_experts: Path) -> None:
     assert ort_pipe.with_options(saturation=1.2).experts is ort_pipe.experts  # other knobs: same models
     with pytest.raises(ValueError, match="unknown backend"):
         Pipeline.load([tiny_experts], router="background", use_shipped=False,
-                      options=PipelineOptions(backend="tensorrt"))
+                      backend="tensorrt")
 
 
 def test_an_onnx_only_plugin_runs_on_onnxruntime_beside_torch_experts(tmp_path: Path, tiny_experts: Path) -> None:
@@ -265,7 +260,7 @@ def test_an_onnx_only_plugin_runs_on_onnxruntime_beside_torch_experts(tmp_path: 
 def shipped_pipelines() -> tuple[Pipeline, Pipeline]:
     """The shipped router and experts on torch and on onnxruntime (converted in memory)."""
     return (Pipeline.load(device="cpu", use_shipped=True),
-            Pipeline.load(device="cpu", use_shipped=True, options=ORT))
+            Pipeline.load(device="cpu", use_shipped=True, **ORT))
 
 
 def _images() -> list[torch.Tensor]:
@@ -299,7 +294,7 @@ def test_cli_export_then_run_from_the_exported_folders(tmp_path: Path, shipped_p
     assert summary["router_onnx"]["parity_max_abs_prob"] < 1e-3
     config = json.loads((out / "router" / "config.json").read_text())
     assert config["ensemble_color"]["onnx"]["size_multiple"] == 32
-    pipe = Pipeline.load([out / "experts"], router=str(out / "router"), device="cpu", options=ORT,
+    pipe = Pipeline.load([out / "experts"], router=str(out / "router"), device="cpu", **ORT,
                          enabled=["scenes", "people", "generalist"])
     assert pipe.router.name == "onnx:router" and pipe.experts["scenes"].spec.formats == ("onnx",)
     torch_pipe = shipped_pipelines[0].subset(["scenes", "people", "generalist"])

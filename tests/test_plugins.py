@@ -221,7 +221,7 @@ def test_hostile_and_broken_onnx_plugins_are_skipped_with_reasons(tmp_path, tiny
 
 
 def test_onnx_plugin_without_onnxruntime_is_skipped_with_the_install_hint(tmp_path, monkeypatch):
-    from ensemble_color import onnx_backend
+    from ensemble_color.backends import onnx_contract as onnx_backend
 
     def missing(name):
         raise onnx_backend.OnnxUnavailableError(f"{name} is not installed ({onnx_backend.INSTALL_HINT})")

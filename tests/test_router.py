@@ -16,6 +16,8 @@ from conftest import DATA, requires_data
 from PIL import Image
 from torch import nn
 
+from ensemble_color.data import masks
+from ensemble_color.eval import router as router_eval
 from ensemble_color.routing import (
     RouterConfigError,
     RoutingTable,
@@ -24,7 +26,6 @@ from ensemble_color.routing import (
     smp_router,
     torchvision_router,
 )
-from ensemble_color.train import masks, router_data, router_eval
 from ensemble_color.train import router as train_router
 
 VOC_EXPECTED = {"person": "person", "bird": "bird", "cat": "animal", "dog": "animal", "horse": "animal",
@@ -231,7 +232,7 @@ def test_router_loss_class_weights_scale_each_class_and_skip_ignored() -> None:
 
 
 def test_single_subject_composites_paste_one_clean_cutout_each(tmp_path: Path) -> None:
-    from ensemble_color.train.composites import LABELS, single_subject_composites
+    from ensemble_color.data.composites import LABELS, single_subject_composites
 
     data = _tiny_data(tmp_path / "data")
     (data / "route" / "mask_stats.csv").write_text(
@@ -251,14 +252,14 @@ def test_single_subject_composites_paste_one_clean_cutout_each(tmp_path: Path) -
 
 
 shipped = pytest.mark.skipif(not (router_dir() / "model.safetensors").exists(),
-                             reason="router/model.safetensors is absent (train with scripts/train_router.sh)")
+                             reason="the shipped router weights are absent (train with scripts/train_router.sh)")
 
 
 @pytest.mark.data
 @requires_data
 @shipped
 def test_shipped_router_routes_pasted_birds_to_bird() -> None:
-    from ensemble_color.train.composites import LABELS, val_composites
+    from ensemble_color.data.composites import LABELS, val_composites
 
     router = load_router("embedded").eval()
     assert router.name.startswith("smp:")
@@ -277,7 +278,7 @@ def test_shipped_router_routes_pasted_birds_to_bird() -> None:
 @pytest.fixture(scope="module")
 def seed0_single_birds() -> list[tuple[np.ndarray, np.ndarray]]:
     """60 seed-0 "one clean val bird pasted on a val scene" composites (see ``single_subject_composites``)."""
-    from ensemble_color.train.composites import single_subject_composites
+    from ensemble_color.data.composites import single_subject_composites
 
     return single_subject_composites(DATA, "birds", n=60, size=256, seed=0,
                                      exclude=masks.unreliable_masks(DATA))
@@ -287,9 +288,9 @@ def seed0_single_birds() -> list[tuple[np.ndarray, np.ndarray]]:
 @requires_data
 @shipped
 def test_shipped_router_routes_most_birds_pasted_on_a_landscape_to_bird(seed0_single_birds) -> None:
-    """Issue 15's floor, 54 of 60 (router v11 measures 59, v8 58, v6 55, v3 40): one clean val bird pasted on a val
+    """The router's acceptance floor, 54 of 60 (router v11 measures 59, v8 58, v6 55, v3 40): one clean val bird pasted on a val
     scene (seed 0), routed more than half to ``bird`` (the composite's own L)."""
-    from ensemble_color.train.composites import LABELS
+    from ensemble_color.data.composites import LABELS
 
     router = load_router("embedded").eval()
     fractions = [router_eval.routed_fraction(router, rgb, labels == LABELS["bird"], "bird")
@@ -302,10 +303,10 @@ def test_shipped_router_routes_most_birds_pasted_on_a_landscape_to_bird(seed0_si
 @requires_data
 @shipped
 def test_shipped_router_routes_pasted_animals_to_animal() -> None:
-    """Issue 15's bar for the weak class: one clean val animal pasted on a val scene (seed 0; 45 clean val
+    """The acceptance bar for the weak class: one clean val animal pasted on a val scene (seed 0; 45 clean val
     animals), routed more than half to ``animal`` in at least 36 composites (router v11 with its calibrated
     animal logit bias 0.75 measures 37; v11 without it 32, v8 29, v6 21)."""
-    from ensemble_color.train.composites import LABELS, single_subject_composites
+    from ensemble_color.data.composites import LABELS, single_subject_composites
 
     router = load_router("embedded").eval()
     pairs = single_subject_composites(DATA, "animals", n=60, size=256, seed=0, exclude=masks.unreliable_masks(DATA))
@@ -335,7 +336,7 @@ def test_cli_saved_mask_shows_pasted_birds_routed_to_bird(tmp_path: Path, seed0_
     must show more than half of each of the first five birds routed to ``bird``."""
     from ensemble_color.cli import main
     from ensemble_color.color import rgb_to_lab
-    from ensemble_color.train.composites import LABELS
+    from ensemble_color.data.composites import LABELS
 
     pairs = seed0_single_birds[:5]
     for i, (rgb, _) in enumerate(pairs):
@@ -357,7 +358,7 @@ def test_cli_saved_mask_shows_pasted_birds_routed_to_bird(tmp_path: Path, seed0_
 
 
 def test_balanced_picker_pastes_each_class_equally_often() -> None:
-    from ensemble_color.train.composites import Cutout, balanced_picker
+    from ensemble_color.data.composites import Cutout, balanced_picker
 
     cuts = [Cutout(np.zeros((4, 4, 4), np.uint8), 1)] * 90 + [Cutout(np.zeros((4, 4, 4), np.uint8), 3)] * 10
     pick = balanced_picker(cuts)
@@ -367,7 +368,7 @@ def test_balanced_picker_pastes_each_class_equally_often() -> None:
 
 
 def test_balanced_picker_main_share_draws_the_small_main_pack_set_as_often_as_asked() -> None:
-    from ensemble_color.train.composites import Cutout, balanced_picker
+    from ensemble_color.data.composites import Cutout, balanced_picker
 
     def cut(label: int, origin: int) -> Cutout:
         return Cutout(np.zeros((4, 4, 4), np.uint8), label, origin)
@@ -383,8 +384,9 @@ def test_balanced_picker_main_share_draws_the_small_main_pack_set_as_often_as_as
 
 
 def test_router_sampler_main_share_draws_real_samples_from_the_main_pack() -> None:
-    from ensemble_color.train.composites import Cutout
-    from ensemble_color.train.router_data import MaskedImages, RouterSampler
+    from ensemble_color.data.composites import Cutout
+    from ensemble_color.data.masks import MaskedImages
+    from ensemble_color.train.router_data import RouterSampler
 
     img = np.zeros((32, 32, 3), np.uint8)
     main, ext = np.full((32, 32), 3, np.uint8), np.full((32, 32), 255, np.uint8)
@@ -450,9 +452,9 @@ def _people_root(root: Path) -> Path:
 
 def test_load_masked_reads_people_and_drops_masks_with_nothing_labelled(tmp_path: Path) -> None:
     root = _people_root(tmp_path / "ext")
-    clean = router_data.load_masked(root, "train")
+    clean = masks.load_masked(root, "train")
     assert clean.counts() == {"people": 2}  # faces/birds/animals absent here: skipped, not an error
-    assert router_data.load_masked(root, "train", clean=False).counts() == {"people": 3}
+    assert masks.load_masked(root, "train", clean=False).counts() == {"people": 3}
 
 
 def test_imagenet_router_trains_on_two_roots_and_loads_with_its_input_mapping(tmp_path: Path) -> None:

@@ -72,7 +72,7 @@ def test_resuming_a_finished_run_re_exports_identical_weights(tmp_path):
 
 
 def test_group_weights_set_each_folders_share_whatever_its_size():
-    from ensemble_color.train.data import CropSampler, ImageCache
+    from ensemble_color.data.images import CropSampler, ImageCache
 
     images = [np.zeros((40, 40, 3), np.uint8)] * 3 + [np.full((40, 40, 3), 255, np.uint8)] * 97
     cache = ImageCache(images, [], [None] * 100, [0] * 3 + [1] * 97)
@@ -91,7 +91,7 @@ def _pack(root, counts):
 
 
 def test_holdout_picks_checkpoints_on_held_out_train_photos_not_on_val(tmp_path):
-    from ensemble_color.train.roots import hold_out, list_photos
+    from ensemble_color.data.roots import hold_out, list_photos
 
     a, b = _pack(tmp_path / "a", {"faces": 8, "people": 4}), _pack(tmp_path / "b", {"faces": 6})
     val = _folder(tmp_path / "v", n=2)

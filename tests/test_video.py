@@ -280,7 +280,7 @@ def test_audio_is_copied_by_ffmpeg_when_present(clip: tuple[Path, list[np.ndarra
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     out = tmp_path / "out"
     out.mkdir()
-    report = tiny_pipe.colorize_video(clip[0], out / "film_colorized.mp4")
+    report = colorize_video(tiny_pipe, clip[0], out / "film_colorized.mp4")
     assert report.audio == "copied" if mux_ok else report.audio.startswith("dropped (ffmpeg could not copy")
     assert [p.name for p in out.iterdir()] == ["film_colorized.mp4"]
     assert len(read_video(out / "film_colorized.mp4")[0]) == PAN + AFTER_CUT

@@ -1,4 +1,4 @@
-"""``multihead-lite``: the generalist on an ImageNet encoder (issue 17; after Nguyen-Quynh, Kim & Do, 2020).
+"""``multihead-lite``: the generalist on an ImageNet encoder (after Nguyen-Quynh, Kim & Do, 2020).
 
 The seed paper's generalist is a U-Net whose encoder was *pretrained* and fine-tuned by scene-context
 classification; ours trained from scratch picked wrong hues. This one keeps the four heads of

@@ -37,7 +37,7 @@ from .registry import ModelDescriptor, register_architecture
 DECODES = ("soft", "mode", "mean", "regression", "blend")
 ROUTE_CLASSES = ("background", "person", "bird", "animal")
 #: named decodings -> :meth:`MultiHeadBase.set_decoding` arguments: the candidates of the generalist's decode rule
-#: (``train.generalist_eval``), the values of the pipeline's ``decode`` option and of the CLI's ``--decode``
+#: (``eval.generalist``), the values of the pipeline's ``decode`` option and of the CLI's ``--decode``
 DECODINGS: dict[str, dict] = {
     "soft T=0.2": {"decode": "soft", "T": 0.2},
     "soft T=0.38": {"decode": "soft", "T": 0.38},

@@ -44,11 +44,11 @@ import torchvision
 from torch import nn
 
 from ..color import lab_to_rgb, rgb_to_lab
+from ..data.images import center_crop_batch, list_images, random_resized_crop, read_rgb
+from ..data.roots import CATEGORY_ROUTE, category_folders
 from ..io import atomic_write_bytes
 from ..plugins import read_state_dict, write_state_dict
 from . import loop
-from .data import center_crop_batch, list_images, random_resized_crop, read_rgb
-from .roots import CATEGORY_ROUTE, category_folders
 
 #: what ``resnet18-deconv`` keeps of the student (its encoder), by torchvision module name
 TRUNK_MODULES = ("conv1", "bn1", "layer1", "layer2")

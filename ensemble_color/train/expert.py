@@ -16,13 +16,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .. import metrics
 from ..color import AB_RANGE, gain_ab, lab_to_rgb, rgb_to_lab
+from ..data.images import CropSampler, ImageCache, center_crop_batch
+from ..data.roots import counts_by_root, expand_data, hold_out, hold_out_record, is_data_root, list_photos
+from ..eval import metrics
 from ..nets import create_model
 from ..plugins import export_expert, read_state_dict
 from . import loop
-from .data import CropSampler, ImageCache, center_crop_batch
-from .roots import counts_by_root, expand_data, hold_out, hold_out_record, is_data_root, list_photos
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,11 +52,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of batches drawn from each --data folder (default: proportional to its size)")
     p.add_argument("--holdout-per-category", type=int, default=0,
                    help="with data roots: hold out this many evenly spaced train photos of each category "
-                        "(train.roots.hold_out, the photos every trainer chooses on) and pick the best "
+                        "(data.roots.hold_out, the photos every trainer chooses on) and pick the best "
                         "checkpoint on them instead of on --val (then --val is only reported, never chosen on)")
     p.add_argument("--holdout-per-root", action="store_true",
                    help="hold out --holdout-per-category photos of each category from *each* data root "
-                        "(train.roots.hold_out per_root; recorded in expert.json)")
+                        "(data.roots.hold_out per_root; recorded in expert.json)")
     p.add_argument("--val-size", type=int, default=176,
                    help="validation/hold-out images are resized (short side) and centre-cropped to this")
     p.add_argument("--ema", type=float, default=0.0,
@@ -126,8 +126,8 @@ CF_TOLERANCE = 0.25
 
 @torch.inference_mode()
 def choose_gain(model: torch.nn.Module, lab: torch.Tensor, batch: int = 64) -> tuple[float, list[dict[str, float]]]:
-    """The export gain, by a rule fixed before any specialist was measured (issue 16 asks for colourfulness
-    within 25 % of ground truth): on the held-out train photos ``lab``, the gain of :data:`GAINS` with the
+    """The export gain, by a rule fixed before any specialist was measured (colourfulness
+    within 25 % of ground truth asked): on the held-out train photos ``lab``, the gain of :data:`GAINS` with the
     lowest mean L2ab among those whose mean colourfulness is within 25 % of the photos' own; if none is,
     the gain whose colourfulness is nearest to theirs. Returns (gain, one row per gain)."""
     preds = torch.cat([model(chunk[:, :1].contiguous(memory_format=torch.channels_last)).float()

@@ -1,4 +1,4 @@
-"""Train and export the generalist expert (``multihead-lite``, issue 17).
+"""Train and export the generalist expert (``multihead-lite``).
 
 The seed's generalist (Nguyen-Quynh, Kim & Do 2020) starts from a pretrained encoder fine-tuned by
 scene-context classification. Ours: the ImageNet EfficientNet-Lite encoder (one-channel stem, summed
@@ -31,18 +31,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import metrics, softencode
+from .. import softencode
 from ..color import AB_RANGE, rgb_to_lab
+from ..data.composites import IGNORE
+from ..data.images import center_crop_batch, read_rgb
+from ..data.roots import hold_out, hold_out_record, list_photos
+from ..eval import metrics
 from ..nets import create_model
 from ..nets.imagenet import imagenet_classifier, load_pretrained, weights_entry
 from ..nets.multihead_unet import DECODES
 from ..plugins import PluginError, export_expert, read_state_dict, validate_folder
 from ..routing import RoutingTable
 from . import loop
-from .composites import IGNORE
-from .data import center_crop_batch, read_rgb
 from .generalist_data import SOURCES, GeneralistSampler, category_target, held_out_masks
-from .roots import hold_out, hold_out_record, list_photos
 
 TRAIN_CATEGORIES = ("scenes", "faces", "people", "birds", "animals")
 DEFAULT_MIX = "scenes=0.3,composites=0.2,faces=0.1,people=0.1,birds=0.15,animals=0.15"
@@ -112,7 +113,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="train photos per category kept out for checkpoint and decode choice")
     p.add_argument("--holdout-per-root", action="store_true",
                    help="hold out --holdout-per-category photos of each category from *each* data root "
-                        "(train.roots.hold_out per_root; recorded in expert.json, read by the decode choice)")
+                        "(data.roots.hold_out per_root; recorded in expert.json, read by the decode choice)")
     p.add_argument("--cutouts-per-category", type=int, default=600, help="per root, for the composites")
     p.add_argument("--out", default="experts", help="plugin folder to export into")
     p.add_argument("--name", default="generalist")

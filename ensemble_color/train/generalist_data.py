@@ -3,7 +3,7 @@
 Why on the fly: both packs hold ~80k photos; decoded at 256 px they would take ~18 GB, while the
 extension pack's photos are small (128-360 px) and decode in about a millisecond.
 
-Each sample is a random-resized crop with its route labels (:mod:`ensemble_color.train.masks`)
+Each sample is a random-resized crop with its route labels (:mod:`ensemble_color.data.masks`)
 and its source category (scenes, people, birds, animals; faces count as people). A composite
 (1-3 cut-outs pasted on a scenes photo) carries its own labels and, as category target, the pixel
 share of each class. The ImageNet scene-context target is made in the training step, by the
@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data.composites import IGNORE, balanced_picker, cutouts_from_masks, make_composite
+from ..data.images import random_resized_crop, read_rgb
+from ..data.masks import mask_path, route_labels, scenes_with_people, unreliable_masks
+from ..data.roots import Photo
 from ..nets.multihead_lite import CATEGORIES
-from .composites import IGNORE, balanced_picker, cutouts_from_masks, make_composite
-from .data import random_resized_crop, read_rgb
-from .masks import mask_path, route_labels, scenes_with_people, unreliable_masks
-from .roots import Photo
 
 #: data-pack category -> index of the ``category`` head (faces and people are both the person route)
 CATEGORY_INDEX = {"scenes": 0, "faces": 1, "people": 1, "birds": 2, "animals": 3}

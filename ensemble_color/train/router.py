@@ -1,4 +1,4 @@
-"""Train the embedded grayscale router (an smp segmenter on L only) and export it to ``router/``.
+"""Train the embedded grayscale router (an smp segmenter on L only) and export it to ``weights/router/``.
 
 Why this shape:
 * **L only**: the router runs on the photo the user gives us, which has no colour.
@@ -7,7 +7,7 @@ Why this shape:
   model, trains it and exports it.
 * **Architecture**: FPN decoder (64/32 channels) on a timm MobileNetV3-Large encoder, from scratch
   (no hub downloads). It was the fastest of the candidates timed at 320 px on this CPU while keeping
-  a real encoder; smp's default U-Net (resnet18) was ~5x slower (numbers in ``router/README.md``).
+  a real encoder; smp's default U-Net (resnet18) was ~5x slower (numbers in ``weights/router/README.md``).
 * **Loss**: cross-entropy + 0.5 Dice, both ignoring 255 (Dice keeps the small animal class from being
   drowned by background pixels).
 * The final (not the best-on-val) checkpoint is exported by default, because the validation images
@@ -30,25 +30,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.composites import IGNORE, cutouts_from_masks, load_cutouts, val_composites
+from ..data.masks import CLASS_NAMES, MASK_CATEGORIES, N_CLASSES, MaskedImages, load_masked, load_scenes
+from ..eval import router as router_eval
+from ..eval.router import _fp16_scores, net_router, segmentation_scores
 from ..io import atomic_write_bytes
 from ..plugins import write_state_dict
 from ..routing import INPUT_MAPPINGS, load_smp_weights
-from . import loop, router_eval
-from .composites import IGNORE, cutouts_from_masks, load_cutouts, val_composites
+from . import loop
 from .degrade import degrade_rgb
-from .router_data import (
-    CLASS_NAMES,
-    DEFAULT_SOURCE_WEIGHTS,
-    MASK_CATEGORIES,
-    N_CLASSES,
-    MaskedImages,
-    RouterSampler,
-    load_masked,
-    load_scenes,
-)
-from .router_eval import _fp16_scores, net_router, segmentation_scores
+from .router_data import DEFAULT_SOURCE_WEIGHTS, RouterSampler
 
-#: the chosen default (see the module docstring and router/README.md for the timings)
+#: the chosen default (see the module docstring and ensemble_color/weights/router/README.md for the timings)
 DEFAULT_ARCH = "FPN"
 DEFAULT_ENCODER = "tu-mobilenetv3_large_100"
 DEFAULT_DECODER = {"FPN": {"decoder_pyramid_channels": 64, "decoder_segmentation_channels": 32}}
@@ -110,9 +103,9 @@ class RouterLoss:
     """Cross-entropy (optionally class-weighted) + ``dice_weight`` x multiclass Dice, 255 ignored.
 
     Class weights exist because the router underfits the rare, small classes: v3 routed more than half
-    of a pasted bird to ``bird`` in only 36 of 59 *train* composites (``router/README.md``, v4), so
+    of a pasted bird to ``bird`` in only 36 of 59 *train* composites (``weights/router/README.md``, v4), so
     up-weighting bird and animal pixels trades some background precision for subject recall (measured:
-    v4 in ``router/README.md``).
+    v4 in ``weights/router/README.md``).
     """
 
     def __init__(self, dice_weight: float = 0.5, class_weights: list[float] | None = None) -> None:

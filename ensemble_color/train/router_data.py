@@ -17,113 +17,25 @@ Why this data:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..color import rgb_to_lab
-from .composites import (
+from ..data.composites import (
     CATEGORY_LABEL,
-    IGNORE,
-    LABELS,
     Cutout,
     balanced_picker,
     draw_index,
     make_composite,
     origin_split,
-    scene_paths,
 )
-from .data import random_resized_crop, read_rgb
+from ..data.images import random_resized_crop
+from ..data.masks import MASK_CATEGORIES, MaskedImages
 from .degrade import degrade
-from .masks import read_mask, unreliable_masks
 
-#: label index -> name, the data pack's convention (also the ``ensemble`` backend's labels)
-CLASS_NAMES: tuple[str, ...] = tuple(sorted(LABELS, key=LABELS.get))
-N_CLASSES = len(CLASS_NAMES)
-MASK_CATEGORIES = ("faces", "people", "birds", "animals")
 #: share of each real (non-composite) source in a batch; the small sets are over-sampled on purpose
 DEFAULT_SOURCE_WEIGHTS = {"faces": 0.2, "people": 0.15, "birds": 0.25, "animals": 0.25, "scenes": 0.15}
-
-
-@dataclass
-class MaskedImages:
-    """Images with their label masks (uint8, same size), plus the category of each and the index of the data
-    root it came from (0 = the first ``--data`` root, the main pack)."""
-
-    images: list[np.ndarray]
-    masks: list[np.ndarray]
-    categories: list[str]
-    origins: list[int] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def counts(self) -> dict[str, int]:
-        """Images per category, for the config (never the images themselves)."""
-        return {c: self.categories.count(c) for c in dict.fromkeys(self.categories)}
-
-    def extend(self, other: MaskedImages) -> MaskedImages:
-        self.images += other.images
-        self.masks += other.masks
-        self.categories += other.categories
-        self.origins += other.origins
-        return self
-
-
-def load_masked(
-    data_root: str | Path,
-    split: str,
-    categories: tuple[str, ...] = MASK_CATEGORIES,
-    limit: int | None = None,
-    clean: bool = True,
-    origin: int = 0,
-) -> MaskedImages:
-    """``colorize/<cat>/<split>`` images + ``route/masks``; ``limit`` per category (evenly spaced); ``origin``
-    is recorded on each image (see :class:`RouterSampler`'s ``main_share``).
-
-    A category without masks in this root is skipped (the main pack has no ``people``, the extension
-    pack no ``faces`` masks). With ``clean``, masks with under 1 % labelled pixels are dropped too: the
-    extension pack marks "teacher found nothing" as all-ignore, which teaches nothing.
-    """
-    data_root = Path(data_root)
-    bad = unreliable_masks(data_root) if clean else set()
-    out = MaskedImages([], [], [])
-    for cat in categories:
-        masks = sorted((data_root / "route" / "masks" / cat / split).glob("*.png"))
-        masks = [m for m in masks if str(m.relative_to(data_root)) not in bad]
-        if limit is not None and len(masks) > limit:
-            masks = [masks[i] for i in np.linspace(0, len(masks) - 1, limit).round().astype(int)]
-        for m in masks:
-            img = data_root / "colorize" / cat / split / (m.stem + ".jpg")
-            if not img.exists():
-                raise FileNotFoundError(f"{m}: its image {img} is missing")
-            mask = read_mask(m)
-            if clean and (mask != IGNORE).mean() < 0.01:
-                continue
-            rgb = read_rgb(img)
-            if rgb.shape[:2] != mask.shape:
-                raise ValueError(f"{m}: mask size {mask.shape} differs from its image {rgb.shape[:2]}")
-            out.images.append(rgb)
-            out.masks.append(mask)
-            out.categories.append(cat)
-            out.origins.append(origin)
-    return out
-
-
-def load_scenes(
-    data_root: str | Path, split: str, limit: int | None = None, max_short_side: int = 320
-) -> list[np.ndarray]:
-    """Scenes photos without listed people (all background), short side capped (they are up to 384 px).
-
-    ``limit`` takes that many evenly spaced over the sorted files (the extension pack's 29k scenes are
-    sorted by source, so the first ones would all be one source).
-    """
-    paths = scene_paths(data_root, split)
-    if limit is not None and len(paths) > limit:
-        paths = [paths[i] for i in np.linspace(0, len(paths) - 1, limit).round().astype(int)]
-    return [read_rgb(p, max_short_side) for p in paths]
 
 
 class RouterSampler:
