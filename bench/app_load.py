@@ -127,7 +127,9 @@ def main() -> None:
         cwd.mkdir()
         server_args = ["--concurrency", str(args.concurrency), "--queue-size", str(args.queue_size),
                        "--router", args.router]
-        shipped = sorted(p.parent.name for p in (REPO / "experts").glob("*/expert.json"))
+        from ensemble_color.weights import shipped_experts_dir
+
+        shipped = sorted(p.parent.name for p in shipped_experts_dir().glob("*/expert.json"))
         if args.experts:
             server_args += ["--experts", str(args.experts.resolve())]  # the server runs elsewhere
             experts_note = f"experts from {args.experts}"

@@ -81,13 +81,15 @@ def main() -> None:
              f"`python bench/busy.py --repeats {args.repeats}`; {cores} usable cores, {platform.processor() or '?'}; "
              "median wall seconds of the whole command (model loading included); busy = one competing "
              "CPU-bound process.", "",
-             "| machine | workload | default | --threads 1 | --threads 2 | default / best |", "|---|---|---:|---:|---:|---:|"]
+             "| machine | workload | default | --threads 1 | --threads 2 | default / best |",
+             "|---|---|---:|---:|---:|---:|"]
     summary = {}
     for load, works in results.items():
         for work, times in works.items():
             med = {k: statistics.median(v) for k, v in times.items()}
             ratio = med["default"] / min(med["--threads 1"], med["--threads 2"])
-            summary[f"{load}/{work}"] = {**{k: round(v, 2) for k, v in med.items()}, "default_over_best": round(ratio, 3)}
+            summary[f"{load}/{work}"] = {**{k: round(v, 2) for k, v in med.items()},
+                                         "default_over_best": round(ratio, 3)}
             lines.append(f"| {load} | {work} | {med['default']:.2f} | {med['--threads 1']:.2f} | "
                          f"{med['--threads 2']:.2f} | {ratio:.2f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,7 @@ from ensemble_color.eval.perceptual import PerceptualScorer
 from ensemble_color.io import load_image, to_pil
 from ensemble_color.pipeline import Pipeline
 from ensemble_color.visualize import contact_sheet, fit_square
+from ensemble_color.weights import shipped_experts_dir
 
 REPO = Path(__file__).resolve().parent.parent
 #: specialist -> the categories whose val splits it must win on, and its v0 predecessor
@@ -166,7 +167,7 @@ def main() -> None:
         if not args.init_only:  # the v0 and gain-1 twins are only for the specialist check
             extract(V0_COMMIT, ["experts"], Path(tmp) / "v0")
             renamed_copies(Path(tmp) / "v0" / "experts", Path(tmp) / "methods")
-            renamed_copies(REPO / "experts", Path(tmp) / "methods", suffix="-gain1", only=list(HOME),
+            renamed_copies(shipped_experts_dir(), Path(tmp) / "methods", suffix="-gain1", only=list(HOME),
                            config={"ab_gain": 1.0})
         if args.scratch:
             renamed_copies(args.scratch, Path(tmp) / "methods", suffix="-scratch")

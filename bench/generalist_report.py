@@ -34,6 +34,7 @@ from ensemble_color.eval.perceptual import PerceptualScorer
 from ensemble_color.io import load_image, to_pil
 from ensemble_color.pipeline import Pipeline
 from ensemble_color.visualize import contact_sheet, fit_square
+from ensemble_color.weights import shipped_experts_dir
 
 REPO = Path(__file__).resolve().parent.parent
 NEW, OLD = "expert:generalist", "expert:generalist-v0"
@@ -83,7 +84,8 @@ def historical_sheet(pipe: Pipeline, folder: Path, n: int = 10, size: int = 160)
 def sheet_paths(out: Path, shipped: bool) -> tuple[Path, Path]:
     """The shipped generalist's sheets belong to its model card; a candidate's go beside its report."""
     if shipped:
-        return REPO / "experts" / "generalist" / "contact_sheet.png", REPO / "experts" / "generalist" / "historical.png"
+        folder = shipped_experts_dir() / "generalist"
+        return folder / "contact_sheet.png", folder / "historical.png"
     return out.parent / f"{out.name}_contact_sheet.png", out.parent / f"{out.name}_historical.png"
 
 

@@ -36,11 +36,13 @@ from .composite import (
 )
 from .descreen import descreen as descreen_l
 from .descreen import detect_screen
+from .hints import HINT_METHODS, Hint, check_hints, hint_targets, paint_routes, propagate
 from .io import LoadedImage
 from .loading import LoadedExpert, _load_router, resolve_device, usable_decodings
 from .options import BACKENDS, LoadOptions, PipelineOptions
 from .plugins import PluginScan, discover, expert_search_path
 from .routing import Router, RoutingTable
+from .threads import configure_threads
 
 
 @dataclass
@@ -100,6 +102,8 @@ class Pipeline:
         opt = options or PipelineOptions()
         if opt.decode_alone not in DECODE_ALONE:
             raise ValueError(f"unknown decode_alone {opt.decode_alone!r}; known: {', '.join(DECODE_ALONE)}")
+        if opt.hint_method not in HINT_METHODS:
+            raise ValueError(f"unknown hint_method {opt.hint_method!r}; known: {', '.join(HINT_METHODS)}")
         if not 0.0 < opt.alone_share <= 1.0:
             raise ValueError(f"alone_share must be in (0, 1], got {opt.alone_share}")
         self.options = replace(opt, decode=usable_decodings(experts, opt.decode))
@@ -111,7 +115,9 @@ class Pipeline:
              load: LoadOptions | None = None, **load_fields: Any) -> Pipeline:
         """Discover plugins (shipped + ``$ENSEMBLE_COLOR_EXPERTS`` + ``experts_dirs``), load the router and the
         experts as ``load`` says (or its fields by keyword: ``router=``, ``device=``, ``enabled=``,
-        ``use_shipped=``, ``router_options=``, ``backend=``, ``router_backend=``, ``threads=``)."""
+        ``use_shipped=``, ``router_options=``, ``backend=``, ``router_backend=``, ``threads=``). On CPU without
+        ``threads``, torch and onnxruntime get the cores free of other work (:func:`.threads.configure_threads`):
+        two threads on two cores with another job running are 5-10x slower than one."""
         load = replace(load or LoadOptions(), **load_fields)
         if experts_dirs:
             load = replace(load, experts_dirs=(*load.experts_dirs, *experts_dirs))
@@ -122,6 +128,8 @@ class Pipeline:
         scan = discover(path, table.known_classes())
         scan.warn_skipped()
         dev = resolve_device(load.device)
+        if load.threads is None and dev.type == "cpu":  # the cores free of other work, for torch and onnxruntime
+            load = replace(load, threads=configure_threads(None))
         if load.backend not in BACKENDS:
             raise ValueError(f"unknown backend {load.backend!r}; known: {', '.join(BACKENDS)}")
         if load.router_backend not in (*BACKENDS, "auto"):
@@ -159,37 +167,44 @@ class Pipeline:
         """Route class -> expert name(s) that colour it (the fallback for unclaimed classes)."""
         return served_by(self.router.route_classes, self.routes, self.options.assign)
 
-    def colorize(self, image: LoadedImage | torch.Tensor, per_expert: bool = False) -> ColorizeResult:
-        """Colourise one image (a :class:`LoadedImage` or an RGB/gray tensor (3|1, H, W) in [0, 1])."""
-        return self.colorize_batch([image], per_expert=per_expert)[0]
+    def colorize(self, image: LoadedImage | torch.Tensor, per_expert: bool = False, hints: Sequence[Hint] = (),
+                 routes: Sequence[tuple[Hint, str]] = ()) -> ColorizeResult:
+        """Colourise one image (a :class:`LoadedImage` or an RGB/gray tensor (3|1, H, W) in [0, 1]).
 
-    def colorize_each(self, images: Sequence[LoadedImage | torch.Tensor], per_expert: bool = False
-                      ) -> list[ColorizeResult | Exception]:
+        ``hints``: colours the user knows (:class:`~ensemble_color.hints.Hint`, photo pixel coordinates), spread
+        through the object they touch. ``routes``: painted strokes that say which route class a region is
+        (``(Hint, "person")``; the stroke's colour is unused), overriding the router there."""
+        return self.colorize_batch([image], per_expert=per_expert, hints=[hints], routes=[routes])[0]
+
+    def colorize_each(self, images: Sequence[LoadedImage | torch.Tensor], per_expert: bool = False,
+                      hints: Sequence[Hint] = ()) -> list[ColorizeResult | Exception]:
         """:meth:`colorize_batch`, isolating failures: if the batch raises, each image runs alone, so one
         image that breaks the pipeline fails only itself. Any exception is caught on purpose and returned in
         that image's place, for the front end to report with the file's name (the run must go on)."""
         if not images:
             return []
         try:
-            return list(self.colorize_batch(images, per_expert=per_expert))
+            return list(self.colorize_batch(images, per_expert=per_expert, hints=[hints] * len(images)))
         except Exception as err:  # returned, not swallowed: see the docstring
             if len(images) == 1:
                 return [err]
         out: list[ColorizeResult | Exception] = []
         for im in images:
             try:
-                out.append(self.colorize(im, per_expert=per_expert))
+                out.append(self.colorize(im, per_expert=per_expert, hints=hints))
             except Exception as err:  # returned in the image's place
                 out.append(err)
         return out
 
     @torch.inference_mode()
     def colorize_batch(self, images: Sequence[LoadedImage | torch.Tensor], per_expert: bool = False,
-                       carry: FrameCarry | None = None) -> list[ColorizeResult]:
+                       carry: FrameCarry | None = None, hints: Sequence[Sequence[Hint]] | None = None,
+                       routes: Sequence[Sequence[tuple[Hint, str]]] | None = None) -> list[ColorizeResult]:
         """Colourise several images; each expert runs once per ``max_batch`` crops across all of them.
 
         ``carry``: the images are consecutive frames and this hook may replace their probabilities and
         ab (see :class:`FrameCarry`); ``probs`` and ``ab_work`` in the results are then the carried ones.
+        ``hints`` / ``routes``: per image, as :meth:`colorize` takes them (checked against the image's size).
         """
         opt = self.options
         t0 = time.perf_counter()
@@ -199,6 +214,10 @@ class Pipeline:
         probs = [self.router(L.to(self.device)[None])[0].float().cpu() for L in L_works]
         if carry is not None:
             probs = carry.carry_probs(L_works, probs)
+        for i, painted in enumerate(routes or []):
+            if painted:
+                check_hints([h for h, _ in painted], L_fulls[i].shape[-1], L_fulls[i].shape[-2])
+                probs[i] = paint_routes(probs[i], self.router.route_classes, painted, tuple(L_fulls[i].shape[-2:]))
         t2 = time.perf_counter()
         fallback = choose_fallback(self.routes)
         multiple = max(e.descriptor.size_multiple for e in self.experts.values())
@@ -214,6 +233,12 @@ class Pipeline:
         ab_works = [blend(layers, weights) for layers, (_, weights) in zip(ab_layers, plans, strict=True)]
         if carry is not None:
             ab_works = carry.carry_ab(L_works, ab_works)
+        for i, given in enumerate(hints or []):
+            if given:
+                check_hints(given, L_fulls[i].shape[-1], L_fulls[i].shape[-2])
+                masks, targets = hint_targets(given, tuple(L_fulls[i].shape[-2:]), tuple(L_works[i].shape[-2:]),
+                                              opt.saturation)
+                ab_works[i] = propagate(ab_works[i], L_works[i], masks, targets, probs[i], method=opt.hint_method)
         results = []
         for i, (L_full, L_work) in enumerate(zip(L_fulls, L_works, strict=True)):
             boxes, weights = plans[i]

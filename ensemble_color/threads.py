@@ -42,7 +42,7 @@ def _cpu_jiffies(cores: list[int]) -> tuple[int, int] | None:
     return (busy, total) if total else None
 
 
-def busy_cores(sample_s: float = 0.2) -> float:
+def busy_cores(sample_s: float = 0.1) -> float:
     """Cores of :func:`usable_cores` that *other* processes kept busy over ``sample_s`` seconds (0 if unknown)."""
     cores = usable_cores()
     first, own0, t0 = _cpu_jiffies(cores), os.times(), time.monotonic()
@@ -55,7 +55,7 @@ def busy_cores(sample_s: float = 0.2) -> float:
     return max(0.0, share * len(cores) - own)
 
 
-def default_threads(sample_s: float = 0.2) -> int:
+def default_threads(sample_s: float = 0.1) -> int:
     """Threads that fit: usable cores less the ones other processes keep busy (at least 1)."""
     return max(1, len(usable_cores()) - round(busy_cores(sample_s)))
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from ensemble_color.app import (
@@ -265,7 +266,7 @@ def test_served_app_answers_gradio_client(served: tuple[str, Path], gray_photo: 
 
     url, cwd = served
     client = Client(url, verbose=False, download_files=str(tmp_path / "dl"))
-    before_after, overlay, legend, gallery, download, status = client.predict(
+    before_after, overlay, legend, gallery, download, status, hints_file = client.predict(
         handle_file(str(gray_photo)), 128, 1.2, ["scenes", "birds"], "background", True, True,
         api_name="/colorize")
     with Image.open(before_after[1]) as after:
@@ -273,6 +274,7 @@ def test_served_app_answers_gradio_client(served: tuple[str, Path], gray_photo: 
     with Image.open(download) as full:
         assert full.size == (100, 70)
     assert overlay is not None and "scenes" in legend and len(gallery) == 2 and "100×70" in status
+    assert hints_file is None  # no hints placed, no hints file
 
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n but then nothing useful")
@@ -293,7 +295,7 @@ def test_served_app_answers_gradio_client(served: tuple[str, Path], gray_photo: 
     big.write_bytes(b"\0" * (3 * 2**20))
     with pytest.raises(ValueError, match="maximum file size"):
         client.predict(handle_file(str(big)), 128, 1.0, None, None, False, False, api_name="/colorize")
-    *_, status = client.predict(handle_file(str(gray_photo)), 128, 1.0, None, None, False, False,
+    *_, status, _ = client.predict(handle_file(str(gray_photo)), 128, 1.0, None, None, False, False,
                                 api_name="/colorize")
     assert "100×70" in status
     assert list(cwd.iterdir()) == []  # nothing written to the working directory
@@ -349,3 +351,54 @@ def test_browser_upload_shows_the_colourised_result(served: tuple[str, Path], tm
     if out_dir := os.environ.get("ENSEMBLE_COLOR_SCREENSHOT_DIR"):
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(out_dir) / "app_browser_test.png")
+
+
+@pytest.mark.browser
+def test_browser_hint_click_colours_the_photo_there(served: tuple[str, Path], tmp_path: Path) -> None:
+    """Click on the photo with a colour chosen: the full-resolution download has that colour at that point."""
+    from ensemble_color.color import rgb_to_lab
+    from ensemble_color.hints import load_hints
+
+    sync_playwright = _playwright()
+    url, _ = served
+    photo = example_files(AppConfig().examples_dir)[0]
+    shot = tmp_path / "hints.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1500})
+            page.goto(url, wait_until="domcontentloaded")
+            page.locator("#input-image input[type=file]").set_input_files(photo)
+            page.locator("#status").get_by_text("worked at").wait_for(timeout=120_000)
+            page.locator("#hint-color button").first.click()  # the picker's dialog: hex field, then close it
+            hex_field = page.locator("#hint-color input[type=text]").first
+            hex_field.fill("#b0302a")
+            hex_field.press("Enter")
+            page.keyboard.press("Escape")
+            img = page.locator("#input-image img").first
+            box = img.bounding_box()
+            assert box is not None
+            img.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.6})
+            link = page.locator("#hints-file a").first
+            link.wait_for(state="attached", timeout=120_000)
+            page.screenshot(path=str(shot), full_page=True)
+            with page.expect_download() as hints_dl:
+                link.click()
+            hints_path = tmp_path / "hints.json"
+            hints_dl.value.save_as(hints_path)
+            with page.expect_download() as result_dl:
+                page.locator("#download a").first.click()
+            result_path = tmp_path / "result.png"
+            result_dl.value.save_as(result_path)
+        finally:
+            browser.close()
+    (hint,) = load_hints(hints_path)
+    assert hint.color == "#b0302a"
+    x, y = hint.points[0]
+    with Image.open(result_path) as im:
+        r, g, b = im.convert("RGB").getpixel((int(x), int(y)))
+    got = rgb_to_lab(torch.tensor([r, g, b], dtype=torch.float32).view(1, 3, 1, 1) / 255)[0, 1:, 0, 0]
+    assert (got - torch.tensor(hint.ab())).norm() < 3.0
+    if out_dir := os.environ.get("ENSEMBLE_COLOR_SCREENSHOT_DIR"):
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(out_dir) / "app_hints_browser_test.png")

@@ -63,3 +63,15 @@ def test_summary_keeps_each_images_l2ab_for_paired_comparisons():
     per_image = s.summary()["l2ab_per_image"]
     assert len(per_image) == 2 and per_image[1] == 0.0 and per_image[0] > 0.0
     assert abs(sum(per_image) / 2 - s.summary()["l2ab"]) < 1e-3
+
+
+def test_palette_distance_ignores_placement_and_sees_other_colours() -> None:
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    ab = torch.randn(2, 40, 50, generator=g) * 20
+    shuffled = ab.reshape(2, -1)[:, torch.randperm(2000, generator=g)].reshape(2, 40, 50)
+    assert metrics.palette_distance(ab, shuffled) < 1.0  # same colours, other places
+    assert metrics.palette_distance(ab, ab * 0) > 10.0   # gray against colour
+    shifted = ab + torch.tensor([15.0, 0.0]).view(2, 1, 1)
+    assert abs(metrics.palette_distance(ab, shifted) - 15.0 * 2 / torch.pi) < 1.5  # mean |cos| x 15

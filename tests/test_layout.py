@@ -89,15 +89,16 @@ def test_no_module_over_400_lines() -> None:
 def test_every_public_function_is_used() -> None:
     """A public top-level function nobody calls (the package, benchmarks, tests, docs; registered ones aside) is dead:
     ``color.saturate_ab`` and ``softencode.empirical_distribution`` lingered that way."""
-    users = [p.read_text() for p in [*PACKAGE.rglob("*.py"), *(REPO / "bench").glob("*.py"), *(REPO / "tests").glob("*.py"),
-                                     REPO / "app.py", REPO / "README.md", REPO / "CONTRIBUTING.md"]]
+    sources = [*PACKAGE.rglob("*.py"), *(REPO / "bench").glob("*.py"), *(REPO / "tests").glob("*.py"),
+               REPO / "app.py", REPO / "README.md", REPO / "CONTRIBUTING.md"]
+    users = [p.read_text() for p in sources]
     text = "\n".join(users)
     dead = []
     for path in PACKAGE.rglob("*.py"):
         for node in ast.parse(path.read_text()).body:
-            if isinstance(node, ast.FunctionDef) and not node.name.startswith("_") and not node.decorator_list:
-                if len(re.findall(rf"\b{node.name}\b", text)) < 2:  # the definition itself is one
-                    dead.append(f"{path.relative_to(REPO)}:{node.name}")
+            public = isinstance(node, ast.FunctionDef) and not node.name.startswith("_") and not node.decorator_list
+            if public and len(re.findall(rf"\b{node.name}\b", text)) < 2:  # the definition itself is one
+                dead.append(f"{path.relative_to(REPO)}:{node.name}")
     assert not dead, f"public functions nothing uses: {dead}"
 
 
@@ -120,7 +121,7 @@ def test_list_experts_says_who_colours_the_background_as_the_pipeline_does(capsy
     from ensemble_color.options import PipelineOptions
 
     assert main(["--list-experts"]) == 0
-    routing = [line for line in capsys.readouterr().out.splitlines() if line.startswith("routing:")][0]
+    routing = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("routing:"))
     expected = "+".join(PipelineOptions().assign["background"])
     assert f"background → {expected}" in routing
     assert main(["--list-experts", "--assign", "background=scenes"]) == 0
@@ -152,4 +153,4 @@ def test_context_sharing_is_documented_as_it_behaves() -> None:
     on_by_default = PipelineOptions().context is not None
     assert ("On by\n#: default" in source or "on by default" in source.lower()) == on_by_default
     assert "Opt-in" not in source
-    assert composite.SUBJECT_CONTEXT_RAMP == PipelineOptions().context
+    assert PipelineOptions().context == composite.SUBJECT_CONTEXT_RAMP

@@ -288,7 +288,8 @@ def seed0_single_birds() -> list[tuple[np.ndarray, np.ndarray]]:
 @requires_data
 @shipped
 def test_shipped_router_routes_most_birds_pasted_on_a_landscape_to_bird(seed0_single_birds) -> None:
-    """The router's acceptance floor, 54 of 60 (router v11 measures 59, v8 58, v6 55, v3 40): one clean val bird pasted on a val
+    """The router's acceptance floor, 54 of 60 (router v11 measures 59, v8 58, v6 55, v3 40): one clean val bird
+    pasted on a val
     scene (seed 0), routed more than half to ``bird`` (the composite's own L)."""
     from ensemble_color.data.composites import LABELS
 

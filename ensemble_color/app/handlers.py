@@ -21,6 +21,7 @@ from PIL import Image
 
 from ..color import join_l_ab, rgb_to_l
 from ..composite import SUBJECT_CONTEXT_RAMP
+from ..hints import Hint, HintError, save_hints
 from ..io import ImageLoadError, LoadedImage, load_image, save_image, to_pil
 from ..limits import DEMO_LIMITS
 from ..pipeline import Pipeline
@@ -109,6 +110,7 @@ class DemoOutputs:
     legend: list[tuple[str, str]] = field(default_factory=list)  #: ("bird → birds", "#3cbe50")
     gallery: list[tuple[Image.Image, str]] = field(default_factory=list)  #: each expert alone
     download: Path | None = None               #: full-resolution PNG in the demo's temp folder
+    hints_file: Path | None = None             #: the hints used, as JSON (``--hints`` loads it again)
     status: str = ""
     error: str | None = None
 
@@ -145,8 +147,11 @@ class DemoHandler:
     def __call__(self, image: str | Path | dict[str, Any] | None, work_size: float = 512,
                  saturation: float = 1.0,
                  experts: Sequence[str] | None = None, router: str | None = None, show_routing: bool = True,
-                 show_experts: bool = True, main_subject: bool = True) -> DemoOutputs:
+                 show_experts: bool = True, main_subject: bool = True,
+                 hints: Sequence[dict[str, Any]] = ()) -> DemoOutputs:
         """Colourise ``image`` (a path or Gradio's FileData dict); user errors come back in ``.error``.
+
+        ``hints``: colours the user placed, as :meth:`Hint.to_json` dicts (photo pixel coordinates).
 
         ``main_subject``: the photo is *of* one subject, so its expert also colours the background in
         proportion to the subject's area (``composite.share_context``), as it learned with its subject."""
@@ -170,7 +175,10 @@ class DemoHandler:
         pipe = pipe.subset(chosen).with_options(work_size=int(work_size), saturation=float(saturation),
                                                 context=SUBJECT_CONTEXT_RAMP if main_subject else None)
         try:
-            result = pipe.colorize(loaded, per_expert=show_experts)
+            given = [Hint.from_json(h) for h in hints]
+            result = pipe.colorize(loaded, per_expert=show_experts, hints=given)
+        except HintError as err:
+            return DemoOutputs(error=str(err))
         except Exception as err:  # logged with its traceback; the user gets a sentence
             log.exception("colourising %s failed", path)
             return DemoOutputs(error=f"{_display_name(image, path)}: could not be colourised "
@@ -187,6 +195,9 @@ class DemoHandler:
             routes = ", ".join(pipe.experts[name].spec.routes)
             out.gallery.append((to_pil(rgb), f"{name} (routes: {routes})"))
         out.download = self._save(to_pil(result.rgb, loaded.alpha), _display_name(image, path))
+        if given:
+            out.hints_file = out.download.with_name(f"{Path(_display_name(image, path)).stem or 'photo'}_hints.json")
+            save_hints(out.hints_file, given, loaded.size)
         w, h = loaded.size
         note = " Only its lightness was used." if loaded.was_color else ""
         out.status = (f"{w}×{h} px, worked at {max(result.L_work.shape[-2:])} px long side with "

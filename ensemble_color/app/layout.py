@@ -13,6 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from PIL import Image
+
+from ..hints import Hint
 from ..options import LoadOptions
 from ..pipeline import Pipeline
 from ..threads import configure_threads
@@ -61,19 +64,32 @@ def build_demo(pipeline_factory: PipelineFactory, default_router: str = "embedde
     handler = DemoHandler(PipelineCache(pipeline_factory), config, default_router)
     experts = handler.expert_names
 
-    def run(image, work_size, saturation, chosen, router, show_routing, show_experts, main_subject=True):
+    def run(image, work_size, saturation, chosen, router, show_routing, show_experts, main_subject=True,
+            hints=()):
         """Plain values only (no ``gr.update``), so API clients get files, not update dicts."""
-        out = handler(image, work_size, saturation, chosen, router, show_routing, show_experts, main_subject)
+        out = handler(image, work_size, saturation, chosen, router, show_routing, show_experts, main_subject,
+                      hints or ())
         if out.error:
             gr.Warning(out.error)
-            return None, None, "", [], None, f"⚠️ {out.error}"
+            return None, None, "", [], None, f"⚠️ {out.error}", None
         return ((out.before, out.after), out.overlay, legend_html(out.legend), out.gallery, str(out.download),
-                out.status)
+                out.status, str(out.hints_file) if out.hints_file else None)
 
     def run_on_change(image, *settings):
         if image is None:
-            return None, None, "", [], None, ""
+            return None, None, "", [], None, "", None
         return run(image, *settings)
+
+    def add_hint(hints, color, radius, keep_here, download, evt: gr.SelectData):
+        """A click on the photo places a hint there (photo pixel coordinates); "keep" takes the colour the
+        result has at that point now, for the user to adjust from."""
+        x, y = (float(v) for v in evt.index)
+        if keep_here and download:
+            color = colour_at(download, x, y)
+        hint = Hint(((x, y),), _hex(color), float(radius))
+        return [*hints, hint.to_json()], [*hints, hint.to_json()]
+
+    add_hint.__annotations__["evt"] = gr.SelectData  # resolvable by Gradio (annotations are strings here)
 
     def toggle_routing(show: bool):
         return gr.update(visible=show), gr.update(visible=show)
@@ -92,6 +108,19 @@ def build_demo(pipeline_factory: PipelineFactory, default_router: str = "embedde
                         gr.Examples(examples=examples, inputs=[image], label="Example photos",
                                     cache_examples=False, examples_per_page=8)
                     run_btn = gr.Button("Colourise", variant="primary", elem_id="run")
+                    hints_state = gr.State([])
+                    with gr.Accordion("Colour hints: click the photo where you know the colour", open=True):
+                        with gr.Row():
+                            hint_color = gr.ColorPicker("#1f3a93", label="Hint colour", elem_id="hint-color")
+                            hint_radius = gr.Slider(1, 40, value=6, step=1, label="Hint radius (px)")
+                        keep_here = gr.Checkbox(False, label="Use the colour the result has there now",
+                                                elem_id="hint-keep")
+                        hints_view = gr.JSON(label="Hints (photo pixels)", elem_id="hints")
+                        with gr.Row():
+                            undo_btn = gr.Button("Undo last hint", elem_id="hint-undo")
+                            clear_btn = gr.Button("Clear hints", elem_id="hint-clear")
+                        hints_file = gr.File(label="Download: hints file (--hints loads it)", interactive=False,
+                                             elem_id="hints-file")
                     with gr.Accordion("Settings", open=True):
                         work_size = gr.Slider(*WORK_SIZE_RANGE, value=handler.base.options.work_size, step=32,
                                               label="Working resolution (long side, px)",
@@ -124,8 +153,15 @@ def build_demo(pipeline_factory: PipelineFactory, default_router: str = "embedde
         with gr.Tab("Video", id="video"):
             _video_tab(gr, handler)
 
-        inputs = [image, work_size, saturation, chosen, router, show_routing, show_experts, main_subject]
-        outputs = [slider, overlay, legend_box, gallery, download, status]
+        inputs = [image, work_size, saturation, chosen, router, show_routing, show_experts, main_subject, hints_state]
+        outputs = [slider, overlay, legend_box, gallery, download, status, hints_file]
+        image.select(add_hint, [hints_state, hint_color, hint_radius, keep_here, download], [hints_state, hints_view],
+                     api_visibility="private").then(run, inputs, outputs, preprocess=False,
+                                                    trigger_mode="always_last", api_visibility="private")
+        for button, edit in ((undo_btn, lambda h: h[:-1]), (clear_btn, lambda h: [])):
+            button.click(lambda h, edit=edit: (edit(h), edit(h)), hints_state, [hints_state, hints_view],
+                         api_visibility="private").then(run_on_change, inputs, outputs, preprocess=False,
+                                                        trigger_mode="always_last", api_visibility="private")
         run_btn.click(run, inputs, outputs, api_name="colorize", preprocess=False, trigger_mode="always_last")
         # Uploading or picking an example colourises at once; clearing the photo just clears the results.
         image.change(run_on_change, inputs, outputs, preprocess=False, trigger_mode="always_last",
@@ -134,6 +170,23 @@ def build_demo(pipeline_factory: PipelineFactory, default_router: str = "embedde
                             api_visibility="private")
     demo.queue(max_size=config.queue_size, default_concurrency_limit=config.concurrency)
     return demo
+
+
+def _hex(color: str) -> str:
+    """Gradio's colour picker value ("#rrggbb", or "rgba(r, g, b, a)" in some versions) as "#rrggbb"."""
+    if color.startswith("rgb"):
+        r, g, b = (round(float(v)) for v in color[color.index("(") + 1:color.index(")")].split(",")[:3])
+        return f"#{r:02x}{g:02x}{b:02x}"
+    return color.lower()
+
+
+def colour_at(image: str | Path | dict, x: float, y: float) -> str:
+    """The colour of the full-resolution result at photo pixel (x, y), as "#rrggbb"."""
+    path = image.get("path") if isinstance(image, dict) else image
+    with Image.open(path) as im:
+        rgb = im.convert("RGB")
+        r, g, b = rgb.getpixel((min(int(x), rgb.width - 1), min(int(y), rgb.height - 1)))
+    return f"#{r:02x}{g:02x}{b:02x}"
 
 
 def _video_tab(gr: Any, handler: DemoHandler) -> None:

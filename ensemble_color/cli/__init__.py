@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace earlier outputs (inputs are never replaced)")
     p.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
     add_pipeline_arguments(p)
+    p.add_argument("--hint", action="append", default=[], metavar="X,Y=#RRGGBB[:R]",
+                   help="a colour you know, at pixel (X, Y) of the photo (radius R px, default 3); it spreads "
+                        "through the object it touches and stops at its edges; repeatable")
+    p.add_argument("--hints", metavar="FILE.json", help="hints from a file (as written by --save-hints)")
+    p.add_argument("--save-hints", action="store_true",
+                   help="also write {stem}_hints.json beside the output: the hints used, to load again with --hints")
     p.add_argument("--save-masks", action="store_true", help="also write {stem}_routing.png (routing overlay)")
     p.add_argument("--per-expert", action="store_true", help="also write each expert's own colourisation")
     p.add_argument("--batch-size", type=int, default=4, help="images (or video frames) colourised together")

@@ -9,6 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..hints import Hint, HintError, load_hints, save_hints
 from ..io import ImageLoadError, LoadedImage, load_image, save_image, to_pil
 from ..naming import expand_inputs, output_path
 from ..options import named_experts, options_from_args
@@ -75,6 +76,11 @@ def colorize_files(args: argparse.Namespace) -> int:
     out_dir = Path(args.output) if args.output else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        hints = [*(load_hints(args.hints) if args.hints else []), *(Hint.parse(h) for h in args.hint)]
+    except HintError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     pipe = load_pipeline(args)
     if pipe is None:
         return 1
@@ -96,9 +102,9 @@ def colorize_files(args: argparse.Namespace) -> int:
             if im.was_color:
                 bar.write(f"note: {f} is a colour image; only its lightness (L) is used", file=sys.stderr)
             batch.append((f, im))
-        results = pipe.colorize_each([im for _, im in batch], per_expert=args.per_expert)
+        results = pipe.colorize_each([im for _, im in batch], per_expert=args.per_expert, hints=hints)
         for (f, im), res in zip(batch, results, strict=True):
-            failed += not _write_outputs(f, im, res, out_dir, args, protected, bar.write)
+            failed += not _write_outputs(f, im, res, out_dir, args, protected, bar.write, hints)
             bar.update(1)
     bar.close()
     failed += colorize_sequences(pipe, sequences, out_dir, args, protected)
@@ -125,7 +131,8 @@ def load_pipeline(args: argparse.Namespace) -> Pipeline | None:
 
 
 def _write_outputs(f: Path, im: LoadedImage, res: ColorizeResult | Exception, out_dir: Path | None,
-                   args: argparse.Namespace, protected: set[Path], say: Callable[..., None]) -> bool:
+                   args: argparse.Namespace, protected: set[Path], say: Callable[..., None],
+                   hints: Sequence[Hint] = ()) -> bool:
     """Write one photo's outputs (colourised, routing overlay, per-expert); False after its one error line."""
     from ..visualize import routing_overlay
 
@@ -136,6 +143,9 @@ def _write_outputs(f: Path, im: LoadedImage, res: ColorizeResult | Exception, ou
         dst = output_path(f, out_dir, "_colorized", args.format, args.overwrite, protected)
         save_image(to_pil(res.rgb, im.alpha), dst)
         written = [dst]
+        if args.save_hints:
+            written.append(output_path(f, out_dir, "_hints", "json", args.overwrite, protected))
+            save_hints(written[-1], hints, im.size)
         if args.save_masks:
             ov = routing_overlay(res.L_work, res.probs, res.route_classes)
             written.append(output_path(f, out_dir, "_routing", "png", args.overwrite, protected))

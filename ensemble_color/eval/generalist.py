@@ -39,6 +39,7 @@ from ..data.images import read_rgb
 from ..data.roots import hold_out, list_photos, required_hold_out
 from ..io import atomic_write_bytes
 from ..nets.multihead_unet import DECODINGS, with_decoding
+from ..weights import shipped_experts_dir
 from .evaluate import Scores
 from .perceptual import PerceptualScorer, PerceptualSet
 
@@ -130,7 +131,7 @@ def markdown(scores: dict[str, Any], chosen: str, passed: dict[str, list[str]]) 
 
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``evaluate generalist``."""
-    p.add_argument("--expert", default="ensemble_color/weights/experts/generalist", help="the generalist plugin folder")
+    p.add_argument("--expert", default=str(shipped_experts_dir() / "generalist"), help="the generalist plugin folder")
     p.add_argument("--data", action="append", default=None, help="data roots the generalist was trained on")
     p.add_argument("--max-side", type=int, default=256, help="held-out photos: short side capped at this")
     p.add_argument("--threads", type=int, default=0)

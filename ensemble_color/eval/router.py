@@ -37,6 +37,7 @@ from ..data.masks import (
     unreliable_masks,
 )
 from ..routing import Router, RoutingTable, _LToUnit
+from ..weights import router_dir
 
 # ----------------------------------------------------------------------------------------- metrics
 
@@ -197,7 +198,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="at most this many val masks per category")
     p.add_argument("--threads", type=int, default=2, help="torch threads (latency is measured with these)")
     p.add_argument("--latency-repeats", type=int, default=20)
-    p.add_argument("--out", default="ensemble_color/weights/router/metrics", help="writes <out>.json and <out>.md")
+    p.add_argument("--out", default=str(router_dir() / "metrics"), help="writes <out>.json and <out>.md")
 
 
 def router_latency(

@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val", nargs="*", default=[], help="validation image folder(s) or data root(s)")
     p.add_argument("--name", required=True, help="expert name (plugin folder name)")
     p.add_argument("--routes", nargs="+", required=True, help="route classes this expert serves")
-    p.add_argument("--out", default="experts", help="plugin folder to export into (default: experts/)")
+    p.add_argument("--out", default="runs/export/experts", help="plugin folder to export into")
     p.add_argument("--run-dir", default=None, help="checkpoints and log (default: runs/<name>)")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=32)

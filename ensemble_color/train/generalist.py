@@ -115,7 +115,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="hold out --holdout-per-category photos of each category from *each* data root "
                         "(data.roots.hold_out per_root; recorded in expert.json, read by the decode choice)")
     p.add_argument("--cutouts-per-category", type=int, default=600, help="per root, for the composites")
-    p.add_argument("--out", default="experts", help="plugin folder to export into")
+    p.add_argument("--out", default="runs/export/experts", help="plugin folder to export into")
     p.add_argument("--name", default="generalist")
     p.add_argument("--version", default="2.0", help="written into expert.json (v3 = v2 warm-started and trained on)")
     p.add_argument("--run-dir", default="runs/generalist")

@@ -127,7 +127,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m ensemble_color train router``."""
     p.add_argument("--data", action="append", default=None,
                    help="data pack root (colorize/ and route/); repeat for several (default ../shared/data)")
-    p.add_argument("--out", default="router", help="folder to export model.safetensors + config.json into")
+    p.add_argument("--out", default="runs/export/router",
+                   help="folder to export model.safetensors + config.json into")
     p.add_argument("--run-dir", default="runs/router", help="checkpoints and log")
     p.add_argument("--arch", default=DEFAULT_ARCH, help="smp architecture (FPN, Unet, Linknet, ...)")
     p.add_argument("--encoder", default=DEFAULT_ENCODER, help="smp encoder name")

@@ -70,11 +70,11 @@ class RouterWeights(Enum):
 class ExpertWeights(Enum):
     """Shipped experts (each a plugin folder: ``model.safetensors`` + ``expert.json``)."""
 
-    SCENES = WeightsEntry("expert", "scenes", "1.0", "ensemble_color/weights/experts/scenes")
-    PEOPLE = WeightsEntry("expert", "people", "1.0", "ensemble_color/weights/experts/people")
-    BIRDS = WeightsEntry("expert", "birds", "3.0", "ensemble_color/weights/experts/birds")
-    ANIMALS = WeightsEntry("expert", "animals", "1.0", "ensemble_color/weights/experts/animals")
-    GENERALIST = WeightsEntry("expert", "generalist", "3.0", "ensemble_color/weights/experts/generalist")
+    SCENES = WeightsEntry("expert", "scenes", "1.0", "experts/scenes")
+    PEOPLE = WeightsEntry("expert", "people", "1.0", "experts/people")
+    BIRDS = WeightsEntry("expert", "birds", "3.0", "experts/birds")
+    ANIMALS = WeightsEntry("expert", "animals", "1.0", "experts/animals")
+    GENERALIST = WeightsEntry("expert", "generalist", "3.0", "experts/generalist")
 
 
 def shipped_experts_dir() -> Path:
