@@ -60,15 +60,15 @@ class PipelineOptions:
     #: (docs/tuning.md), so a photo of one bird is coloured by the birds expert, surroundings included
     context: tuple[float, float] | None = SUBJECT_CONTEXT_RAMP
     #: expert -> named decoding (:data:`.nets.multihead_unet.DECODINGS`) it runs with *in the blend*, instead of
-    #: its manifest's. The generalist's manifest keeps its own rule's choice (alone, on its held-out photos:
-    #: issue 17); colouring backgrounds in this pipeline it decodes as issue 18's rule chose (docs/tuning.md).
+    #: its manifest's. The generalist's manifest keeps its own rule's choice (alone, on its held-out photos);
+    #: colouring backgrounds in this pipeline it decodes as the defaults' rule chose (docs/tuning.md).
     #: Experts named here but not loaded, or without a decoding, are left out; one that cannot change its
     #: decoding (an ONNX graph with another folded in) keeps its own, with a warning.
     decode: Mapping[str, str] = field(default_factory=lambda: {"generalist": "blend 0.75 soft"})
     #: how an expert decodes when it colours a photo alone (see ``alone_share``): "blend" = as ``decode`` says,
     #: "manifest" = as its manifest says, i.e. exactly the expert alone (the generalist's own rule chose that
-    #: decoding on its held-out photos, issue 17). Default "manifest" with ``alone_share`` 0.9, chosen by issue
-    #: 18's rule (docs/tuning_alone_share.md: mean L2ab 13.49 vs 13.68 for "blend")
+    #: decoding on its held-out photos). Default "manifest" with ``alone_share`` 0.9, chosen by the defaults'
+    #: rule (docs/tuning_alone_share.md: mean L2ab 13.49 vs 13.68 for "blend")
     decode_alone: str = "manifest"
     #: an expert colours a photo "alone" (for ``decode_alone``) when it carries at least this share of the
     #: photo's blend weight; 1.0 = only when no other expert has a region on it (composite.alone_experts)

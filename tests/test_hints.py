@@ -140,3 +140,7 @@ def test_demo_handler_applies_hints_and_offers_the_hints_file(tmp_path: Path, ti
     bad = handler(str(src), 256, hints=[{"points": [[999, 1]], "color": BLUE}])
     assert bad.error is not None and "outside the 160x120 image" in bad.error
     assert handler(str(src), 256).error is None  # and the next request is served
+    painted = {"points": [[10, 10]], "color": "#000000", "radius": 5}
+    assert handler(str(src), 256, hints=[{**painted, "route": "background"}]).error is None
+    wrong = handler(str(src), 256, hints=[{**painted, "route": "dragon"}])
+    assert wrong.error is not None and "'dragon' is not a route class" in wrong.error

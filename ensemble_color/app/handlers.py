@@ -151,7 +151,8 @@ class DemoHandler:
                  hints: Sequence[dict[str, Any]] = ()) -> DemoOutputs:
         """Colourise ``image`` (a path or Gradio's FileData dict); user errors come back in ``.error``.
 
-        ``hints``: colours the user placed, as :meth:`Hint.to_json` dicts (photo pixel coordinates).
+        ``hints``: colours the user placed, as :meth:`Hint.to_json` dicts (photo pixel coordinates); a dict
+        with a ``"route"`` key is route painting instead (that region is a person, a bird...).
 
         ``main_subject``: the photo is *of* one subject, so its expert also colours the background in
         proportion to the subject's area (``composite.share_context``), as it learned with its subject."""
@@ -175,8 +176,9 @@ class DemoHandler:
         pipe = pipe.subset(chosen).with_options(work_size=int(work_size), saturation=float(saturation),
                                                 context=SUBJECT_CONTEXT_RAMP if main_subject else None)
         try:
-            given = [Hint.from_json(h) for h in hints]
-            result = pipe.colorize(loaded, per_expert=show_experts, hints=given)
+            given = [Hint.from_json(h) for h in hints if "route" not in h]
+            routes = [(Hint.from_json(h), str(h["route"])) for h in hints if "route" in h]
+            result = pipe.colorize(loaded, per_expert=show_experts, hints=given, routes=routes)
         except HintError as err:
             return DemoOutputs(error=str(err))
         except Exception as err:  # logged with its traceback; the user gets a sentence

@@ -80,14 +80,17 @@ def build_demo(pipeline_factory: PipelineFactory, default_router: str = "embedde
             return None, None, "", [], None, "", None
         return run(image, *settings)
 
-    def add_hint(hints, color, radius, keep_here, download, evt: gr.SelectData):
+    def add_hint(hints, color, radius, keep_here, brush, download, evt: gr.SelectData):
         """A click on the photo places a hint there (photo pixel coordinates); "keep" takes the colour the
-        result has at that point now, for the user to adjust from."""
+        result has at that point now, for the user to adjust from. With a route brush, the click paints that
+        route class instead (a disc of the hint radius)."""
         x, y = (float(v) for v in evt.index)
         if keep_here and download:
             color = colour_at(download, x, y)
-        hint = Hint(((x, y),), _hex(color), float(radius))
-        return [*hints, hint.to_json()], [*hints, hint.to_json()]
+        hint = Hint(((x, y),), _hex(color), float(radius)).to_json()
+        if brush != COLOUR_BRUSH:
+            hint["route"] = brush
+        return [*hints, hint], [*hints, hint]
 
     add_hint.__annotations__["evt"] = gr.SelectData  # resolvable by Gradio (annotations are strings here)
 
@@ -115,6 +118,9 @@ def build_demo(pipeline_factory: PipelineFactory, default_router: str = "embedde
                             hint_radius = gr.Slider(1, 40, value=6, step=1, label="Hint radius (px)")
                         keep_here = gr.Checkbox(False, label="Use the colour the result has there now",
                                                 elem_id="hint-keep")
+                        brush = gr.Radio([COLOUR_BRUSH, *handler.base.router.route_classes], value=COLOUR_BRUSH,
+                                         label="A click paints", elem_id="hint-brush",
+                                         info="a colour, or which expert colours that region (route painting)")
                         hints_view = gr.JSON(label="Hints (photo pixels)", elem_id="hints")
                         with gr.Row():
                             undo_btn = gr.Button("Undo last hint", elem_id="hint-undo")
@@ -155,7 +161,8 @@ def build_demo(pipeline_factory: PipelineFactory, default_router: str = "embedde
 
         inputs = [image, work_size, saturation, chosen, router, show_routing, show_experts, main_subject, hints_state]
         outputs = [slider, overlay, legend_box, gallery, download, status, hints_file]
-        image.select(add_hint, [hints_state, hint_color, hint_radius, keep_here, download], [hints_state, hints_view],
+        image.select(add_hint, [hints_state, hint_color, hint_radius, keep_here, brush, download],
+                     [hints_state, hints_view],
                      api_visibility="private").then(run, inputs, outputs, preprocess=False,
                                                     trigger_mode="always_last", api_visibility="private")
         for button, edit in ((undo_btn, lambda h: h[:-1]), (clear_btn, lambda h: [])):
@@ -170,6 +177,9 @@ def build_demo(pipeline_factory: PipelineFactory, default_router: str = "embedde
                             api_visibility="private")
     demo.queue(max_size=config.queue_size, default_concurrency_limit=config.concurrency)
     return demo
+
+
+COLOUR_BRUSH = "colour"
 
 
 def _hex(color: str) -> str:

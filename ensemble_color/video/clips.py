@@ -80,7 +80,7 @@ def colorize_frames(pipe: Pipeline, frames: Iterable[np.ndarray], batch_size: in
     move that share crosses the bound within a shot. On the test clip (tests/test_video.py) the switch came at
     frame 5 of a 10-frame pan, a jump of 8 L2ab between neighbouring frames, and the stabilised frames, whose
     carried probabilities stayed above the bound, were 11 % worse than the per-frame ones. Deciding once per
-    shot instead (its first frame's decision kept to the cut; tried in session 11) left the stabilised frames
+    shot instead (its first frame's decision kept to the cut; tried on 2026-12-03) left the stabilised frames
     6.4 % worse in L2ab than the still-photo rule per frame on the same clip (26.00 vs 24.43), so no switch.
     """
     pipe = pipe.with_options(decode_alone="blend")
