@@ -287,9 +287,14 @@ def main() -> None:
         print(spec, {k: v for k, v in rows[spec].items() if k != "historical_person_share"}, flush=True)
     expert = people_expert_l2ab(faces)
     base = args.routers[0]
-    verdicts = {spec: verdict(rows[base], rows[spec]) for spec in args.routers[1:] if not spec.endswith("+descreen")}
-    verdicts |= {spec: descreen_verdict(rows[spec.removesuffix("+descreen")], rows[spec])
-                 for spec in args.routers if spec.endswith("+descreen") and spec.removesuffix("+descreen") in rows}
+    def plain(spec: str) -> str:
+        return spec.removesuffix("+descreen")
+
+    # a router against the baseline (as both would run: descreened or not), descreening against its own router
+    verdicts = {spec: verdict(rows[base], rows[spec]) for spec in args.routers[1:] if plain(spec) != plain(base)
+                and spec.endswith("+descreen") == base.endswith("+descreen")}
+    verdicts |= {spec: descreen_verdict(rows[plain(spec)], rows[spec])
+                 for spec in args.routers if spec.endswith("+descreen") and plain(spec) in rows}
     command = "python bench/router_oldphotos.py " + " ".join(
         ["--routers", *args.routers, "--ext", "$EXT", "--per-category", str(args.per_category),
          "--per-group", str(args.per_group), "--single-seed", str(args.single_seed)]
@@ -301,8 +306,9 @@ def main() -> None:
     md += "\nShipped people expert alone, L2ab on UTKFace val by group: " + ", ".join(
         f"{r} {v}" for r, v in expert.items()) + "\n"
     for spec, (ok, checks) in verdicts.items():
-        against = spec.removesuffix("+descreen") if spec.endswith("+descreen") else base
-        outcome = ("descreening on" if ok else "descreening off") if spec.endswith("+descreen") else (
+        descreening = spec.endswith("+descreen") and plain(spec) in rows
+        against = plain(spec) if descreening else base
+        outcome = ("descreening on" if ok else "descreening off") if descreening else (
             "replaces it" if ok else "does not replace it")
         md += f"\n**{spec} against {against}: {outcome}**\n\n"
         md += "\n".join(f"- {c}" for c in checks) + "\n"

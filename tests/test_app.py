@@ -278,10 +278,10 @@ def test_served_app_answers_gradio_client(served: tuple[str, Path], gray_photo: 
 
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n but then nothing useful")
-    *_, status = client.predict(handle_file(str(bad)), 128, 1.0, ["scenes"], "background", False, False,
+    *_, status, _ = client.predict(handle_file(str(bad)), 128, 1.0, ["scenes"], "background", False, False,
                                 api_name="/colorize")
     assert "bad.png" in status and ("not an image" in status or "corrupt" in status)
-    *_, status = client.predict(handle_file(str(gray_photo)), 128, 1.0, ["scenes"], "background", False,
+    *_, status, _ = client.predict(handle_file(str(gray_photo)), 128, 1.0, ["scenes"], "background", False,
                                 False, api_name="/colorize")
     assert "100×70" in status  # the server kept serving
 

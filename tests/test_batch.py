@@ -17,6 +17,7 @@ from PIL import Image
 
 from ensemble_color.batch import BatchConfig, PipelineSpec, run_batch
 from ensemble_color.cli import main
+from ensemble_color.options import PipelineOptions
 
 SHIPPED = {"animals", "birds", "generalist", "people", "scenes"}
 
@@ -217,5 +218,7 @@ def test_backend_flags_reach_the_pipeline_options(tmp_path):
     parser = build_parser()
     given = config_from_args(parser.parse_args([str(tmp_path), str(tmp_path / "o"), "--router-backend", "torch",
                                                 "--backend", "onnxruntime"]))
-    assert (given.pipeline.options.backend, given.pipeline.options.router_backend) == ("onnxruntime", "torch")
-    assert config_from_args(parser.parse_args([str(tmp_path), str(tmp_path / "o")])).pipeline.options is None
+    load = given.pipeline.load_options
+    assert (load.backend, load.router_backend) == ("onnxruntime", "torch")
+    plain = config_from_args(parser.parse_args([str(tmp_path), str(tmp_path / "o")]))
+    assert plain.pipeline.options == PipelineOptions()

@@ -171,7 +171,7 @@ def test_router_backend_auto_puts_the_router_on_onnxruntime_and_keeps_the_expert
     auto = Pipeline.load([tiny_experts], router=str(lite0_router_folder), use_shipped=False)
     torch_router = Pipeline.load([tiny_experts], router=str(lite0_router_folder), use_shipped=False,
                                  router_backend="torch")
-    assert auto.options.router_backend == "auto" and auto.router.name.endswith("@onnxruntime")
+    assert auto.load_options.router_backend == "auto" and auto.router.name.endswith("@onnxruntime")
     assert isinstance(auto.router.segmenter, OrtModel) and not isinstance(torch_router.router.segmenter, OrtModel)
     assert {e.backend for e in auto.experts.values()} == {"torch"}
     image = torch.rand(3, 101, 137)

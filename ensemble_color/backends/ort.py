@@ -269,7 +269,7 @@ def onnx_router(folder: str | Path, table: RoutingTable, threads: int | None = N
                 device: torch.device | str = "cpu", **options: Any) -> Router:
     """An exported router folder (``model.onnx`` + ``config.json``) on onnxruntime; config and graph
     validated like a plugin's. Its labels map to route classes through the routing table's backend."""
-    from .routing import Router, read_router_config, router_settings
+    from ..routing import Router, read_router_config, router_settings
 
     folder = Path(folder)
     _, extra = read_router_config(folder)
