@@ -133,7 +133,7 @@ def test_router_backend_flag_reaches_the_pipeline_and_is_checked(tmp_path, tiny_
 
     def recording_load(*args, **kwargs):
         pipe = load(*args, **kwargs)
-        seen.append((kwargs["options"].router_backend, pipe.router.name))
+        seen.append((kwargs["load"].router_backend, pipe.router.name))
         return pipe
 
     monkeypatch.setattr(Pipeline, "load", recording_load)
