@@ -77,8 +77,8 @@ class PipelineOptions:
     #: found (:mod:`.descreen`; the output still joins the original L). Default chosen by the rule in
     #: bench/router_oldphotos.py
     descreen: bool = True
-    #: how colour hints spread (:func:`.hints.propagate`): "geodesic" (edge-aware distance from each hint) or
-    #: "poisson" (screened Poisson reach); chosen by bench/hints.py's rule
+    #: how colour hints spread (:func:`.hints.propagate`): "geodesic" (edge-aware distance from each hint),
+    #: chosen by bench/hints.py's rule over a screened-Poisson reach (docs/experiments.md)
     hint_method: str = "geodesic"
     max_batch: int = 8            #: crops per expert forward pass
     upsample: str = "guided"      #: "guided" (edge-aware, follows full-res L) or "bilinear"
