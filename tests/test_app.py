@@ -11,7 +11,9 @@ import os
 import shutil
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -312,45 +314,56 @@ def _playwright():
     return sync_playwright
 
 
+@contextmanager
+def _page(height: int) -> Iterator[Any]:
+    """A page of Debian's Chromium driven by Playwright (skipped, with the reason, when either is absent)."""
+    sync_playwright = _playwright()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": 1400, "height": height})
+        finally:
+            browser.close()
+
+
+def _keep_screenshot(shot: Path, name: str) -> None:
+    """Copy a test's screenshot to ``$ENSEMBLE_COLOR_SCREENSHOT_DIR`` when set (for the docs)."""
+    if out_dir := os.environ.get("ENSEMBLE_COLOR_SCREENSHOT_DIR"):
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(out_dir) / name)
+
+
 @pytest.mark.browser
 def test_browser_upload_shows_the_colourised_result(served: tuple[str, Path], tmp_path: Path) -> None:
-    sync_playwright = _playwright()
     url, _ = served
     photo = example_files(AppConfig().examples_dir)[0]
     junk = tmp_path / "scan.jpg"
     junk.write_text("not really a jpeg")
     shot = tmp_path / "app.png"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1300})
-            page.goto(url, wait_until="domcontentloaded")
-            upload = page.locator("#input-image input[type=file]")
-            # A broken file first: the page must say why, and then still work.
-            upload.set_input_files(str(junk))
-            page.locator("#status").get_by_text("scan.jpg").wait_for(timeout=60_000)
-            assert "not an image" in page.locator("#status").inner_text()
-            page.locator("#input-image button[aria-label='Remove Image']").first.click()
-            upload.set_input_files(photo)
-            page.locator("#status").get_by_text("worked at").wait_for(timeout=120_000)
-            result = page.locator("#result img").first
-            result.wait_for(state="visible", timeout=30_000)
-            page.locator("#gallery img").first.wait_for(state="visible", timeout=30_000)
-            page.locator("#overlay img").first.wait_for(state="visible", timeout=30_000)
-            page.screenshot(path=str(shot), full_page=True)
-            width = result.evaluate("img => img.naturalWidth")
-            status = page.locator("#status").inner_text()
-            # Picking a bundled example colourises it straight away.
-            page.locator("img[src*='chelsea_gray']").first.click()
-            page.locator("#status").get_by_text("451×300").wait_for(timeout=120_000)
-        finally:
-            browser.close()
+    with _page(1300) as page:
+        page.goto(url, wait_until="domcontentloaded")
+        upload = page.locator("#input-image input[type=file]")
+        # A broken file first: the page must say why, and then still work.
+        upload.set_input_files(str(junk))
+        page.locator("#status").get_by_text("scan.jpg").wait_for(timeout=60_000)
+        assert "not an image" in page.locator("#status").inner_text()
+        page.locator("#input-image button[aria-label='Remove Image']").first.click()
+        upload.set_input_files(photo)
+        page.locator("#status").get_by_text("worked at").wait_for(timeout=120_000)
+        result = page.locator("#result img").first
+        result.wait_for(state="visible", timeout=30_000)
+        page.locator("#gallery img").first.wait_for(state="visible", timeout=30_000)
+        page.locator("#overlay img").first.wait_for(state="visible", timeout=30_000)
+        page.screenshot(path=str(shot), full_page=True)
+        width = result.evaluate("img => img.naturalWidth")
+        status = page.locator("#status").inner_text()
+        # Picking a bundled example colourises it straight away.
+        page.locator("img[src*='chelsea_gray']").first.click()
+        page.locator("#status").get_by_text("451×300").wait_for(timeout=120_000)
     with Image.open(photo) as im:
         assert f"{im.width}×{im.height}" in status
     assert width > 0 and shot.stat().st_size > 10_000
-    if out_dir := os.environ.get("ENSEMBLE_COLOR_SCREENSHOT_DIR"):
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, Path(out_dir) / "app_browser_test.png")
+    _keep_screenshot(shot, "app_browser_test.png")
 
 
 @pytest.mark.browser
@@ -359,39 +372,33 @@ def test_browser_hint_click_colours_the_photo_there(served: tuple[str, Path], tm
     from ensemble_color.color import rgb_to_lab
     from ensemble_color.hints import load_hints
 
-    sync_playwright = _playwright()
     url, _ = served
     photo = example_files(AppConfig().examples_dir)[0]
     shot = tmp_path / "hints.png"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1500})
-            page.goto(url, wait_until="domcontentloaded")
-            page.locator("#input-image input[type=file]").set_input_files(photo)
-            page.locator("#status").get_by_text("worked at").wait_for(timeout=120_000)
-            page.locator("#hint-color button").first.click()  # the picker's dialog: hex field, then close it
-            hex_field = page.locator("#hint-color input[type=text]").first
-            hex_field.fill("#b0302a")
-            hex_field.press("Enter")
-            page.keyboard.press("Escape")
-            img = page.locator("#input-image img").first
-            box = img.bounding_box()
-            assert box is not None
-            img.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.6})
-            link = page.locator("#hints-file a").first
-            link.wait_for(state="attached", timeout=120_000)
-            page.screenshot(path=str(shot), full_page=True)
-            with page.expect_download() as hints_dl:
-                link.click()
-            hints_path = tmp_path / "hints.json"
-            hints_dl.value.save_as(hints_path)
-            with page.expect_download() as result_dl:
-                page.locator("#download a").first.click()
-            result_path = tmp_path / "result.png"
-            result_dl.value.save_as(result_path)
-        finally:
-            browser.close()
+    with _page(1500) as page:
+        page.goto(url, wait_until="domcontentloaded")
+        page.locator("#input-image input[type=file]").set_input_files(photo)
+        page.locator("#status").get_by_text("worked at").wait_for(timeout=120_000)
+        page.locator("#hint-color button").first.click()  # the picker's dialog: hex field, then close it
+        hex_field = page.locator("#hint-color input[type=text]").first
+        hex_field.fill("#b0302a")
+        hex_field.press("Enter")
+        page.keyboard.press("Escape")
+        img = page.locator("#input-image img").first
+        box = img.bounding_box()
+        assert box is not None
+        img.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.6})
+        link = page.locator("#hints-file a").first
+        link.wait_for(state="attached", timeout=120_000)
+        page.screenshot(path=str(shot), full_page=True)
+        with page.expect_download() as hints_dl:
+            link.click()
+        hints_path = tmp_path / "hints.json"
+        hints_dl.value.save_as(hints_path)
+        with page.expect_download() as result_dl:
+            page.locator("#download a").first.click()
+        result_path = tmp_path / "result.png"
+        result_dl.value.save_as(result_path)
     (hint,) = load_hints(hints_path)
     assert hint.color == "#b0302a"
     x, y = hint.points[0]
@@ -399,6 +406,4 @@ def test_browser_hint_click_colours_the_photo_there(served: tuple[str, Path], tm
         r, g, b = im.convert("RGB").getpixel((int(x), int(y)))
     got = rgb_to_lab(torch.tensor([r, g, b], dtype=torch.float32).view(1, 3, 1, 1) / 255)[0, 1:, 0, 0]
     assert (got - torch.tensor(hint.ab())).norm() < 3.0
-    if out_dir := os.environ.get("ENSEMBLE_COLOR_SCREENSHOT_DIR"):
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, Path(out_dir) / "app_hints_browser_test.png")
+    _keep_screenshot(shot, "app_hints_browser_test.png")
