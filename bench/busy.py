@@ -12,7 +12,6 @@ default to the best of ``--threads 1`` / ``--threads 2``. Writes ``OUT.json`` an
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from timing_env import write_report  # bench/ is this script's folder, hence on sys.path
 
 REPO = Path(__file__).resolve().parent.parent
 PHOTOS = ["historical_man_1.jpg", "historical_man_111.jpg", "historical_woman_10.jpg", "historical_woman_104.jpg",
@@ -92,10 +92,7 @@ def main() -> None:
                                          "default_over_best": round(ratio, 3)}
             lines.append(f"| {load} | {work} | {med['default']:.2f} | {med['--threads 1']:.2f} | "
                          f"{med['--threads 2']:.2f} | {ratio:.2f} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"runs": results, "medians": summary}, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, {"runs": results, "medians": summary}, lines)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,13 @@ the lower mean L2ab at 5 hints; both must keep |dL| < 0.5.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing_env import write_report  # bench/ is this script's folder, hence on sys.path
 
 from ensemble_color.color import rgb_to_lab
 from ensemble_color.data.images import list_images
@@ -98,10 +98,7 @@ def main() -> None:
                      f"{v['colourfulness']:.2f} | {v['max_dL']:.3f} | {v['median_s']:.3f} |")
     chosen = min(METHODS, key=lambda m: summary[f"5 hints, {m}"]["l2ab"])  # one method left since the rule chose
     lines += ["", f"Rule (docstring): the method with the lower mean L2ab at 5 hints ships: **{chosen}**."]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"summary": summary, "chosen": chosen}, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, {"summary": summary, "chosen": chosen}, lines)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ about what users get. Timings record the variables and warn about it.
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 VARIABLES = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "KMP_BLOCKTIME")
 
@@ -29,3 +31,12 @@ def env_note() -> str:
         note += " **Measured with OMP_WAIT_POLICY=PASSIVE, which slows inference (see bench/timing_env.py): " \
                 "not the default users run.**"
     return note
+
+
+def write_report(out: Path, data: dict, lines: list[str]) -> None:
+    """``out.json`` (the figures) and ``out.md`` (the table), and the table on stdout: what every bench writes."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
