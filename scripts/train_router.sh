@@ -11,6 +11,7 @@
 #   ensemble_color.train.degrade (halftone, grain, fading, blur, scratches, JPEG; the input L only, masks unchanged).
 #   bench/router_oldphotos.py did not ship it (docs/experiments.md): far better on old prints, 2-3 fewer single
 #   pasted animals.
+#   v15, a candidate: v14 + 800 steps with the animal class weighted 1.5 like the bird (INIT_V15 = v14's folder).
 # STAGES="v11" reproduces v11 from inits/router_v10; STAGES="v14" reproduces v14 from the shipped v11 (INIT_V14).
 # The exact command of the shipped stage is in its config.json (ensemble_color.command).
 # EXT = the extension pack built by ../shared/data/tools/extend.py. Resumable: RESUME=--resume. --dry-run prints.
@@ -32,4 +33,9 @@ if [[ " $STAGES " == *" v14 "* ]]; then
   step python -m ensemble_color train router "${COMMON[@]}" --out runs/export/router_v14 --run-dir runs/router_v14 \
     --init "${INIT_V14:-ensemble_color/weights/router}" --lr 1.5e-4 --seed 14 --steps 2000 --degrade 0.5 \
     --class-weights 1 1 1.5 1 ${RESUME:-}
+fi
+if [[ " $STAGES " == *" v15 "* ]]; then
+  step python -m ensemble_color train router "${COMMON[@]}" --out runs/export/router_v15 --run-dir runs/router_v15 \
+    --init "${INIT_V15:-runs/export/router_v14}" --lr 1e-4 --seed 15 --steps 800 --degrade 0.5 \
+    --class-weights 1 1 1.5 1.5 ${RESUME:-}
 fi
