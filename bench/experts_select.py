@@ -35,6 +35,17 @@ was written (blend 0.75, which is also the option's default).]
 scripts/train_generalist.sh``) trained: v6 is judged by this addendum unchanged, against v3. The baseline's
 ``expert.json`` now says regression x1.5, so the second pass decodes v6 that way.]
 
+**Rule for specialists that choose colours** (``--rule perceptual``; written 2026-12-07, before any
+``resnet18-deconv-ctx`` specialist was trained). L2ab rewards the brownish average, so it is a guard here, not the
+goal. On the same held-out train groups, scored with the Lite0 judge (``eval.perceptual``: Fréchet distance and
+agree@1; no candidate trains through or is conditioned on Lite0), a candidate replaces the baseline when
+
+1. its Fréchet distance and its palette distance are each lower than the baseline's on most groups (more than
+   half), and on no group more than 5 % above the baseline's;
+2. its colourfulness is within 15 % of the ground truth's on every group;
+3. its agree@1 (mean over groups) is not below the baseline's;
+4. its L2ab (mean over groups) is at most 5 % above the baseline's.
+
 Writes JSON + Markdown with every group's figures and each check's outcome.
 
 ``--candidate-gain G`` is a diagnosis, not a decision: every candidate runs at output gain ``G`` (e.g. the
@@ -57,6 +68,7 @@ from v0_models import renamed_copies
 from ensemble_color.color import rgb_to_lab
 from ensemble_color.data.roots import hold_out, list_photos, required_hold_out
 from ensemble_color.eval.evaluate import build_methods, evaluate
+from ensemble_color.eval.perceptual import PerceptualScorer
 from ensemble_color.io import load_image
 from ensemble_color.nets.multihead_unet import DECODE_KEYS
 from ensemble_color.pipeline import Pipeline
@@ -106,6 +118,33 @@ def verdict(groups: dict[str, dict[str, dict]], base: str, cand: str, cf_toleran
     return all(ok for _, ok in checks), checks
 
 
+#: the perceptual rule's tolerances (docstring)
+WORSE_SLACK, CF_TOLERANCE_PERCEPTUAL, L2AB_SLACK = 0.05, 0.15, 0.05
+
+
+def verdict_perceptual(groups: dict[str, dict[str, dict]], base: str, cand: str
+                       ) -> tuple[bool, list[tuple[str, bool]]]:
+    """The perceptual rule of the module docstring on ``{group: {method: summary}}``: (replace?, (check, passed))."""
+    checks = []
+    for key, name in (("frechet", "Fréchet"), ("palette", "palette distance")):
+        lower = sum(g[cand][key] < g[base][key] for g in groups.values())
+        worse = [n for n, g in groups.items() if g[cand][key] > (1 + WORSE_SLACK) * g[base][key]]
+        checks.append((f"{name} lower on {lower} of {len(groups)} groups", lower * 2 > len(groups)))
+        checks.append((f"{name} nowhere > {WORSE_SLACK:.0%} worse" + (f" (worse: {', '.join(worse)})" if worse
+                                                                     else ""), not worse))
+    off = [n for n, g in groups.items() if abs(g[cand]["cf"] - g[cand]["cf_gt"]) > CF_TOLERANCE_PERCEPTUAL
+           * g[cand]["cf_gt"]]
+    checks.append((f"colourfulness within {CF_TOLERANCE_PERCEPTUAL:.0%} of the truth on every group"
+                   + (f" (off: {', '.join(off)})" if off else ""), not off))
+    mean = {k: {m: float(np.mean([g[m][k] for g in groups.values()])) for m in (base, cand)}
+            for k in ("agree1", "l2ab")}
+    checks.append((f"agree@1 {mean['agree1'][cand]:.3f} vs {mean['agree1'][base]:.3f}",
+                   mean["agree1"][cand] >= mean["agree1"][base]))
+    checks.append((f"L2ab {mean['l2ab'][cand]:.2f} vs {mean['l2ab'][base]:.2f} (at most {L2AB_SLACK:.0%} above)",
+                   mean["l2ab"][cand] <= (1 + L2AB_SLACK) * mean["l2ab"][base]))
+    return all(ok for _, ok in checks), checks
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", action="append", default=None, help="data roots (default ../shared/data)")
@@ -118,6 +157,8 @@ def main() -> None:
     ap.add_argument("--same-decoding", action="store_true",
                     help="decode each generalist candidate as its baseline's expert.json says (the addendum's "
                          "second pass)")
+    ap.add_argument("--rule", choices=("l2ab", "perceptual"), default="l2ab",
+                    help="which written rule decides (docstring): the L2ab rule or the perceptual one")
     args = ap.parse_args()
     if args.same_decoding and args.candidate_gain is not None:
         raise SystemExit("error: --same-decoding and --candidate-gain measure different things; give one")
@@ -148,17 +189,23 @@ def main() -> None:
           *(["**Same decoding**: each generalist candidate decoded as its baseline's `expert.json` says (the "
              "generalist addendum's second pass; a generalist replaces only when both passes say so).", ""]
             if args.same_decoding else []),
-          "| specialist | group | photos | L2ab baseline | L2ab candidate | colourfulness baseline / candidate (GT) |",
-          "|---|---|---:|---:|---:|---|"]
+          "| specialist | group | photos | L2ab baseline | L2ab candidate | colourfulness baseline / candidate (GT) |"
+          + (" palette | Fréchet | agree@1 |" if args.rule == "perceptual" else ""),
+          "|---|---|---:|---:|---:|---|" + ("---:|---:|---:|" if args.rule == "perceptual" else "")]
+    scorer = PerceptualScorer() if args.rule == "perceptual" else None
     verdicts = []
     for name in names:
         manifest = validate_folder(args.candidates / name, known).manifest
         base, cand = f"expert:{name}-base", f"expert:{name}-cand"
-        groups = evaluate(build_methods([base, cand], pipe), held_out_groups(roots, manifest))
-        ok, checks = verdict(groups, base, cand, CF_TOLERANCE_OF.get(name, CF_TOLERANCE))
+        groups = evaluate(build_methods([base, cand], pipe), held_out_groups(roots, manifest), scorer)
+        ok, checks = (verdict_perceptual(groups, base, cand) if scorer is not None
+                      else verdict(groups, base, cand, CF_TOLERANCE_OF.get(name, CF_TOLERANCE)))
         for g, r in groups.items():
             md.append(f"| {name} | {g} | {r[cand]['n']} | {r[base]['l2ab']:.2f} | {r[cand]['l2ab']:.2f} | "
-                      f"{r[base]['cf']:.1f} / {r[cand]['cf']:.1f} ({r[base]['cf_gt']:.1f}) |")
+                      f"{r[base]['cf']:.1f} / {r[cand]['cf']:.1f} ({r[base]['cf_gt']:.1f}) |"
+                      + (f" {r[base]['palette']:.2f} / {r[cand]['palette']:.2f} | {r[base]['frechet']:.1f} / "
+                         f"{r[cand]['frechet']:.1f} | {r[base]['agree1']:.3f} / {r[cand]['agree1']:.3f} |"
+                         if scorer is not None else ""))
         decision = "replace" if ok else "keep the baseline"
         verdicts.append(f"* **{name}: {decision if args.candidate_gain is None else 'diagnosis: ' + decision}** — "
                         + "; ".join(f"{c}: {'yes' if v else 'no'}" for c, v in checks))

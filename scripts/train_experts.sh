@@ -14,6 +14,10 @@
 #   INIT=scratch OUT=runs/export_scratch RUNS=runs/scratch scripts/train_experts.sh
 # Switches of measured, not shipped variants (docs/experiments.md): VERSION=2 (4,000 steps, per-root hold-out),
 # WEIGHTS="0.6 0.4" (main-pack share of batches).
+# Context specialists (resnet18-deconv-ctx, train.expert_context: a frozen ImageNet Lite1 branch on the gray crop
+# fused into the decoder, a 313-bin head beside the regression head, 30 % of the crops degraded into old prints),
+# each warm-started from the shipped expert of its name, 1,000 steps, decoding chosen by its written rule:
+#   CTX=1 OUT=runs/export_ctx RUNS=runs/experts_ctx EXT=/work/ext scripts/train_experts.sh
 # ONLY="birds animals" trains a subset; resumable (RESUME=1 continues each run from its checkpoint).
 # Background run:  EXT=/path/to/ext nohup nice -n -10 scripts/train_experts.sh > runs/experts.log 2>&1 &
 # --dry-run prints the commands.
@@ -27,11 +31,13 @@ RUNS=${RUNS:-runs/experts}
 COMMON=(--data "$DATA" "$EXT" --val "$DATA" "$EXT" --holdout-per-category 40 --steps 2000 --batch-size 32
         --crop 160 --max-side 256 --val-size 256 --val-limit 256 --lr 2e-3 --ema 0.995 --val-every 250 --seed 0
         --threads "${THREADS:-2}" --out "${OUT:-experts}" --recipe scripts/train_experts.sh)
-[[ "$INIT" != scratch ]] && COMMON+=(--init "$INIT")
+[[ "$INIT" != scratch && -z "${CTX:-}" ]] && COMMON+=(--init "$INIT")
 # shellcheck disable=SC2206  # three widths
 [[ -n "${DECODER:-}" ]] && COMMON+=(--decoder-widths $DECODER --compact --version 3.0)
 [[ "${VERSION:-1}" == 2 ]] && COMMON+=(--holdout-per-root --steps 4000 --compact --version 2.0)
 [[ -n "${WEIGHTS:-}" ]] && COMMON+=(--compact --version 4.0)
+[[ -n "${CTX:-}" ]] && COMMON+=(--arch resnet18-deconv-ctx --context lite1 --ce-weight 0.1 --degrade 0.3
+                                --steps 1000 --lr 1e-3 --compact --version 5.0)
 # name | categories | route | share of batches per training folder (main pack first, then EXT): the main
 # pack's small scenes and animals sets keep a fixed share of the batches, so that the extension pack does not drown them
 SPECS=("birds|birds|bird|0.55 0.45"
@@ -42,7 +48,11 @@ for spec in "${SPECS[@]}"; do
   IFS='|' read -r name cats route weights <<< "$spec"
   [[ -n "${ONLY:-}" && " $ONLY " != *" $name "* ]] && continue
   weights=${WEIGHTS:-$weights}
+  extra=()
+  # a context specialist starts from the shipped expert of its name, with that expert's decoder widths
+  [[ -n "${CTX:-}" ]] && extra=(--init "ensemble_color/weights/experts/$name" --decoder-widths $(python -c \
+    "import json; print(*json.load(open('ensemble_color/weights/experts/$name/expert.json'))['config'].get('decoder_widths', [128, 64, 32]))"))
   # shellcheck disable=SC2086  # categories and weights are word lists
   step python -m ensemble_color train expert "${COMMON[@]}" --categories $cats --name "$name" --routes "$route" \
-    --folder-weights $weights --run-dir "$RUNS/$name" ${RESUME:+--resume}
+    --folder-weights $weights --run-dir "$RUNS/$name" ${RESUME:+--resume} "${extra[@]}"
 done

@@ -34,7 +34,7 @@ from ..pipeline import Pipeline
 from . import metrics
 from .perceptual import PerceptualScorer, PerceptualSet
 
-METRIC_KEYS = ("psnr", "ssim", "l2ab", "auc", "cf", "cf_gt", "cf_gap")
+METRIC_KEYS = ("psnr", "ssim", "l2ab", "auc", "palette", "cf", "cf_gt", "cf_gap")
 
 #: A method maps ground-truth-free input L (1, H, W) to predicted ab (2, H, W).
 Method = Callable[[torch.Tensor], torch.Tensor]
@@ -55,7 +55,8 @@ class Scores:
         err = metrics.ab_error(ab_pred[None], ab_true[None])
         cf, cf_gt = metrics.colorfulness(rgb_pred).item(), metrics.colorfulness(rgb_true).item()
         row = {"psnr": metrics.psnr(rgb_pred, rgb_true).item(), "ssim": metrics.ssim(rgb_pred, rgb_true).item(),
-               "l2ab": err.mean().item(), "auc": metrics.auc(err).item(), "cf": cf, "cf_gt": cf_gt,
+               "l2ab": err.mean().item(), "auc": metrics.auc(err).item(),
+               "palette": metrics.palette_distance(ab_pred, ab_true), "cf": cf, "cf_gt": cf_gt,
                "cf_gap": cf - cf_gt}
         for k, v in row.items():
             self.values[k].append(v)
@@ -156,13 +157,14 @@ def _fmt(v: float | None, fmt: str) -> str:
 
 
 def markdown(results: dict[str, dict[str, dict]], bold_best: bool = True) -> str:
-    """One table per data set; best value per column in bold (higher is better except l2ab, cf_gap, frechet)."""
+    """One table per data set; best value per column in bold (higher is better except l2ab, palette, cf_gap,
+    frechet)."""
     lines = []
     for ds_name, by_method in results.items():
         n = next(iter(by_method.values()))["n"]
         perceptual = "agree1" in next(iter(by_method.values()))
-        head = "| method | PSNR ↑ | SSIM ↑ | L2ab ↓ | AuC ↑ | colourfulness | GT colourfulness | gap |"
-        rule = "|---|---:|---:|---:|---:|---:|---:|---:|"
+        head = "| method | PSNR ↑ | SSIM ↑ | L2ab ↓ | AuC ↑ | palette ↓ | colourfulness | GT colourfulness | gap |"
+        rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
         if perceptual:
             head += " agree@1 ↑ | GT-class prob ↑ | Fréchet ↓ |"
             rule += "---:|---:|---:|"
@@ -170,19 +172,21 @@ def markdown(results: dict[str, dict[str, dict]], bold_best: bool = True) -> str
         models = {m: v for m, v in by_method.items() if "l2ab" in v}
         best = {
             "psnr": max(v["psnr"] for v in models.values()), "ssim": max(v["ssim"] for v in models.values()),
-            "l2ab": min(v["l2ab"] for v in models.values()), "auc": max(v["auc"] for v in models.values())}
+            "l2ab": min(v["l2ab"] for v in models.values()), "auc": max(v["auc"] for v in models.values()),
+            "palette": min(v["palette"] for v in models.values())}
         for m, v in models.items():
             def cell(k: str, fmt: str, v=v, best=best) -> str:
                 s = format(v[k], fmt)
                 return f"**{s}**" if bold_best and k in best and v[k] == best[k] else s
             row = (f"| {m} | {cell('psnr', '.2f')} | {cell('ssim', '.4f')} | {cell('l2ab', '.2f')} | "
-                   f"{cell('auc', '.4f')} | {v['cf']:.1f} | {v['cf_gt']:.1f} | {v['cf_gap']:+.1f} |")
+                   f"{cell('auc', '.4f')} | {cell('palette', '.2f')} | {v['cf']:.1f} | {v['cf_gt']:.1f} | "
+                   f"{v['cf_gap']:+.1f} |")
             if perceptual:
                 row += f" {v['agree1']:.3f} | {v['gt_class_prob']:.3f} | {_fmt(v['frechet'], '.1f')} |"
             lines.append(row)
         if perceptual and "ground truth" in by_method:
             g = by_method["ground truth"]
-            lines.append(f"| ground truth | | | | | | | | {g['agree1']:.3f} | {g['gt_class_prob']:.3f} | "
+            lines.append(f"| ground truth | | | | | | | | | {g['agree1']:.3f} | {g['gt_class_prob']:.3f} | "
                          f"{_fmt(g['frechet'], '.1f')} |")
         lines.append("")
     return "\n".join(lines)

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -22,7 +23,9 @@ from ..data.roots import counts_by_root, expand_data, hold_out, hold_out_record,
 from ..eval import metrics
 from ..nets import create_model
 from ..plugins import export_expert, read_state_dict
+from . import expert_context as ctx
 from . import loop
+from .losses import degrade_share
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,6 +44,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=float, nargs=2, default=(0.35, 1.0), help="random-resized-crop area range")
     p.add_argument("--max-side", type=int, default=256, help="cache images with short side capped at this")
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--arch", default="resnet18-deconv", choices=("resnet18-deconv", ctx.ARCH),
+                   help=f"{ctx.ARCH}: + a frozen ImageNet context branch and a 313-bin head (train.expert_context)")
+    p.add_argument("--context", default="lite1", choices=("lite1", "lite2"),
+                   help=f"{ctx.ARCH}'s frozen branch (never lite0: it judges the colours)")
+    p.add_argument("--ce-weight", type=float, default=0.1,
+                   help=f"{ctx.ARCH}: weight of the bins head's rebalanced cross-entropy beside the MSE")
+    p.add_argument("--degrade", type=float, default=0.0,
+                   help="share of training crops turned into old prints/scans (train.degrade; input L only)")
     p.add_argument("--decoder-widths", type=int, nargs=3, default=(128, 64, 32),
                    help="channels of the decoder's three stages (resnet18-deconv's decoder_widths)")
     p.add_argument("--saturation-boost", type=float, default=1.0, help="multiply target ab by this")
@@ -167,9 +178,16 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     if args.folder_weights is not None and len(args.folder_weights) != len(train_folders):
         raise SystemExit(f"--folder-weights needs {len(train_folders)} values (one per training folder: "
                          f"{', '.join(map(str, train_folders))})")
-    model = create_model("resnet18-deconv", imagenet_init=args.imagenet_init, input_size=args.crop,
-                         decoder_widths=tuple(args.decoder_widths))
-    if args.init:
+    context = args.arch == ctx.ARCH
+    extra = {"context": args.context, "context_init": "none"} if context else {"imagenet_init": args.imagenet_init}
+    model = create_model(args.arch, input_size=args.crop, decoder_widths=tuple(args.decoder_widths), **extra)
+    if context:
+        ctx.imagenet_branch(model)
+        if args.init:
+            init = Path(args.init)
+            print("fresh tensors:", ", ".join(ctx.warm_start(model, init / "model.safetensors" if init.is_dir()
+                                                              else init)))
+    elif args.init:
         _load_init(model, args.init)
     model = model.to(memory_format=torch.channels_last)
     val_lab = None
@@ -180,29 +198,48 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
                           group_weights=args.folder_weights)
     select_lab = rgb_to_lab(center_crop_batch(held.images, args.val_size)) if held is not None else None
 
+    degrade_rng = np.random.default_rng(args.seed + 777)
+    bin_weights = None
+    if context:  # empirical bins of batches drawn on another seed (the training stream is unchanged)
+        bin_weights = ctx.bin_weights([CropSampler(train_cache, args.crop, args.seed + 12345, tuple(args.scale))
+                                       .batch_lab(args.batch_size)[:, 1:] for _ in range(20)], model.ab_bins)
+
     def step_fn(step: int):
         lab = sampler.batch_lab(args.batch_size)
-        L = lab[:, :1].contiguous(memory_format=torch.channels_last)
-        target = (lab[:, 1:] * args.saturation_boost).clamp(-AB_RANGE, AB_RANGE) / AB_RANGE
+        L = degrade_share(lab[:, :1], args.degrade, degrade_rng).contiguous(memory_format=torch.channels_last)
+        target = (lab[:, 1:] * args.saturation_boost).clamp(-AB_RANGE, AB_RANGE)
         with loop.autocast_for(torch.device("cpu"), amp):
+            if context:
+                total, parts = ctx.loss(model, L, target, bin_weights, args.ce_weight)
+                return total, args.batch_size, parts
             pred = model(L)
-        return F.mse_loss(pred.float() / AB_RANGE, target), args.batch_size, {}
+        return F.mse_loss(pred.float() / AB_RANGE, target / AB_RANGE), args.batch_size, {}
 
     if val_lab is None:  # no val set: track the loss on a fixed training batch (own RNG: keeps runs reproducible)
         val_lab = rgb_to_lab(CropSampler(train_cache, args.crop, args.seed + 1, tuple(args.scale)).batch_rgb(16))
 
+    def scored(lab: torch.Tensor) -> dict[str, float]:
+        out = val_metrics(model, lab, amp)
+        if context:  # the checkpoint is chosen on both heads' loss, not on the regression head alone
+            with torch.inference_mode(), loop.autocast_for(torch.device("cpu"), amp):
+                parts = [ctx.loss(model, c[:, :1].contiguous(), c[:, 1:], bin_weights, args.ce_weight)[1]
+                         for c in lab.split(64)]
+            out["ce"] = sum(p["ce"] for p in parts) / len(parts)
+            out["loss"] = out["mse"] + args.ce_weight * out["ce"]
+        return out
+
     def validate():
         if select_lab is None:
-            return val_metrics(model, val_lab, amp)
-        chosen = val_metrics(model, select_lab, amp)
+            return scored(val_lab)
+        chosen = scored(select_lab)
         return {**chosen, **{f"val_{k}": v for k, v in val_metrics(model, val_lab, amp).items()}}
 
     cfg = loop.LoopConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, amp=amp,
                           val_every=args.val_every, ckpt_every=args.val_every,
                           warmup=min(100, max(1, args.steps // 10)), stop_at=args.stop_at, ema=args.ema)
     run_dir = Path(args.run_dir or f"runs/{args.name}")
-    state = loop.train(model, run_dir, cfg, step_fn, validate, "mse", (sampler.state, sampler.load_state),
-                       resume=args.resume)
+    state = loop.train(model, run_dir, cfg, step_fn, validate, "loss" if context else "mse",
+                       (sampler.state, sampler.load_state), resume=args.resume)
     if args.compact:
         loop.compact_checkpoint(run_dir)
     if args.no_export or state.step < args.steps:
@@ -212,14 +249,22 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     model.eval()  # a resumed, already finished run never passed through validate(): BN must not update here
     gain, gain_rows = choose_gain(model, select_lab) if select_lab is not None else (1.0, [])
     model.ab_gain = gain
+    decoding, decoding_rows = {}, []
+    if context and select_lab is not None:
+        decoding, decoding_rows = ctx.choose_decoding(model, select_lab, gain, GAINS)
+        model.ab_gain = gain = decoding.pop("gain", gain)
+        for k, v in decoding.items():
+            setattr(model, k, v)
+        print("decoding:", decoding, "gain", gain, "| context branch:", ctx.export_branch(model))
     with torch.inference_mode():
         final = val_metrics(model, val_lab, amp=False) if args.val else {}
         held_metrics = val_metrics(model, select_lab, amp=False) if select_lab is not None else {}
     command = "python -m ensemble_color train expert " + shlex.join(argv if argv is not None else sys.argv[3:])
     manifest = {
         "name": args.name,
-        "architecture": "resnet18-deconv",
-        "config": {"input_size": args.crop, "ab_gain": gain, "decoder_widths": list(args.decoder_widths)},
+        "architecture": args.arch,
+        "config": {"input_size": args.crop, "ab_gain": gain, "decoder_widths": list(args.decoder_widths),
+                   **({"context": args.context, **decoding} if context else {})},
         "routes": list(args.routes),
         "input_size": args.crop,
         "version": args.version,
@@ -232,11 +277,17 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         "command": command,
         "recipe": args.recipe,
         "training": {"steps": state.step, "best_step": state.best_step, "batch_size": args.batch_size,
-                     "crop": args.crop, "saturation_boost": args.saturation_boost, "bf16_autocast": amp,
+                     "crop": args.crop, "saturation_boost": args.saturation_boost,
+                     "degraded_share": args.degrade, "bf16_autocast": amp,
                      "weight_ema": args.ema or None,
                      "images_per_second": round(loop.train_throughput(state), 1),
                      "train_seconds": round(state.seconds), "wall_seconds": round(time.time() - t_start),
                      "init": args.init or ("imagenet" if args.imagenet_init else "random")},
+        **({"decoding_selection": {"rule": "train.expert_context (docstring)", "chosen": decoding,
+                                   "candidates": [{k: round(v, 4) if isinstance(v, float) else v
+                                                   for k, v in r.items()} for r in decoding_rows]},
+            "levers": {"context": args.context, "ce_weight": args.ce_weight}}
+           if context else {}),
         "gain_selection": {"rule": "train.expert.choose_gain", "chosen": gain,
                            "on": "held-out train photos" if gain_rows else "none (no held-out photos: gain 1)",
                            "candidates": [{k: round(v, 4) for k, v in r.items()} for r in gain_rows]},

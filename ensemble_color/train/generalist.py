@@ -44,6 +44,7 @@ from ..plugins import PluginError, export_expert, read_state_dict, validate_fold
 from ..routing import RoutingTable
 from . import loop
 from .generalist_data import SOURCES, GeneralistSampler, category_target, held_out_masks
+from .losses import bin_prior, rebalanced_soft_ce
 
 TRAIN_CATEGORIES = ("scenes", "faces", "people", "birds", "animals")
 DEFAULT_MIX = "scenes=0.3,composites=0.2,faces=0.1,people=0.1,birds=0.15,animals=0.15"
@@ -78,8 +79,7 @@ def generalist_loss(model: torch.nn.Module, heads: dict[str, torch.Tensor], ab: 
     """The four-term loss; returns (total, per-term floats for the log)."""
     a1, a2, a3, a4 = alphas
     soft = heads["soft"].float()
-    q = softencode.soft_encode(F.adaptive_avg_pool2d(ab.float(), soft.shape[-2:]), model.ab_bins)
-    ce = (-(q * torch.log_softmax(soft, 1)).sum(1) * model.bin_weights[q.argmax(1)]).mean()
+    ce = rebalanced_soft_ce(soft, ab, model.ab_bins, model.bin_weights)
     mse = ((heads["reg"].float() - ab.float()) / AB_RANGE).pow(2).mean()
     sce, cce = soft_ce(heads["scene"], scene), soft_ce(heads["category"], category)
     seg4 = seg[:, 1::4, 1::4][..., :soft.shape[-2], :soft.shape[-1]]
@@ -158,12 +158,9 @@ def compute_prior(sampler: GeneralistSampler, batches: int, batch_size: int, bin
     another seed and with the sampler's state restored, so the training stream is unchanged."""
     saved = sampler.state()
     sampler.rng = np.random.default_rng(seed + 12345)
-    counts = torch.zeros(bins.shape[0], dtype=torch.float64)
-    for _ in range(batches):
-        ab4 = F.avg_pool2d(rgb_to_lab(sampler.batch(batch_size)["rgb"])[:, 1:], 4)
-        counts += torch.bincount(softencode.nearest_bin(ab4, bins).flatten(), minlength=bins.shape[0]).double()
+    prior = bin_prior([rgb_to_lab(sampler.batch(batch_size)["rgb"])[:, 1:] for _ in range(batches)], bins)
     sampler.load_state(saved)
-    return (counts / counts.sum()).float()
+    return prior
 
 
 def param_groups(model: torch.nn.Module, lr: float, encoder_scale: float) -> list[dict[str, Any]]:

@@ -1,0 +1,45 @@
+"""Losses shared by the trainers: the distributional colour loss, and the old-print input of a batch.
+
+Why a distributional loss: a pixel (MSE) loss is minimised by the average of every plausible colour, which for
+an object of uncertain hue is a brownish gray. Zhang et al. (2016) classify ab into 313 bins instead, with
+*class rebalancing* (rare, saturated bins weighted up, since natural photos are dominated by low-chroma pixels),
+and decode the distribution with an annealed mean that stays near its mode.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import softencode
+from .degrade import degrade
+
+
+def rebalanced_soft_ce(logits: torch.Tensor, ab: torch.Tensor, bins: torch.Tensor,
+                       bin_weights: torch.Tensor) -> torch.Tensor:
+    """Soft-encoded cross-entropy of ``logits`` (B, Q, h, w) against ``ab`` (B, 2, H, W, pooled to h x w), each
+    pixel weighted by the rebalancing weight of its most likely target bin."""
+    q = softencode.soft_encode(F.adaptive_avg_pool2d(ab.float(), logits.shape[-2:]), bins)
+    return (-(q * torch.log_softmax(logits.float(), 1)).sum(1) * bin_weights[q.argmax(1)]).mean()
+
+
+def bin_prior(ab_batches: list[torch.Tensor], bins: torch.Tensor, pool: int = 4) -> torch.Tensor:
+    """Empirical distribution of the nearest bin over ``ab_batches`` (each (B, 2, H, W)), pooled by ``pool`` as
+    the distributional head sees them."""
+    counts = torch.zeros(bins.shape[0], dtype=torch.float64)
+    for ab in ab_batches:
+        nearest = softencode.nearest_bin(F.avg_pool2d(ab.float(), pool), bins)
+        counts += torch.bincount(nearest.flatten(), minlength=bins.shape[0]).double()
+    return (counts / counts.sum()).float()
+
+
+def degrade_share(L: torch.Tensor, share: float, rng: np.random.Generator) -> torch.Tensor:
+    """A copy of the L batch (B, 1, H, W) with a ``share`` of its images turned into old prints or scans
+    (:func:`.degrade.degrade`, mixed preset): the input only, the targets stay the clean photo's ab."""
+    if share <= 0:
+        return L
+    out = L.clone()
+    for i in np.flatnonzero(rng.random(L.shape[0]) < share):
+        out[i, 0] = torch.from_numpy(degrade(L[i, 0].numpy(), rng))
+    return out
