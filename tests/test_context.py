@@ -1,0 +1,94 @@
+"""The context specialist (resnet18-deconv-ctx): its frozen branch, warm start, decodings and trainer."""
+
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from ensemble_color.nets import create_model, tiny_config
+from ensemble_color.nets.context import GlobalContext
+from ensemble_color.train import expert_context as ctx
+from ensemble_color.train.losses import degrade_share
+
+ARCH = "resnet18-deconv-ctx"
+
+
+def _tiny(**over):
+    return create_model(ARCH, **{**tiny_config(ARCH), **over}).eval()
+
+
+def test_the_judge_can_never_be_the_context_branch():
+    with pytest.raises(ValueError, match="lite0"):
+        GlobalContext("lite0")
+
+
+def test_a_warm_start_from_a_plain_specialist_begins_exactly_where_it_was(tmp_path):
+    torch.manual_seed(0)
+    plain = create_model("resnet18-deconv", decoder_widths=(16, 8, 8)).eval()
+    for p in plain.parameters():  # non-trivial weights, BN statistics included via a forward pass in train mode
+        p.data.normal_(0, 0.2)
+    plain.train()(torch.rand(4, 1, 32, 32) * 100)
+    plain.eval()
+    save_file({k: v.contiguous() for k, v in plain.state_dict().items()}, str(tmp_path / "m.safetensors"))
+    model = _tiny(decode="regression")
+    fresh = ctx.warm_start(model, tmp_path / "m.safetensors")
+    assert fresh and all(k.startswith(ctx.NEW_MODULES) for k in fresh)
+    x = torch.rand(2, 1, 40, 48) * 100
+    with torch.no_grad():
+        assert torch.allclose(model(x), plain(x), atol=1e-5)
+        model.fuse.weight[:, 128:].fill_(0.05)  # once the context is fused, the output depends on the whole crop
+        assert not torch.allclose(model(x), plain(x), atol=1e-3)
+
+
+def test_a_file_of_another_architecture_is_refused(tmp_path):
+    save_file({"encoder.0.weight": torch.zeros(3, 3)}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(SystemExit, match="does not fit"):
+        ctx.warm_start(_tiny(), tmp_path / "bad.safetensors")
+
+
+def test_the_frozen_branch_stays_out_of_the_plugin_file_but_moves_with_the_model():
+    model = _tiny()
+    assert not any("context." in k and not k.startswith("context_proj") for k in model.state_dict())
+    assert all(not p.requires_grad for p in model.context.parameters())
+    model.double().train()
+    assert next(model.context.parameters()).dtype == torch.float64
+    assert not model.context.training  # frozen: batch-norm statistics never move
+
+
+def test_each_decoding_reads_the_two_heads_as_it_says():
+    model = _tiny()
+    x = torch.rand(1, 1, 32, 32) * 100
+    with torch.no_grad():
+        reg, logits = model.heads(x)
+        soft = model.decode_heads(reg, logits, "soft")
+        half = model.decode_heads(reg, logits, "blend", blend_w=0.5)
+        assert torch.allclose(model.decode_heads(reg, logits, "regression", gain=1.0), reg)
+        assert torch.allclose(half, 0.5 * soft + 0.5 * reg, atol=1e-5)
+        assert soft.shape == reg.shape == (1, 2, 32, 32)
+    with pytest.raises(ValueError, match="decode"):
+        _tiny(decode="median")
+
+
+def test_the_decoding_rule_chooses_the_lowest_palette_among_the_eligible():
+    torch.manual_seed(1)
+    model = _tiny()
+    lab = torch.cat([torch.rand(6, 1, 32, 32) * 80 + 10, torch.randn(6, 2, 32, 32) * 25], 1)
+    chosen, rows = ctx.choose_decoding(model, lab, reference_gain=1.0, gains=(1.0, 1.5))
+    assert len(rows) == len(ctx.candidates((1.0, 1.5)))
+    ref = rows[0]
+    eligible = [r for r in rows if abs(r["cf"] - r["cf_gt"]) <= ctx.CF_TOLERANCE * r["cf_gt"]
+                and r["l2ab"] <= (1 + ctx.L2AB_SLACK) * ref["l2ab"]]
+    best = min(eligible, key=lambda r: r["palette"]) if eligible else ref
+    assert chosen == {k: best[k] for k in ("decode", "gain", "T", "blend_w") if k in best}
+
+
+def test_degrading_a_share_of_a_batch_touches_only_that_share():
+    L = torch.rand(8, 1, 48, 48) * 100
+    assert degrade_share(L, 0.0, np.random.default_rng(0)) is L
+    out = degrade_share(L, 1.0, np.random.default_rng(0))
+    assert out.shape == L.shape and all(not torch.equal(out[i], L[i]) for i in range(8))
+    assert float(out.min()) >= 0 and float(out.max()) <= 100
+    some = degrade_share(L, 0.5, np.random.default_rng(3))
+    changed = sum(not torch.equal(some[i], L[i]) for i in range(8))
+    assert 0 < changed < 8
