@@ -106,13 +106,48 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
         return by_bands(lambda band: _lab_to_rgb(band, matrix), 3, lab)
 
 
-def _lab_to_rgb(lab: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+def _lab_to_linear(lab: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """Lab (..., 3, H, W) -> linear sRGB, unclipped (outside [0, 1] where the colour is out of gamut)."""
     L, a, b = lab.float().unbind(-3)
     fy = (L + 16.0) / 116.0
     f = torch.stack([fy + a / 500.0, fy, (fy - b / 200.0).clamp(min=0.0)], dim=-3)
     xyz = _spliced(f, _F_KNEE, lambda v: v * v * v, lambda v: (v - 4.0 / 29.0) / 7.787,
                    (_F_KNEE - 4.0 / 29.0) / 7.787)
-    linear = torch.einsum("oi,...ihw->...ohw", matrix, xyz).clamp(max=1.0)  # the curve maps 1 to 1: clip first
+    return torch.einsum("oi,...ihw->...ohw", matrix, xyz)
+
+
+#: tolerance of the gamut test in linear sRGB (the clip afterwards absorbs it: far below one 8-bit step)
+_GAMUT_EPS = 1e-4
+#: bisection steps of the chroma scale (1/256 of the chroma: under 0.5 ab units)
+_GAMUT_STEPS = 8
+
+
+def _in_gamut(linear: torch.Tensor) -> torch.Tensor:
+    return ((linear >= -_GAMUT_EPS) & (linear <= 1 + _GAMUT_EPS)).all(-3)
+
+
+def _keep_l(lab: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """``lab`` with the chroma of each out-of-gamut pixel scaled down (hue and L kept) until it is in gamut.
+
+    Why: clipping R, G and B one by one changes the lightness (a saturated yellow-green hint can move L by 8),
+    and the product promises the photo's own L; shrinking the chroma towards the gray of the same L cannot
+    leave the gamut, since every gray with L in [0, 100] is in it."""
+    bad = ~_in_gamut(_lab_to_linear(lab, matrix))
+    if not bool(bad.any()):
+        return lab
+    px = lab.movedim(-3, -1)[bad].T[:, :, None]  # (3, N, 1): the out-of-gamut pixels as a 3 x N x 1 image
+    lo, hi = torch.zeros_like(px[0]), torch.ones_like(px[0])
+    for _ in range(_GAMUT_STEPS):
+        mid = (lo + hi) / 2
+        ok = _in_gamut(_lab_to_linear(torch.cat([px[:1], px[1:] * mid]), matrix))
+        lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
+    out = lab.movedim(-3, -1).clone()
+    out[bad] = torch.cat([px[:1], px[1:] * lo]).squeeze(-1).T
+    return out.movedim(-1, -3)
+
+
+def _lab_to_rgb(lab: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    linear = _lab_to_linear(lab, matrix).clamp(max=1.0)  # the curve maps 1 to 1: clip first
     srgb = _spliced(linear, _LINEAR_KNEE, lambda v: 1.055 * v ** (1 / 2.4) - 0.055, lambda v: 12.92 * v,
                     12.92 * _LINEAR_KNEE)
     return srgb.clamp(0.0, 1.0)
@@ -161,8 +196,12 @@ def l_to_gray_unit(L: torch.Tensor) -> torch.Tensor:
 
 
 def join_l_ab(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
-    """Join L (..., 1, H, W) and ab (..., 2, H, W) into sRGB in [0, 1] (gamut clipped)."""
-    return lab_to_rgb(torch.cat([L.float(), ab.float()], dim=-3))
+    """Join L (..., 1, H, W) and ab (..., 2, H, W) into sRGB in [0, 1]. An out-of-gamut colour keeps its L and hue
+    and loses chroma until it fits (:func:`_keep_l`), so the photo's lightness survives whatever ab says."""
+    matrix = torch.tensor(_XYZN_TO_RGB, device=L.device)
+    with torch.autocast(L.device.type, enabled=False):
+        return by_bands(lambda band: _lab_to_rgb(_keep_l(band, matrix), matrix), 3,
+                        torch.cat([L.float(), ab.float()], dim=-3))
 
 
 #: upper bound on a model's output gain (``ab_gain``, ``reg_gain``: manifests are untrusted input)

@@ -28,9 +28,22 @@ def test_gray_has_no_chroma_and_l_is_monotone():
     assert lab[:, 1:].abs().max() < 0.01  # kornia D65 white: ~0.005 residual chroma
 
 
-def test_join_clips_out_of_gamut():
-    rgb = join_l_ab(torch.full((1, 1, 2, 2), 50.0), torch.full((1, 2, 2, 2), 300.0))
+def test_join_keeps_l_and_hue_of_out_of_gamut_colours():
+    torch.manual_seed(0)
+    L = torch.rand(1, 1, 32, 32) * 100
+    ab = torch.randn(1, 2, 32, 32) * 70  # most of these are far outside sRGB
+    rgb = join_l_ab(L, ab)
     assert rgb.min() >= 0 and rgb.max() <= 1
+    assert (lab_to_rgb(torch.cat([L, ab], 1)) - rgb).abs().max() > 0.05  # per-channel clipping would differ
+    assert (rgb_to_l(rgb) - L).abs().max() < 0.2  # clipping each channel moves L by tens of units here
+    back = rgb_to_lab(rgb)[:, 1:]
+    chroma = back.norm(dim=1)
+    cos = (back * ab).sum(1) / (chroma * ab.norm(dim=1)).clamp_min(1e-6)
+    assert cos[chroma > 5].min() > 0.98  # the hue is kept: only the chroma shrinks
+    assert (chroma <= ab.norm(dim=1) + 0.5).all()
+    inside = torch.randn(1, 2, 32, 32) * 3
+    mid = torch.full_like(L, 50.0)
+    assert torch.equal(join_l_ab(mid, inside), lab_to_rgb(torch.cat([mid, inside], 1)))  # in gamut: untouched
 
 
 def test_full_resolution_conversions_agree_with_kornia_in_and_out_of_gamut():
