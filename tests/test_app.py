@@ -30,6 +30,7 @@ from ensemble_color.app import (
     launch_options,
     legend_html,
 )
+from ensemble_color.app.layout import CLICK_ADDS, CLICK_DELETES, CLICK_MOVES, edit_hints
 from ensemble_color.nets import create_model, tiny_config
 from ensemble_color.pipeline import Pipeline
 from ensemble_color.plugins import export_expert
@@ -399,6 +400,17 @@ def test_browser_hint_click_colours_the_photo_there(served: tuple[str, Path], tm
             page.locator("#download a").first.click()
         result_path = tmp_path / "result.png"
         result_dl.value.save_as(result_path)
+        # Move the hint (click it, then its new place), then delete it: the hints file goes with the last hint.
+        page.locator("#hint-mode").get_by_text(CLICK_MOVES).click()
+        img.click(position={"x": box["width"] * 0.5, "y": box["height"] * 0.6})
+        page.locator("#hint-note").get_by_text("picked").wait_for(timeout=30_000)
+        img.click(position={"x": box["width"] * 0.3, "y": box["height"] * 0.3})
+        page.locator("#hint-note").get_by_text("moved").wait_for(timeout=30_000)
+        moved = page.locator("#hints").inner_text()
+        page.locator("#hint-mode").get_by_text(CLICK_DELETES).click()
+        img.click(position={"x": box["width"] * 0.3, "y": box["height"] * 0.3})
+        page.locator("#hint-note").get_by_text("deleted").wait_for(timeout=30_000)
+        page.locator("#hints-file a").wait_for(state="detached", timeout=120_000)
     (hint,) = load_hints(hints_path)
     assert hint.color == "#b0302a"
     x, y = hint.points[0]
@@ -406,4 +418,25 @@ def test_browser_hint_click_colours_the_photo_there(served: tuple[str, Path], tm
         r, g, b = im.convert("RGB").getpixel((int(x), int(y)))
     got = rgb_to_lab(torch.tensor([r, g, b], dtype=torch.float32).view(1, 3, 1, 1) / 255)[0, 1:, 0, 0]
     assert (got - torch.tensor(hint.ab())).norm() < 3.0
+    assert "b0302a" in moved and f"{x:.1f}" not in moved  # the same hint, elsewhere
     _keep_screenshot(shot, "app_hints_browser_test.png")
+
+
+def test_clicks_add_pick_move_and_delete_hints() -> None:
+    def hint(x: float, y: float, colour: str = "#112233") -> dict:
+        return {"points": [[x, y]], "color": colour, "radius": 4.0}
+
+    hints, picked, _ = edit_hints([], CLICK_ADDS, 10, 10, None, hint(10, 10))
+    hints, picked, _ = edit_hints(hints, CLICK_ADDS, 200, 50, None, hint(200, 50, "#aa0000"))
+    assert [h["color"] for h in hints] == ["#112233", "#aa0000"] and picked is None
+    same, picked, note = edit_hints(hints, CLICK_MOVES, 195, 52, None, hint(195, 52))
+    assert same == hints and picked == 1 and "picked" in note  # the first click of a move picks, changes nothing
+    hints, picked, note = edit_hints(hints, CLICK_MOVES, 80, 90, picked, hint(80, 90))
+    assert hints[1] == {"points": [[80.0, 90.0]], "color": "#aa0000", "radius": 4.0} and picked is None
+    assert edit_hints(hints, CLICK_DELETES, 400, 400, None, hint(0, 0))[:2] == (hints, None)  # nothing near
+    hints, _, note = edit_hints(hints, CLICK_DELETES, 12, 9, None, hint(12, 9))
+    assert [h["color"] for h in hints] == ["#aa0000"] and "deleted" in note
+    stroke = [{"points": [[0, 0], [10, 0]], "color": "#00ff00", "radius": 2.0}]
+    _, picked, _ = edit_hints(stroke, CLICK_MOVES, 10, 1, None, hint(0, 0))
+    moved, _, _ = edit_hints(stroke, CLICK_MOVES, 5, 5, picked, hint(0, 0))
+    assert moved[0]["points"] == [[5, 5], [15, 5]]  # a stroke keeps its shape

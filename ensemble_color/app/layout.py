@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import math
 import signal
 import sys
 import threading
@@ -80,19 +81,24 @@ def build_demo(pipeline_factory: PipelineFactory, default_router: str = "embedde
             return None, None, "", [], None, "", None
         return run(image, *settings)
 
-    def add_hint(hints, color, radius, keep_here, brush, download, evt: gr.SelectData):
-        """A click on the photo places a hint there (photo pixel coordinates); "keep" takes the colour the
-        result has at that point now, for the user to adjust from. With a route brush, the click paints that
-        route class instead (a disc of the hint radius)."""
+    def on_click(hints, picked, mode, color, radius, keep_here, brush, download, evt: gr.SelectData):
+        """A click on the photo (photo pixel coordinates), as ``mode`` says (:func:`edit_hints`). A new hint takes
+        the picker's colour, or with "keep" the colour the result has there now, for the user to adjust from;
+        with a route brush it paints that route class instead (a disc of the hint radius). Only a change of
+        the hints recolours the photo."""
         x, y = (float(v) for v in evt.index)
-        if keep_here and download:
+        if keep_here and download and mode == CLICK_ADDS:
             color = colour_at(download, x, y)
-        hint = Hint(((x, y),), _hex(color), float(radius)).to_json()
+        new = Hint(((x, y),), _hex(color), float(radius)).to_json()
         if brush != COLOUR_BRUSH:
-            hint["route"] = brush
-        return [*hints, hint], [*hints, hint]
+            new["route"] = brush
+        edited, picked, note = edit_hints(hints, mode, x, y, picked, new)
+        return edited, picked, edited, note, hints
 
-    add_hint.__annotations__["evt"] = gr.SelectData  # resolvable by Gradio (annotations are strings here)
+    on_click.__annotations__["evt"] = gr.SelectData  # resolvable by Gradio (annotations are strings here)
+
+    def recolour_if_changed(before, *args):
+        return run_on_change(*args) if args[-1] != before else (gr.skip(),) * 7
 
     def toggle_routing(show: bool):
         return gr.update(visible=show), gr.update(visible=show)
@@ -111,7 +117,7 @@ def build_demo(pipeline_factory: PipelineFactory, default_router: str = "embedde
                         gr.Examples(examples=examples, inputs=[image], label="Example photos",
                                     cache_examples=False, examples_per_page=8)
                     run_btn = gr.Button("Colourise", variant="primary", elem_id="run")
-                    hints_state = gr.State([])
+                    hints_state, picked_state, hints_before = gr.State([]), gr.State(None), gr.State([])
                     with gr.Accordion("Colour hints: click the photo where you know the colour", open=True):
                         with gr.Row():
                             hint_color = gr.ColorPicker("#1f3a93", label="Hint colour", elem_id="hint-color")
@@ -121,6 +127,9 @@ def build_demo(pipeline_factory: PipelineFactory, default_router: str = "embedde
                         brush = gr.Radio([COLOUR_BRUSH, *handler.base.router.route_classes], value=COLOUR_BRUSH,
                                          label="A click paints", elem_id="hint-brush",
                                          info="a colour, or which expert colours that region (route painting)")
+                        click_mode = gr.Radio([CLICK_ADDS, CLICK_MOVES, CLICK_DELETES], value=CLICK_ADDS,
+                                              label="A click on the photo", elem_id="hint-mode")
+                        hint_note = gr.Markdown(elem_id="hint-note")
                         hints_view = gr.JSON(label="Hints (photo pixels)", elem_id="hints")
                         with gr.Row():
                             undo_btn = gr.Button("Undo last hint", elem_id="hint-undo")
@@ -161,10 +170,11 @@ def build_demo(pipeline_factory: PipelineFactory, default_router: str = "embedde
 
         inputs = [image, work_size, saturation, chosen, router, show_routing, show_experts, main_subject, hints_state]
         outputs = [slider, overlay, legend_box, gallery, download, status, hints_file]
-        image.select(add_hint, [hints_state, hint_color, hint_radius, keep_here, brush, download],
-                     [hints_state, hints_view],
-                     api_visibility="private").then(run, inputs, outputs, preprocess=False,
-                                                    trigger_mode="always_last", api_visibility="private")
+        image.select(
+            on_click, [hints_state, picked_state, click_mode, hint_color, hint_radius, keep_here, brush, download],
+            [hints_state, picked_state, hints_view, hint_note, hints_before], api_visibility="private").then(
+            recolour_if_changed, [hints_before, *inputs], outputs, preprocess=False, trigger_mode="always_last",
+            api_visibility="private")
         for button, edit in ((undo_btn, lambda h: h[:-1]), (clear_btn, lambda h: [])):
             button.click(lambda h, edit=edit: (edit(h), edit(h)), hints_state, [hints_state, hints_view],
                          api_visibility="private").then(run_on_change, inputs, outputs, preprocess=False,
@@ -180,6 +190,43 @@ def build_demo(pipeline_factory: PipelineFactory, default_router: str = "embedde
 
 
 COLOUR_BRUSH = "colour"
+#: what a click on the photo does: place a hint, or pick the nearest hint and then put it where the next click
+#: is (a drag in two clicks: Gradio's image reports clicks, not drags), or delete the nearest hint
+CLICK_ADDS, CLICK_MOVES, CLICK_DELETES = "adds a hint", "moves a hint (click it, then its new place)", \
+    "deletes the nearest hint"
+#: a click farther than this (photo pixels, beyond the hint's radius) from every hint picks none
+PICK_REACH = 24.0
+
+
+def nearest_hint(hints: list[dict], x: float, y: float, reach: float = PICK_REACH) -> int | None:
+    """Index of the hint whose points come closest to (x, y), if within its radius + ``reach``."""
+    best, best_d = None, math.inf
+    for i, h in enumerate(hints):
+        d = min(math.hypot(px - x, py - y) for px, py in h["points"])
+        if d <= h.get("radius", 0) + reach and d < best_d:
+            best, best_d = i, d
+    return best
+
+
+def edit_hints(hints: list[dict], mode: str, x: float, y: float, picked: int | None, new: dict
+               ) -> tuple[list[dict], int | None, str]:
+    """One click on the photo in ``mode``: (the hints now, the hint picked for a move, what happened).
+
+    Adds ``new``; or deletes the nearest hint; or, moving, picks the nearest hint on one click and moves it
+    (every point shifted by the same offset: a stroke keeps its shape) to the next click."""
+    if mode == CLICK_ADDS:
+        return [*hints, new], None, f"hint {len(hints) + 1} placed"
+    if mode == CLICK_MOVES and picked is not None and picked < len(hints):
+        h = hints[picked]
+        ox, oy = x - h["points"][0][0], y - h["points"][0][1]
+        moved = {**h, "points": [[px + ox, py + oy] for px, py in h["points"]]}
+        return [*hints[:picked], moved, *hints[picked + 1:]], None, f"hint {picked + 1} moved"
+    i = nearest_hint(hints, x, y)
+    if i is None:
+        return hints, None, "no hint there"
+    if mode == CLICK_DELETES:
+        return [*hints[:i], *hints[i + 1:]], None, f"hint {i + 1} deleted"
+    return hints, i, f"hint {i + 1} picked: click where it goes"
 
 
 def _hex(color: str) -> str:
