@@ -11,6 +11,8 @@ Methods (all see only L; all measured on exactly the same images):
   seed merge           every specialist colours the whole image; each pixel takes the colour of the
                        specialist picked by the hard arg-max route (no blending, no crops)
   routed (shipped)     the pipeline as shipped: soft blend, experts on crops, generalist fallback
+  routed (before)      with ``--before COMMIT``: the pipeline with the router and experts shipped at COMMIT
+                       (restored from git), today's code and defaults: what a change of weights brought
 Data: every category's val split of every data root and the seeded val composites (of the first root).
 The acceptance checks (written before the first run) head the report. Writes docs/results.md + .json,
 docs/figures/ab_error_curves.png and docs/figures/composites_contact_sheet.png.
@@ -44,6 +46,9 @@ from ensemble_color.pipeline import Pipeline, PipelineOptions, working_size
 
 CATEGORIES = ("scenes", "faces", "people", "birds", "animals")
 ROUTED = "routed (shipped)"
+BEFORE = "routed (before)"
+#: colourfulness tolerance of the colour checks (the experts' perceptual rule: within 15 % of the truth)
+CF_TOLERANCE = 0.15
 AbMethod = Callable[[torch.Tensor], torch.Tensor]  # L (1, h, w) -> ab (2, h, w)
 
 
@@ -89,7 +94,7 @@ def gray(L: torch.Tensor) -> torch.Tensor:
     return torch.zeros(2, *L.shape[-2:])
 
 
-def build_methods(shipped: Pipeline, v0: Pipeline | None) -> dict[str, AbMethod]:
+def build_methods(shipped: Pipeline, v0: Pipeline | None, before: Pipeline | None = None) -> dict[str, AbMethod]:
     m: dict[str, AbMethod] = {"gray": gray}
     if v0 is not None:
         m["v0 pipeline"] = routed(v0)
@@ -98,6 +103,8 @@ def build_methods(shipped: Pipeline, v0: Pipeline | None) -> dict[str, AbMethod]
     m.update({f"{n} alone": alone(shipped, n) for n in specialists(shipped)})
     m["seed merge"] = seed_merge(shipped)
     m[ROUTED] = routed(shipped)
+    if before is not None:
+        m[BEFORE] = routed(before)
     return m
 
 
@@ -127,10 +134,39 @@ def checks(results: dict, speed_rows: list[dict]) -> list[tuple[str, bool, str]]
             if rival in results[comp]:
                 o = results[comp][rival]["l2ab"]
                 out.append((f"≥ 3 % L2ab below {rival} on the composites", r <= 0.97 * o, f"{r:.2f} vs {o:.2f}"))
+    out += colour_checks(results, comp, singles)
     for row in speed_rows:
         if row["size"] == "1024x768" and row["method"] == ROUTED:
             out.append(("≥ 1.4× faster than the seed merge at 1024×768", row["vs_seed_merge"] <= 1 / 1.4,
                         f"{1 / row['vs_seed_merge']:.2f}×"))
+    return out
+
+
+def colour_checks(results: dict, comp: str | None, singles: list[str]) -> list[tuple[str, bool, str]]:
+    """Checks of colour, not of pixel error (they need the perceptual scores and ``--before``): on every set the
+    routed default has lower Fréchet and palette distances than the previous default, colourfulness within 15 %
+    of the truth, agree@1 above gray's and L2ab below gray's; on the composites it beats the generalist alone and
+    the seed merge in Fréchet and palette distance."""
+    out = []
+    for ds in [*singles, *([comp] if comp else [])]:
+        r = results[ds][ROUTED]
+        if "frechet" not in r:
+            return []
+        if BEFORE in results[ds]:
+            b = results[ds][BEFORE]
+            out.append((f"Fréchet and palette below the previous default on {ds}",
+                        r["frechet"] < b["frechet"] and r["palette"] < b["palette"],
+                        f"{r['frechet']:.1f} vs {b['frechet']:.1f}; {r['palette']:.2f} vs {b['palette']:.2f}"))
+        out.append((f"colourfulness within {CF_TOLERANCE:.0%} of the truth on {ds}",
+                    abs(r["cf_gap"]) <= CF_TOLERANCE * r["cf_gt"], f"{r['cf']:.1f} vs {r['cf_gt']:.1f}"))
+    if comp:
+        r = results[comp][ROUTED]
+        for rival in ("generalist alone", "seed merge"):
+            if rival in results[comp]:
+                o = results[comp][rival]
+                out.append((f"Fréchet and palette below {rival} on the composites",
+                            r["frechet"] < o["frechet"] and r["palette"] < o["palette"],
+                            f"{r['frechet']:.1f} vs {o['frechet']:.1f}; {r['palette']:.2f} vs {o['palette']:.2f}"))
     return out
 
 
@@ -220,6 +256,16 @@ def load_v0(folder: Path) -> Pipeline:
                          options=PipelineOptions(decode={}))
 
 
+def load_before(commit: str, folder: Path) -> Pipeline:
+    """The router and experts shipped at ``commit`` (``ensemble_color/weights``, restored from git into
+    ``folder``), with today's code and defaults."""
+    from v0_models import extract
+
+    extract(commit, ["ensemble_color/weights/experts", "ensemble_color/weights/router"], folder)
+    weights = folder / "ensemble_color" / "weights"
+    return Pipeline.load([weights / "experts"], device="cpu", use_shipped=False, router=str(weights / "router"))
+
+
 def contact_sheet(methods: dict[str, AbMethod], images: list[torch.Tensor], path: Path, cols: list[str]) -> None:
     """Ten composites (rows) x (gray input, each method, ground truth) (columns)."""
     rows = []
@@ -278,6 +324,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="docs/results")
     ap.add_argument("--no-v0", action="store_true", help="skip the v0 pipeline (needs the git history)")
+    ap.add_argument("--before", default=None, metavar="COMMIT",
+                    help="also measure the pipeline with the weights shipped at COMMIT (the previous default)")
     ap.add_argument("--no-perceptual", action="store_true", help="skip agree@1 / Fréchet (needs the train extra)")
     ap.add_argument("--memory-worker", nargs=2, metavar=("METHOD", "SIZE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -291,7 +339,8 @@ def main() -> None:
     shipped = Pipeline.load(device="cpu")
     with tempfile.TemporaryDirectory(prefix="compare_v0_") as tmp:
         v0 = None if args.no_v0 else load_v0(Path(tmp))
-        methods = build_methods(shipped, v0)
+        before = load_before(args.before, Path(tmp) / "before") if args.before else None
+        methods = build_methods(shipped, v0, before)
         folders = [f"{r}/colorize/{c}/val" for r in roots for c in CATEGORIES if Path(r, "colorize", c, "val").is_dir()]
         datasets = load_datasets(folders, args.composites, roots[0], args.limit)
         results = evaluate(methods, datasets, None if args.no_perceptual else PerceptualScorer())
@@ -300,7 +349,7 @@ def main() -> None:
         fig_dir.mkdir(parents=True, exist_ok=True)
         plot_curves(results, fig_dir / "ab_error_curves.png")
         comp_key = next(k for k in datasets if k.startswith("composites"))
-        sheet_cols = [c for c in ["v0 pipeline", "generalist alone", "seed merge", ROUTED] if c in methods]
+        sheet_cols = [c for c in ["v0 pipeline", "generalist alone", "seed merge", BEFORE, ROUTED] if c in methods]
         contact_sheet(methods, datasets[comp_key][:10], fig_dir / "composites_contact_sheet.png", sheet_cols)
     speed_rows = speed(shipped, speed_images(roots[0], args.speed_images), args.sizes, args.repeats)
     done = checks(results, speed_rows)
