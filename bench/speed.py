@@ -29,11 +29,13 @@ import json
 import platform
 import resource
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import torch
-from timing_env import env_note, threading_env  # bench/ is this script's folder, hence on sys.path
+from compare import load_before  # bench/ is this script's folder, hence on sys.path
+from timing_env import env_note, threading_env
 
 from ensemble_color.color import join_l_ab, rgb_to_l
 from ensemble_color.composite import choose_fallback, upsample_ab
@@ -108,6 +110,8 @@ def main() -> None:
                          "onnxruntime is installed, else default and torch (then the same pipeline)")
     ap.add_argument("--contiguous", action="store_true",
                     help="also time the torch pipeline with contiguous (not channels-last) weights")
+    ap.add_argument("--before", default=None, metavar="COMMIT",
+                    help="also time the default pipeline with the weights shipped at COMMIT (what new weights cost)")
     ap.add_argument("--note", default="", help="a line printed above the tables (e.g. 'measured under load')")
     args = ap.parse_args()
     if args.threads:
@@ -119,6 +123,10 @@ def main() -> None:
     if args.contiguous:
         backends.append("torch (contiguous)")
         pipes[backends[-1]] = contiguous_copy(args)
+    before_dir = tempfile.TemporaryDirectory(prefix="speed_before_")
+    if args.before:
+        backends.append(f"weights at {args.before}")
+        pipes[backends[-1]] = load_before(args.before, Path(before_dir.name))
     pipe = pipes[backends[0]]
     single, single_name = single_expert_fn(pipe)
     rows = []
@@ -157,7 +165,9 @@ def main() -> None:
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor(),
             "router": pipe.router.name, "experts": sorted(pipe.experts), "single_expert": single_name,
             "repeats": args.repeats, "image": f"{PHOTO.name} resized to each size (bench/speed.py photo_like)",
-            "backends": backends, "variants": {b: VARIANTS.get(b, "all-torch, contiguous weights") for b in backends},
+            "backends": backends,
+            "variants": {b: VARIANTS.get(b, "default options, earlier weights" if b.startswith("weights at")
+                                     else "all-torch, contiguous weights") for b in backends},
             "router_backends": {b: p.router.name for b, p in pipes.items()}, "note": args.note, "env": threading_env()}
     if has_ort:
         meta["onnxruntime"] = importlib.metadata.version("onnxruntime")
