@@ -16,8 +16,9 @@
 # WEIGHTS="0.6 0.4" (main-pack share of batches).
 # Context specialists (resnet18-deconv-ctx, train.expert_context: a frozen ImageNet Lite1 branch on the gray crop
 # fused into the decoder, a 313-bin head beside the regression head, 30 % of the crops degraded into old prints),
-# each warm-started from the shipped expert of its name, decoding chosen by its written rule; 600 steps of 32 crops
-# (birds, whose wide decoder costs 4x per crop: 500 steps of 16):
+# each warm-started from the shipped expert of its name with its ResNet trunk frozen (on a CPU without bf16 a
+# step of 32 crops through the whole network takes 4 s), decoding chosen by its written rule; 400 steps of 24
+# crops (birds, whose wide decoder costs 4x per crop: 500 steps of 16):
 #   for n in animals people scenes; do CTX=1 ONLY=$n OUT=runs/export_ctx RUNS=runs/experts_ctx EXT=/work/ext \
 #     scripts/train_experts.sh; done
 #   CTX=1 CTX_STEPS=500 CTX_BATCH=16 ONLY=birds OUT=runs/export_ctx RUNS=runs/experts_ctx EXT=/work/ext \
@@ -40,9 +41,9 @@ COMMON=(--data "$DATA" "$EXT" --val "$DATA" "$EXT" --holdout-per-category 40 --s
 [[ -n "${DECODER:-}" ]] && COMMON+=(--decoder-widths $DECODER --compact --version 3.0)
 [[ "${VERSION:-1}" == 2 ]] && COMMON+=(--holdout-per-root --steps 4000 --compact --version 2.0)
 [[ -n "${WEIGHTS:-}" ]] && COMMON+=(--compact --version 4.0)
-[[ -n "${CTX:-}" ]] && COMMON+=(--arch resnet18-deconv-ctx --context lite1 --ce-weight 0.1 --degrade 0.3
-                                --steps "${CTX_STEPS:-600}" --batch-size "${CTX_BATCH:-32}" --lr 1e-3 --compact
-                                --version 5.0)
+[[ -n "${CTX:-}" ]] && COMMON+=(--arch resnet18-deconv-ctx --context lite1 --context-size 160 --ce-weight 0.1
+                                --degrade 0.3 --freeze-encoder --steps "${CTX_STEPS:-400}"
+                                --batch-size "${CTX_BATCH:-24}" --lr 1e-3 --val-every 200 --compact --version 5.0)
 # name | categories | route | share of batches per training folder (main pack first, then EXT): the main
 # pack's small scenes and animals sets keep a fixed share of the batches, so that the extension pack does not drown them
 SPECS=("birds|birds|bird|0.55 0.45"

@@ -48,6 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"{ctx.ARCH}: + a frozen ImageNet context branch and a 313-bin head (train.expert_context)")
     p.add_argument("--context", default="lite1", choices=("lite1", "lite2"),
                    help=f"{ctx.ARCH}'s frozen branch (never lite0: it judges the colours)")
+    p.add_argument("--context-size", type=int, default=192,
+                   help=f"{ctx.ARCH}: the gray crop is resized to this square for the frozen branch")
+    p.add_argument("--freeze-encoder", action="store_true",
+                   help="keep the ResNet trunk (warm-started) as it is: train the decoder and heads only")
     p.add_argument("--ce-weight", type=float, default=0.1,
                    help=f"{ctx.ARCH}: weight of the bins head's rebalanced cross-entropy beside the MSE")
     p.add_argument("--degrade", type=float, default=0.0,
@@ -179,7 +183,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         raise SystemExit(f"--folder-weights needs {len(train_folders)} values (one per training folder: "
                          f"{', '.join(map(str, train_folders))})")
     context = args.arch == ctx.ARCH
-    extra = {"context": args.context, "context_init": "none"} if context else {"imagenet_init": args.imagenet_init}
+    extra = ({"context": args.context, "context_size": args.context_size, "context_init": "none"} if context
+             else {"imagenet_init": args.imagenet_init})
     model = create_model(args.arch, input_size=args.crop, decoder_widths=tuple(args.decoder_widths), **extra)
     if context:
         ctx.imagenet_branch(model)
@@ -204,7 +209,12 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         bin_weights = ctx.bin_weights([CropSampler(train_cache, args.crop, args.seed + 12345, tuple(args.scale))
                                        .batch_lab(args.batch_size)[:, 1:] for _ in range(20)], model.ab_bins)
 
+    if args.freeze_encoder:
+        model.encoder.requires_grad_(False)
+
     def step_fn(step: int):
+        if args.freeze_encoder:
+            model.encoder.eval()  # frozen: its batch-norm statistics stay the warm start's
         lab = sampler.batch_lab(args.batch_size)
         L = degrade_share(lab[:, :1], args.degrade, degrade_rng).contiguous(memory_format=torch.channels_last)
         target = (lab[:, 1:] * args.saturation_boost).clamp(-AB_RANGE, AB_RANGE)
@@ -239,7 +249,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
                           warmup=min(100, max(1, args.steps // 10)), stop_at=args.stop_at, ema=args.ema)
     run_dir = Path(args.run_dir or f"runs/{args.name}")
     state = loop.train(model, run_dir, cfg, step_fn, validate, "loss" if context else "mse",
-                       (sampler.state, sampler.load_state), resume=args.resume)
+                       (sampler.state, sampler.load_state), resume=args.resume,
+                       params=[p for p in model.parameters() if p.requires_grad])
     if args.compact:
         loop.compact_checkpoint(run_dir)
     if args.no_export or state.step < args.steps:
@@ -264,7 +275,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         "name": args.name,
         "architecture": args.arch,
         "config": {"input_size": args.crop, "ab_gain": gain, "decoder_widths": list(args.decoder_widths),
-                   **({"context": args.context, **decoding} if context else {})},
+                   **({"context": args.context, "context_size": args.context_size, **decoding} if context
+                      else {})},
         "routes": list(args.routes),
         "input_size": args.crop,
         "version": args.version,
@@ -286,7 +298,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         **({"decoding_selection": {"rule": "train.expert_context (docstring)", "chosen": decoding,
                                    "candidates": [{k: round(v, 4) if isinstance(v, float) else v
                                                    for k, v in r.items()} for r in decoding_rows]},
-            "levers": {"context": args.context, "ce_weight": args.ce_weight}}
+            "levers": {"context": args.context, "context_size": args.context_size, "ce_weight": args.ce_weight,
+                       "frozen_encoder": args.freeze_encoder}}
            if context else {}),
         "gain_selection": {"rule": "train.expert.choose_gain", "chosen": gain,
                            "on": "held-out train photos" if gain_rows else "none (no held-out photos: gain 1)",
