@@ -31,6 +31,8 @@ OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 HINT_METHODS = ("geodesic",)
 #: lightness steps (L units, between neighbours of the smoothed working L) too small to be an object's edge
 NOISE_L = 2.0
+#: lightness range (L units, around the pixel under a hint's point) of the pixels its brush disc paints
+BRUSH_L = 12.0
 _HINT_RE = re.compile(r"^\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*=\s*(#?[0-9a-fA-F]{6})\s*(?::\s*([\d.]+))?\s*$")
 
 
@@ -110,11 +112,15 @@ def load_hints(path: str | Path) -> list[Hint]:
         raise HintError(f"{path}: not a hints file ({err})") from None
 
 
-def hint_targets(hints: Sequence[Hint], full: tuple[int, int], work: tuple[int, int], saturation: float = 1.0
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def hint_targets(hints: Sequence[Hint], full: tuple[int, int], work: tuple[int, int], saturation: float = 1.0,
+                 L: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Rasterise hints onto the working grid, one channel per colour: (masks (K, h, w) in {0, 1}, target ab
     (K, 2)). A later hint wins a pixel two colours paint. Targets are divided by ``saturation`` so that the
-    output, scaled by it, shows the hint's colour."""
+    output, scaled by it, shows the hint's colour.
+
+    With the working ``L`` (h, w) the brush respects edges: a disc keeps only the pixels whose lightness is
+    within :data:`BRUSH_L` of the lightness under its point, so a hint placed near an object's border does not
+    also seed the other side (a maroon scarf hint at the edge of a pale wall would turn the wall pink)."""
     H, W = full
     h, w = work
     sy, sx = h / H, w / W
@@ -127,7 +133,11 @@ def hint_targets(hints: Sequence[Hint], full: tuple[int, int], work: tuple[int, 
         r = max(0.75, hint.radius * min(sx, sy))
         painted = torch.zeros(h, w, dtype=torch.bool)
         for x, y in hint.points:
-            painted |= (xx - x * sx) ** 2 + (yy - y * sy) ** 2 <= r * r
+            disc = (xx - x * sx) ** 2 + (yy - y * sy) ** 2 <= r * r
+            if L is not None:
+                centre = L[min(h - 1, int(y * sy)), min(w - 1, int(x * sx))]
+                disc &= (L - centre).abs() <= BRUSH_L
+            painted |= disc
         if not painted.any():  # a hint smaller than a working pixel still marks the pixel it falls in
             painted[min(h - 1, int(hint.points[0][1] * sy)), min(w - 1, int(hint.points[0][0] * sx))] = True
         k = colors.index(hint.color)

@@ -237,7 +237,7 @@ class Pipeline:
             if given:
                 check_hints(given, L_fulls[i].shape[-1], L_fulls[i].shape[-2])
                 masks, targets = hint_targets(given, tuple(L_fulls[i].shape[-2:]), tuple(L_works[i].shape[-2:]),
-                                              opt.saturation)
+                                              opt.saturation, L_works[i].reshape(L_works[i].shape[-2:]))
                 ab_works[i] = propagate(ab_works[i], L_works[i], masks, targets, probs[i], method=opt.hint_method)
         results = []
         for i, (L_full, L_work) in enumerate(zip(L_fulls, L_works, strict=True)):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ensemble_color.color import rgb_to_lab
-from ensemble_color.hints import Hint, HintError, check_hints, load_hints, save_hints
+from ensemble_color.hints import Hint, HintError, check_hints, hint_targets, load_hints, save_hints
 from ensemble_color.pipeline import Pipeline
 
 H, W = 120, 160
@@ -73,6 +73,18 @@ def test_a_point_hint_is_reproduced_and_spreads_through_its_object_only(pipe: Pi
     changed = (out[1:] - before[1:]).norm(dim=0) > 5.0
     assert changed[~disc].float().mean() <= 0.05, "the other object should keep its colour"
     assert (out[0] - before[0]).abs().max() < 0.5, "hints never change L"
+
+
+def test_a_hint_brush_over_an_edge_paints_only_the_side_of_its_point() -> None:
+    """A hint 3 px inside an object's edge with a 10 px brush: the seeds stay on the point's side of the edge
+    (a scarf hint at the edge of a pale wall must not seed the wall)."""
+    L = torch.full((40, 60), 30.0)
+    L[:, 33:] = 80.0  # the edge between x = 32 and x = 33
+    hint = Hint(((30.0, 20.0),), BLUE, 10.0)
+    blind, _ = hint_targets([hint], (40, 60), (40, 60))
+    seen, _ = hint_targets([hint], (40, 60), (40, 60), L=L)
+    assert blind[0, :, 33:].sum() > 0  # without L the disc crosses the edge
+    assert seen[0, :, 33:].sum() == 0 and seen[0, :, :33].sum() == blind[0, :, :33].sum()
 
 
 def test_no_hints_changes_nothing_and_a_bad_hint_is_refused(pipe: Pipeline) -> None:
