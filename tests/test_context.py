@@ -92,3 +92,12 @@ def test_degrading_a_share_of_a_batch_touches_only_that_share():
     some = degrade_share(L, 0.5, np.random.default_rng(3))
     changed = sum(not torch.equal(some[i], L[i]) for i in range(8))
     assert 0 < changed < 8
+
+
+def test_it_builds_on_the_meta_device_as_plugin_validation_does():
+    from ensemble_color import softencode
+
+    softencode._bins_cached.cache_clear()  # a fresh process: the bins are not computed yet
+    with torch.device("meta"):
+        model = create_model(ARCH, **tiny_config(ARCH))
+    assert model.ab_bins.is_meta
