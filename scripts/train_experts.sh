@@ -23,6 +23,10 @@
 #     scripts/train_experts.sh; done
 #   CTX=1 CTX_STEPS=500 CTX_BATCH=16 ONLY=birds OUT=runs/export_ctx RUNS=runs/experts_ctx EXT=/work/ext \
 #     scripts/train_experts.sh
+# The long run (trunk trained too: CTX_FREEZE=, 1,500 steps of 16 crops), paused with STOP_AT and continued with RESUME=1
+# (its fp16 resume point, runs/experts_ctx_full/birds/resume.safetensors, is committed while it is unfinished):
+#   CTX=1 CTX_FREEZE= CTX_STEPS=1500 CTX_BATCH=16 ONLY=birds OUT=runs/export_ctx_full RUNS=runs/experts_ctx_full \
+#     EXT=/work/ext scripts/train_experts.sh
 # ONLY="birds animals" trains a subset; resumable (RESUME=1 continues each run from its checkpoint).
 # Background run:  EXT=/path/to/ext nohup nice -n -10 scripts/train_experts.sh > runs/experts.log 2>&1 &
 # --dry-run prints the commands.
@@ -41,8 +45,9 @@ COMMON=(--data "$DATA" "$EXT" --val "$DATA" "$EXT" --holdout-per-category 40 --s
 [[ -n "${DECODER:-}" ]] && COMMON+=(--decoder-widths $DECODER --compact --version 3.0)
 [[ "${VERSION:-1}" == 2 ]] && COMMON+=(--holdout-per-root --steps 4000 --compact --version 2.0)
 [[ -n "${WEIGHTS:-}" ]] && COMMON+=(--compact --version 4.0)
+CTX_FREEZE=${CTX_FREEZE-1}
 [[ -n "${CTX:-}" ]] && COMMON+=(--arch resnet18-deconv-ctx --context lite1 --context-size 160 --ce-weight 0.1
-                                --degrade 0.3 --freeze-encoder --steps "${CTX_STEPS:-400}"
+                                --degrade 0.3 ${CTX_FREEZE:+--freeze-encoder} --steps "${CTX_STEPS:-400}"
                                 --batch-size "${CTX_BATCH:-24}" --lr 1e-3 --val-every 200 --compact --version 5.0)
 # name | categories | route | share of batches per training folder (main pack first, then EXT): the main
 # pack's small scenes and animals sets keep a fixed share of the batches, so that the extension pack does not drown them
@@ -60,5 +65,5 @@ for spec in "${SPECS[@]}"; do
     "import json; print(*json.load(open('ensemble_color/weights/experts/$name/expert.json'))['config'].get('decoder_widths', [128, 64, 32]))"))
   # shellcheck disable=SC2086  # categories and weights are word lists
   step python -m ensemble_color train expert "${COMMON[@]}" --categories $cats --name "$name" --routes "$route" \
-    --folder-weights $weights --run-dir "$RUNS/$name" ${RESUME:+--resume} "${extra[@]}"
+    --folder-weights $weights --run-dir "$RUNS/$name" ${RESUME:+--resume} ${STOP_AT:+--stop-at $STOP_AT} "${extra[@]}"
 done
