@@ -7,9 +7,9 @@ working-size grid (a step costs its length, times 1 + (dL / 1.5)^2 for lightness
 change of the router's probabilities), full up to half the long side and fading over a tenth of that; the
 hints' colours are blended into the automatic ab by those weights. So inside the hinted object the hint's
 colour takes over, and behind a strong edge or in another routed region the automatic colour stays. Chosen by
-``bench/hints.py``'s rule over a Levin-style screened-Poisson reach (Levin, Lischinski & Weiss 2004): on val
+``bench/hints.py``'s rule over a Levin-style screened-Poisson reach (Levin, Lischinski & Weiss 2004): on 32 val
 photos with ground-truth hints, L2ab 11.32 vs 11.83 at 5 hints and 8.67 vs 10.93 at 20, at 0.36 vs 1.6 s per
-update (``bench/results/hints.md``). Why not a network that takes hint channels (Zhang et al. 2017): this needs
+update (docs/experiments.md; today's figures in ``bench/results/hints.md`` and docs/hints.md). Why not a network that takes hint channels (Zhang et al. 2017): this needs
 no training and obeys edges by construction.
 """
 
