@@ -9,8 +9,8 @@ hints' colours are blended into the automatic ab by those weights. So inside the
 colour takes over, and behind a strong edge or in another routed region the automatic colour stays. Chosen by
 ``bench/hints.py``'s rule over a Levin-style screened-Poisson reach (Levin, Lischinski & Weiss 2004): on 32 val
 photos with ground-truth hints, L2ab 11.32 vs 11.83 at 5 hints and 8.67 vs 10.93 at 20, at 0.36 vs 1.6 s per
-update (docs/experiments.md; today's figures in ``bench/results/hints.md`` and docs/hints.md). Why not a network that takes hint channels (Zhang et al. 2017): this needs
-no training and obeys edges by construction.
+update (docs/experiments.md; today's figures in ``bench/results/hints.md`` and docs/hints.md). Why not a network
+that takes hint channels (Zhang et al. 2017): this needs no training and obeys edges by construction.
 """
 
 from __future__ import annotations
