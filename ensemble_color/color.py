@@ -98,12 +98,13 @@ _XYZN_TO_RGB = tuple(tuple(m * w for m, w in zip(row, (0.95047, 1.0, 1.08883), s
     (0.0556466391351772, -0.2040413383665112, 1.0573110696453443)))
 
 
-def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
-    """Lab (..., 3, H, W) -> sRGB in [0, 1]; out-of-gamut colours are clipped per channel. kornia's maths
-    (``kornia.color.lab_to_rgb(clip=True)``, to 1e-5), by bands."""
+def lab_to_rgb(lab: torch.Tensor, keep_l: bool = False) -> torch.Tensor:
+    """Lab (..., 3, H, W) -> sRGB in [0, 1], by bands; out-of-gamut colours are clipped per channel (kornia's
+    maths, ``kornia.color.lab_to_rgb(clip=True)``, to 1e-5), or with ``keep_l`` first lose chroma at their L and
+    hue until they fit (:func:`_keep_l`)."""
     matrix = torch.tensor(_XYZN_TO_RGB, device=lab.device)
     with torch.autocast(lab.device.type, enabled=False):  # float32 maths whatever the caller's autocast
-        return by_bands(lambda band: _lab_to_rgb(band, matrix), 3, lab)
+        return by_bands(lambda band: _lab_to_rgb(band, matrix, keep_l), 3, lab)
 
 
 def _lab_to_linear(lab: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
@@ -126,28 +127,32 @@ def _in_gamut(linear: torch.Tensor) -> torch.Tensor:
     return ((linear >= -_GAMUT_EPS) & (linear <= 1 + _GAMUT_EPS)).all(-3)
 
 
-def _keep_l(lab: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-    """``lab`` with the chroma of each out-of-gamut pixel scaled down (hue and L kept) until it is in gamut.
+def _keep_l(lab: torch.Tensor, linear: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """``linear`` (:func:`_lab_to_linear` of ``lab``) with each out-of-gamut pixel replaced by its colour with the
+    chroma scaled down (hue and L kept) until it is in gamut; only those pixels are converted again.
 
     Why: clipping R, G and B one by one changes the lightness (a saturated yellow-green hint can move L by 8),
     and the product promises the photo's own L; shrinking the chroma towards the gray of the same L cannot
     leave the gamut, since every gray with L in [0, 100] is in it."""
-    bad = ~_in_gamut(_lab_to_linear(lab, matrix))
+    bad = ~_in_gamut(linear)
     if not bool(bad.any()):
-        return lab
+        return linear
     px = lab.movedim(-3, -1)[bad].T[:, :, None]  # (3, N, 1): the out-of-gamut pixels as a 3 x N x 1 image
     lo, hi = torch.zeros_like(px[0]), torch.ones_like(px[0])
     for _ in range(_GAMUT_STEPS):
         mid = (lo + hi) / 2
         ok = _in_gamut(_lab_to_linear(torch.cat([px[:1], px[1:] * mid]), matrix))
         lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
-    out = lab.movedim(-3, -1).clone()
-    out[bad] = torch.cat([px[:1], px[1:] * lo]).squeeze(-1).T
+    out = linear.movedim(-3, -1).clone()
+    out[bad] = _lab_to_linear(torch.cat([px[:1], px[1:] * lo]), matrix).squeeze(-1).T
     return out.movedim(-1, -3)
 
 
-def _lab_to_rgb(lab: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-    linear = _lab_to_linear(lab, matrix).clamp(max=1.0)  # the curve maps 1 to 1: clip first
+def _lab_to_rgb(lab: torch.Tensor, matrix: torch.Tensor, keep_l: bool = False) -> torch.Tensor:
+    linear = _lab_to_linear(lab, matrix)
+    if keep_l:
+        linear = _keep_l(lab, linear, matrix)
+    linear = linear.clamp(max=1.0)  # the curve maps 1 to 1: clip first
     srgb = _spliced(linear, _LINEAR_KNEE, lambda v: 1.055 * v ** (1 / 2.4) - 0.055, lambda v: 12.92 * v,
                     12.92 * _LINEAR_KNEE)
     return srgb.clamp(0.0, 1.0)
@@ -198,10 +203,7 @@ def l_to_gray_unit(L: torch.Tensor) -> torch.Tensor:
 def join_l_ab(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
     """Join L (..., 1, H, W) and ab (..., 2, H, W) into sRGB in [0, 1]. An out-of-gamut colour keeps its L and hue
     and loses chroma until it fits (:func:`_keep_l`), so the photo's lightness survives whatever ab says."""
-    matrix = torch.tensor(_XYZN_TO_RGB, device=L.device)
-    with torch.autocast(L.device.type, enabled=False):
-        return by_bands(lambda band: _lab_to_rgb(_keep_l(band, matrix), matrix), 3,
-                        torch.cat([L.float(), ab.float()], dim=-3))
+    return lab_to_rgb(torch.cat([L.float(), ab.float()], dim=-3), keep_l=True)
 
 
 #: upper bound on a model's output gain (``ab_gain``, ``reg_gain``: manifests are untrusted input)
