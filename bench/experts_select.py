@@ -70,10 +70,10 @@ import numpy as np
 import torch
 from v0_models import renamed_copies
 
-from ensemble_color.color import join_l_ab, rgb_to_lab
+from ensemble_color.color import rgb_to_lab
 from ensemble_color.data.roots import hold_out, list_photos, required_hold_out
 from ensemble_color.eval.evaluate import build_methods, evaluate
-from ensemble_color.eval.perceptual import PerceptualScorer, PerceptualSet, frechet_distance
+from ensemble_color.eval.perceptual import PerceptualScorer
 from ensemble_color.io import load_image
 from ensemble_color.nets.multihead_unet import DECODE_KEYS
 from ensemble_color.pipeline import Pipeline
@@ -123,19 +123,10 @@ def verdict(groups: dict[str, dict[str, dict]], base: str, cand: str, cf_toleran
     return all(ok for _, ok in checks), checks
 
 
+#: the perceptual rule's pooled set: its Fréchet distance (docstring)
+POOLED = "all held-out"
 #: the perceptual rule's tolerances (docstring)
 WORSE_SLACK, CF_TOLERANCE_PERCEPTUAL, L2AB_SLACK = 0.05, 0.15, 0.05
-
-
-def pooled_frechet(methods: dict, images: list[torch.Tensor], scorer: PerceptualScorer) -> dict[str, float]:
-    """Each method's Fréchet distance to the truth on ``images`` (Lab, each (3, H, W)) however few they are."""
-    truth = PerceptualSet()
-    seen = {m: PerceptualSet() for m in methods}
-    for lab in images:
-        truth.add(*scorer(join_l_ab(lab[None, :1], lab[None, 1:])))
-        for m, fn in methods.items():
-            seen[m].add(*scorer(join_l_ab(lab[None, :1], fn(lab[:1].clone())[None].float())))
-    return {m: frechet_distance(torch.cat(s.feats), torch.cat(truth.feats)) for m, s in seen.items()}
 
 
 def verdict_perceptual(groups: dict[str, dict[str, dict]], base: str, cand: str,
@@ -220,9 +211,8 @@ def main() -> None:
         base, cand = f"expert:{name}-base", f"expert:{name}-cand"
         sets = held_out_groups(roots, manifest)
         methods = build_methods([base, cand], pipe)
-        groups = evaluate(methods, sets, scorer)
-        pooled = (pooled_frechet(methods, [lab for g in sets.values() for lab in g], scorer)
-                  if scorer is not None else None)
+        groups = evaluate(methods, sets, scorer, pooled=POOLED)
+        pooled = {m: v["frechet"] for m, v in groups.pop(POOLED).items()} if scorer is not None else None
         ok, checks = (verdict_perceptual(groups, base, cand, pooled) if scorer is not None
                       else verdict(groups, base, cand, CF_TOLERANCE_OF.get(name, CF_TOLERANCE)))
         for g, r in groups.items():

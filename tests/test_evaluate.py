@@ -1,6 +1,6 @@
 import torch
 
-from ensemble_color.color import rgb_to_lab
+from ensemble_color.color import join_l_ab, rgb_to_lab
 from ensemble_color.eval import metrics
 from ensemble_color.eval.evaluate import Scores, evaluate, gray_method, markdown
 
@@ -75,3 +75,26 @@ def test_palette_distance_ignores_placement_and_sees_other_colours() -> None:
     assert metrics.palette_distance(ab, ab * 0) > 10.0   # gray against colour
     shifted = ab + torch.tensor([15.0, 0.0]).view(2, 1, 1)
     assert abs(metrics.palette_distance(ab, shifted) - 15.0 * 2 / torch.pi) < 1.5  # mean |cos| x 15
+
+
+def test_pooled_frechet_is_taken_over_every_set_together() -> None:
+    """``pooled``: one Fréchet distance per method over all sets' images, from the features the sets were scored
+    with (here a stand-in scorer: the image's mean RGB and its square as features)."""
+    from ensemble_color.eval.perceptual import frechet_distance
+
+    def scorer(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = rgb.mean((-2, -1))
+        return torch.softmax(m, 1), torch.cat([m, m * m], 1)
+
+    torch.manual_seed(0)
+    sets = {name: [torch.cat([torch.rand(1, 8, 8) * 100, torch.randn(2, 8, 8) * 20]) for _ in range(4)]
+            for name in ("a", "b")}
+    methods = {"gray": gray_method}
+    out = evaluate(methods, sets, scorer, pooled="all")
+    truth = torch.cat([scorer(join_l_ab(lab[None, :1], lab[None, 1:]))[1] for s in sets.values() for lab in s])
+    gray = torch.cat([scorer(join_l_ab(lab[None, :1], torch.zeros(1, 2, 8, 8)))[1]
+                      for s in sets.values() for lab in s])
+    assert out["all"]["gray"]["n"] == 8
+    assert abs(out["all"]["gray"]["frechet"] - frechet_distance(gray, truth)) < 1e-6
+    assert out["a"]["gray"]["frechet"] is None  # a set of 4 is below the per-set minimum
+    assert "all" not in evaluate(methods, sets, scorer)

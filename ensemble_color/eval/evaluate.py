@@ -32,7 +32,7 @@ from ..data.images import list_images
 from ..io import atomic_write_bytes, load_image
 from ..pipeline import Pipeline
 from . import metrics
-from .perceptual import PerceptualScorer, PerceptualSet
+from .perceptual import PerceptualScorer, PerceptualSet, frechet_distance
 
 METRIC_KEYS = ("psnr", "ssim", "l2ab", "auc", "palette", "cf", "cf_gt", "cf_gap")
 
@@ -125,14 +125,18 @@ def load_datasets(folders: Sequence[str], composites: int, data_root: str | None
 
 
 def evaluate(methods: dict[str, Method], datasets: dict[str, list[torch.Tensor]],
-             scorer: PerceptualScorer | None = None) -> dict[str, dict[str, dict]]:
+             scorer: PerceptualScorer | None = None, pooled: str | None = None) -> dict[str, dict[str, dict]]:
     """{dataset: {method: summary}}; every method sees exactly the same L images.
 
     With a ``scorer``, each summary also holds agree1 / gt_class_prob / frechet (``perceptual``), and a
     ``ground truth`` row gives the classifier's view of the real photos (agree1 = 1, Fréchet = 0 by
-    definition; its gt_class_prob is the ceiling the others are read against).
+    definition; its gt_class_prob is the ceiling the others are read against). With ``pooled`` too, an entry
+    of that name holds each method's Fréchet distance over all data sets together ({method: {"n", "frechet"}}),
+    from the same features, however few the images (small sets bias it upwards, alike for every method).
     """
     out: dict[str, dict[str, dict]] = {}
+    pool_seen = {m: PerceptualSet() for m in methods}
+    pool_truth = PerceptualSet()
     for ds_name, images in datasets.items():
         scores = {m: Scores() for m in methods}
         seen = {m: PerceptualSet() for m in methods}
@@ -148,7 +152,12 @@ def evaluate(methods: dict[str, Method], datasets: dict[str, list[torch.Tensor]]
         if scorer is not None:
             for m in methods:
                 out[ds_name][m].update(seen[m].summary(truth))
+                pool_seen[m].feats += seen[m].feats
             out[ds_name]["ground truth"] = {"n": len(images), **truth.summary(truth)}
+            pool_truth.feats += truth.feats
+    if scorer is not None and pooled is not None:
+        out[pooled] = {m: {"n": len(pool_truth.feats), "frechet": frechet_distance(
+            torch.cat(s.feats), torch.cat(pool_truth.feats))} for m, s in pool_seen.items()}
     return out
 
 
