@@ -143,10 +143,10 @@ def checks(results: dict, speed_rows: list[dict]) -> list[tuple[str, bool, str]]
 
 
 def colour_checks(results: dict, comp: str | None, singles: list[str]) -> list[tuple[str, bool, str]]:
-    """Checks of colour, not of pixel error (they need the perceptual scores and ``--before``): on every set the
-    routed default has lower Fréchet and palette distances than the previous default, colourfulness within 15 %
-    of the truth, agree@1 above gray's and L2ab below gray's; on the composites it beats the generalist alone and
-    the seed merge in Fréchet and palette distance."""
+    """Checks of colour, not of pixel error (they need the perceptual scores): on every set the routed default
+    has lower Fréchet and palette distances than the previous default (with ``--before``) and colourfulness
+    within 15 % of the truth; on the composites it beats the generalist alone and the seed merge in Fréchet and
+    palette distance. (Agree@1 above gray's and L2ab below gray's are the "beats gray" checks of :func:`checks`.)"""
     out = []
     for ds in [*singles, *([comp] if comp else [])]:
         r = results[ds][ROUTED]

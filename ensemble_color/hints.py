@@ -225,15 +225,15 @@ def _geodesic_half(L: torch.Tensor, masks: torch.Tensor, probs: torch.Tensor | N
 
 def propagate(ab: torch.Tensor, L: torch.Tensor, masks: torch.Tensor, targets: torch.Tensor,
               probs: torch.Tensor | None = None, method: str = "geodesic", reach_px: float = 0.5) -> torch.Tensor:
-    """The hinted ab (2, h, w): each hint's colour blended in by its :func:`reach`,
+    """The hinted ab (2, h, w): each hint's colour blended in by its reach ``R_k`` (full up to ``reach_px`` of the
+    long side in edge-aware geodesic distance, :func:`geodesic`, fading over a tenth of that),
     ``U = A + sum_k R_k (c_k - A) / max(1, sum_k R_k)``. The automatic ``ab`` (A) is untouched where no hint
     reaches, so nothing is smoothed that the hints do not concern. ``masks`` (K, h, w) and ``targets``
-    (K, 2) from :func:`hint_targets`; ``L`` the working L (it guides the affinities and is never changed)."""
+    (K, 2) from :func:`hint_targets`; ``L`` the working L (it sets the edge costs and is never changed)."""
     if masks.numel() == 0 or not bool(masks.any()):
         return ab
     if method not in HINT_METHODS:
         raise ValueError(f"unknown hint method {method!r}; known: {', '.join(HINT_METHODS)}")
-    # full weight up to reach_px of the long side, falling off over a tenth of that
     d = _geodesic_half(L.reshape(L.shape[-2:]).float(), masks, probs)
     d0 = reach_px * max(L.shape[-2:])
     R = torch.sigmoid((d0 - d) / (0.1 * d0))
