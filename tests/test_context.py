@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 from ensemble_color.nets import create_model, tiny_config
 from ensemble_color.nets.context import GlobalContext
 from ensemble_color.train import expert_context as ctx
+from ensemble_color.train.expert import _load_init
 from ensemble_color.train.losses import degrade_share
 
 ARCH = "resnet18-deconv-ctx"
@@ -32,7 +33,8 @@ def test_a_warm_start_from_a_plain_specialist_begins_exactly_where_it_was(tmp_pa
     plain.eval()
     save_file({k: v.contiguous() for k, v in plain.state_dict().items()}, str(tmp_path / "m.safetensors"))
     model = _tiny(decode="regression")
-    fresh = ctx.warm_start(model, tmp_path / "m.safetensors")
+    _load_init(model, str(tmp_path / "m.safetensors"))  # the trainer's --init
+    fresh = set(model.state_dict()) - set(plain.state_dict())
     assert fresh and all(k.startswith(ctx.NEW_MODULES) for k in fresh)
     x = torch.rand(2, 1, 40, 48) * 100
     with torch.no_grad():
@@ -44,7 +46,7 @@ def test_a_warm_start_from_a_plain_specialist_begins_exactly_where_it_was(tmp_pa
 def test_a_file_of_another_architecture_is_refused(tmp_path):
     save_file({"encoder.0.weight": torch.zeros(3, 3)}, str(tmp_path / "bad.safetensors"))
     with pytest.raises(SystemExit, match="does not fit"):
-        ctx.warm_start(_tiny(), tmp_path / "bad.safetensors")
+        _load_init(_tiny(), str(tmp_path / "bad.safetensors"))
 
 
 def test_the_frozen_branch_stays_out_of_the_plugin_file_but_moves_with_the_model():

@@ -22,6 +22,7 @@ from ..data.images import CropSampler, ImageCache, center_crop_batch
 from ..data.roots import counts_by_root, expand_data, hold_out, hold_out_record, is_data_root, list_photos
 from ..eval import metrics
 from ..nets import create_model
+from ..nets.resnet_context import ResNetDeconvContext
 from ..plugins import export_expert, read_state_dict
 from . import expert_context as ctx
 from . import loop
@@ -101,13 +102,17 @@ def _load_init(model: torch.nn.Module, init: str) -> None:
     """Whole-model weights (plugin folder or .safetensors), or a trunk: a file holding only ``encoder.*``
     tensors, such as ``imagenet-gray`` (the distilled grayscale ResNet-18, inits/resnet18-gray).
 
-    A trunk must provide every ``encoder.*`` tensor with its shape; the decoder keeps its random init.
+    A trunk must provide every ``encoder.*`` tensor with its shape; the decoder keeps its random init. A context
+    specialist takes a whole plain specialist too (:func:`.expert_context.warm_start`: its new parts start fresh).
     """
     from .distill import DEFAULT_OUT
 
     path = DEFAULT_OUT if init == IMAGENET_GRAY else Path(init)
     path = path / "model.safetensors" if path.is_dir() else path
     state = {k: v.float() if v.is_floating_point() else v for k, v in read_state_dict(path).items()}
+    if isinstance(model, ResNetDeconvContext):
+        print("fresh tensors:", ", ".join(ctx.warm_start(model, state, path)))
+        return
     if not all(k.startswith("encoder.") for k in state):
         model.load_state_dict(state)
         return
@@ -188,11 +193,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     model = create_model(args.arch, input_size=args.crop, decoder_widths=tuple(args.decoder_widths), **extra)
     if context:
         ctx.imagenet_branch(model)
-        if args.init:
-            init = Path(args.init)
-            print("fresh tensors:", ", ".join(ctx.warm_start(model, init / "model.safetensors" if init.is_dir()
-                                                              else init)))
-    elif args.init:
+    if args.init:
         _load_init(model, args.init)
     model = model.to(memory_format=torch.channels_last)
     val_lab = None

@@ -21,7 +21,6 @@ from ..color import AB_RANGE, lab_to_rgb
 from ..eval import metrics
 from ..nets.context import context_weights_file
 from ..nets.imagenet import load_pretrained
-from ..plugins import read_state_dict
 from ..softencode import rebalancing_weights
 from .losses import bin_prior, rebalanced_soft_ce
 
@@ -43,10 +42,10 @@ def imagenet_branch(model: torch.nn.Module) -> None:
                 t.copy_(t.half().float())
 
 
-def warm_start(model: torch.nn.Module, path: Path) -> list[str]:
-    """Load a plain ``resnet18-deconv`` (or a context specialist) into ``model``: every tensor of the file must
-    fit by name and shape; only :data:`NEW_MODULES` may be left to start fresh. Returns the fresh tensors' names."""
-    state = {k: v.float() if v.is_floating_point() else v for k, v in read_state_dict(path).items()}
+def warm_start(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> list[str]:
+    """Load a plain ``resnet18-deconv`` (or a context specialist), ``state`` read from ``path``, into ``model``:
+    every tensor must fit by name and shape; only :data:`NEW_MODULES` may be left to start fresh. Returns the
+    fresh tensors' names."""
     own = model.state_dict()
     bad = [k for k in state if k not in own or own[k].shape != state[k].shape]
     fresh = [k for k in own if k not in state]
