@@ -123,8 +123,8 @@ def main() -> None:
     if args.contiguous:
         backends.append("torch (contiguous)")
         pipes[backends[-1]] = contiguous_copy(args)
-    before_dir = tempfile.TemporaryDirectory(prefix="speed_before_")
-    if args.before:
+    if args.before:  # the folder lives as long as main: experts are built lazily from it
+        before_dir = tempfile.TemporaryDirectory(prefix="speed_before_")
         backends.append(f"weights at {args.before}")
         pipes[backends[-1]] = load_before(args.before, Path(before_dir.name))
     pipe = pipes[backends[0]]
