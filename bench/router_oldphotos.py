@@ -42,6 +42,12 @@ pasted subjects of rule 3 drawn with **seed 7** (``--single-seed 7``) for every 
 subjects (``--calibrate --calibrate-seed 8``), then judged by rules 1-4 unchanged against the shipped router, both
 with descreening, the single pasted subjects of rule 3 drawn with **seed 9**.
 
+**Router soup** (written 2026-12-07, before it was built or measured): v15 failed rule 3/4 by 2-3 % on clean
+figures while far ahead on old prints; the candidate is the shipped router and v15 interpolated in weight space at
+alpha 0.5 (``python -m ensemble_color train soup``, WiSE-FT), one candidate, no other alpha tried. It is calibrated
+as above on fresh **seed-10** single subjects (``--calibrate-seed 10``), then judged by rules 1-4 unchanged against
+the shipped router, both with descreening, the single pasted subjects of rule 3 drawn with **seed 11**.
+
 **Descreening** (``SPEC+descreen``: the router sees L descreened by ``ensemble_color.descreen`` when a halftone
 screen is detected, as the pipeline's ``descreen`` option does). Rule, written 2026-12-07 before it was measured:
 the pipeline descreens by default when, for the router that ships, ``SPEC+descreen`` against ``SPEC`` finds the
