@@ -51,6 +51,12 @@ agree@1; no candidate trains through or is conditioned on Lite0), a candidate re
 once, on the expert's held-out photos of all its groups together (``all held-out``, 40-80 photos): lower than the
 baseline's. So few photos bias a Fréchet distance upwards, by the same amount for both models on the same photos.]
 
+[2026-12-07, before any adversarial run: the adversarial phase (``train.adversarial``) is judged by this rule
+unchanged. One candidate: the trunk-trained context birds specialist (``scripts/train_experts.sh``, its ``CTX_FREEZE=``
+line) + 200 critic steps + 400 joint steps of 16 crops at lr 1e-4, critic factor 0.25, the last weights exported,
+decoding then chosen by its rule (``ADV=0.25 CTX_INIT=runs/export_ctx_full``). No other factor or length is
+measured against this rule before it is judged.]
+
 Writes JSON + Markdown with every group's figures and each check's outcome.
 
 ``--candidate-gain G`` is a diagnosis, not a decision: every candidate runs at output gain ``G`` (e.g. the

@@ -27,6 +27,11 @@
 # (its fp16 resume point, runs/experts_ctx_full/birds/resume.safetensors, is committed while it is unfinished):
 #   CTX=1 CTX_FREEZE= CTX_STEPS=1500 CTX_BATCH=16 ONLY=birds OUT=runs/export_ctx_full RUNS=runs/experts_ctx_full \
 #     EXT=/work/ext scripts/train_experts.sh
+# The adversarial phase (train.adversarial: a conditional patch critic pre-trained for 200 steps against the warm
+# start, then 400 joint steps at lr 1e-4, the critic's pull ADV x the reconstruction's), from the context specialist
+# above (CTX_INIT = the folder holding it), the last weights exported:
+#   ADV=0.25 CTX=1 CTX_FREEZE= CTX_STEPS=400 CTX_BATCH=16 CTX_INIT=runs/export_ctx_full ONLY=birds \
+#     OUT=runs/export_adv RUNS=runs/experts_adv EXT=/work/ext scripts/train_experts.sh
 # ONLY="birds animals" trains a subset; resumable (RESUME=1 continues each run from its checkpoint).
 # Background run:  EXT=/path/to/ext nohup nice -n -10 scripts/train_experts.sh > runs/experts.log 2>&1 &
 # --dry-run prints the commands.
@@ -46,9 +51,13 @@ COMMON=(--data "$DATA" "$EXT" --val "$DATA" "$EXT" --holdout-per-category 40 --s
 [[ "${VERSION:-1}" == 2 ]] && COMMON+=(--holdout-per-root --steps 4000 --compact --version 2.0)
 [[ -n "${WEIGHTS:-}" ]] && COMMON+=(--compact --version 4.0)
 CTX_FREEZE=${CTX_FREEZE-1}
-[[ -n "${CTX:-}" ]] && COMMON+=(--arch resnet18-deconv-ctx --context lite1 --context-size 160 --ce-weight 0.1
-                                --degrade 0.3 ${CTX_FREEZE:+--freeze-encoder} --steps "${CTX_STEPS:-400}"
-                                --batch-size "${CTX_BATCH:-24}" --lr 1e-3 --val-every 200 --compact --version 5.0)
+if [[ -n "${CTX:-}" ]]; then
+  COMMON+=(--arch resnet18-deconv-ctx --context lite1 --context-size 160 --ce-weight 0.1 --degrade 0.3
+           ${CTX_FREEZE:+--freeze-encoder} --steps "${CTX_STEPS:-400}" --batch-size "${CTX_BATCH:-24}"
+           --val-every 200 --compact)
+  if [[ -n "${ADV:-}" ]]; then COMMON+=(--lr 1e-4 --version 6.0 --adversarial "$ADV" --critic-pretrain 200)
+  else COMMON+=(--lr 1e-3 --version 5.0); fi
+fi
 # name | categories | route | share of batches per training folder (main pack first, then EXT): the main
 # pack's small scenes and animals sets keep a fixed share of the batches, so that the extension pack does not drown them
 SPECS=("birds|birds|bird|0.55 0.45"
@@ -61,7 +70,7 @@ for spec in "${SPECS[@]}"; do
   weights=${WEIGHTS:-$weights}
   extra=()
   # a context specialist starts from the shipped expert of its name, with that expert's decoder widths
-  [[ -n "${CTX:-}" ]] && extra=(--init "ensemble_color/weights/experts/$name" --decoder-widths $(python -c \
+  [[ -n "${CTX:-}" ]] && extra=(--init "${CTX_INIT:-ensemble_color/weights/experts}/$name" --decoder-widths $(python -c \
     "import json; print(*json.load(open('ensemble_color/weights/experts/$name/expert.json'))['config'].get('decoder_widths', [128, 64, 32]))"))
   # shellcheck disable=SC2086  # categories and weights are word lists
   step python -m ensemble_color train expert "${COMMON[@]}" --categories $cats --name "$name" --routes "$route" \

@@ -216,3 +216,25 @@ def test_training_a_context_specialist_exports_a_plugin_that_decodes_as_its_rule
     model = discover([tmp_path / "plugins"], RoutingTable.load().known_classes()).experts["c"].build()
     assert model.decode == chosen["decode"] and model(torch.rand(1, 1, 40, 56) * 100).shape == (1, 2, 40, 56)
 
+
+def test_an_adversarial_phase_resumes_with_its_critic_and_exports_its_last_weights(tmp_path):
+    from ensemble_color.plugins import read_state_dict
+
+    _folder(tmp_path / "d")
+    base = ["train", "expert", "--data", str(tmp_path / "d"), "--val", str(tmp_path / "d"), "--name", "g",
+            "--routes", "bird", "--batch-size", "2", "--crop", "32", "--val-every", "1", "--no-amp",
+            "--adversarial", "0.5", "--critic-pretrain", "3", "--steps", "3"]
+    assert main([*base, "--run-dir", str(tmp_path / "full"), "--out", str(tmp_path / "a")]) == 0
+    assert main([*base, "--stop-at", "1", "--run-dir", str(tmp_path / "half"), "--no-export"]) == 0
+    assert main([*base, "--resume", "--run-dir", str(tmp_path / "half"), "--no-export"]) == 0
+    full = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    half = torch.load(tmp_path / "half" / "checkpoint.pt", weights_only=True)
+    assert all(torch.equal(full["model"][k], half["model"][k]) for k in full["model"])
+    critic_full, critic_half = full["companions"]["critic"]["critic"], half["companions"]["critic"]["critic"]
+    assert all(torch.equal(critic_full[k], critic_half[k]) for k in critic_full)
+    manifest = json.loads((tmp_path / "a" / "g" / "expert.json").read_text())
+    assert manifest["adversarial"]["factor"] == 0.5 and "critic_loss_after_pretrain" in manifest["adversarial"]
+    exported = read_state_dict(tmp_path / "a" / "g" / "model.safetensors")
+    last = full["model"]
+    assert all(torch.equal(exported[k], last[k].half() if last[k].is_floating_point() else last[k])
+               for k in exported)

@@ -24,8 +24,8 @@ from ..eval import metrics
 from ..nets import create_model
 from ..nets.resnet_context import ResNetDeconvContext
 from ..plugins import export_expert, read_state_dict
+from . import adversarial, loop
 from . import expert_context as ctx
-from . import loop
 from .losses import degrade_share
 
 
@@ -55,6 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep the ResNet trunk (warm-started) as it is: train the decoder and heads only")
     p.add_argument("--ce-weight", type=float, default=0.1,
                    help=f"{ctx.ARCH}: weight of the bins head's rebalanced cross-entropy beside the MSE")
+    p.add_argument("--adversarial", type=float, default=0.0,
+                   help="adversarial phase (train.adversarial): the critic term's share of the reconstruction's "
+                        "gradient pull (0 = off); the last weights are exported, not the lowest pixel loss")
+    p.add_argument("--critic-pretrain", type=int, default=200,
+                   help="critic steps against the fixed warm start before the joint phase")
     p.add_argument("--degrade", type=float, default=0.0,
                    help="share of training crops turned into old prints/scans (train.degrade; input L only)")
     p.add_argument("--decoder-widths", type=int, nargs=3, default=(128, 64, 32),
@@ -121,6 +126,20 @@ def _load_init(model: torch.nn.Module, init: str) -> None:
     if bad:
         raise SystemExit(f"error: {path}: not a resnet18-deconv trunk (mismatched: {', '.join(bad[:4])})")
     model.load_state_dict(state, strict=False)
+
+
+def _pretrain_critic(model: torch.nn.Module, adversary: adversarial.Adversary,
+                     batch, steps: int) -> dict[str, float]:
+    """The critic alone against the warm-started model (its outputs made in eval mode, no gradients)."""
+    def batches() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        clean_L, L, target = batch()
+        model.eval()
+        with torch.inference_mode():
+            fake = model(L).float()
+        return clean_L, target, fake.clone()
+
+    loss = adversary.pretrain(batches, steps, log=lambda i, v: print(f"critic pre-training {i}/{steps}: {v:.3f}"))
+    return {"critic_loss_after_pretrain": round(loss, 4)}
 
 
 def _train_caches(args: argparse.Namespace, folders: list[Path]) -> tuple[ImageCache, ImageCache | None]:
@@ -200,6 +219,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     if args.val:
         val_cache = ImageCache.from_folders(val_folders, args.max_side, args.val_limit, desc=f"{args.name} val")
         val_lab = rgb_to_lab(center_crop_batch(val_cache.images, args.val_size))
+    run_dir = Path(args.run_dir or f"runs/{args.name}")
     sampler = CropSampler(train_cache, args.crop, args.seed, tuple(args.scale), groups=train_cache.groups,
                           group_weights=args.folder_weights)
     select_lab = rgb_to_lab(center_crop_batch(held.images, args.val_size)) if held is not None else None
@@ -213,18 +233,38 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     if args.freeze_encoder:
         model.encoder.requires_grad_(False)
 
+    def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(clean L, the L the model sees, target ab) of one training batch."""
+        lab = sampler.batch_lab(args.batch_size)
+        L = degrade_share(lab[:, :1], args.degrade, degrade_rng).contiguous(memory_format=torch.channels_last)
+        return lab[:, :1], L, (lab[:, 1:] * args.saturation_boost).clamp(-AB_RANGE, AB_RANGE)
+
+    def reconstruction(L: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        """(pixel/bin loss, its parts, the decoded ab) of one batch."""
+        with loop.autocast_for(torch.device("cpu"), amp):
+            if context:
+                reg, logits = model.heads(L)
+                total, parts = ctx.heads_loss(model, reg, logits, target, bin_weights, args.ce_weight)
+                return total, parts, model.decode_heads(reg, logits)
+            pred = model(L)
+        return F.mse_loss(pred.float() / AB_RANGE, target / AB_RANGE), {}, pred.float()
+
+    adversary = adversarial.Adversary(seed=args.seed) if args.adversarial > 0 else None
+    critic_record = {}
+    if adversary is not None and not (args.resume and (run_dir / "checkpoint.pt").exists()):
+        critic_record = _pretrain_critic(model, adversary, batch, args.critic_pretrain)
+
     def step_fn(step: int):
         if args.freeze_encoder:
             model.encoder.eval()  # frozen: its batch-norm statistics stay the warm start's
-        lab = sampler.batch_lab(args.batch_size)
-        L = degrade_share(lab[:, :1], args.degrade, degrade_rng).contiguous(memory_format=torch.channels_last)
-        target = (lab[:, 1:] * args.saturation_boost).clamp(-AB_RANGE, AB_RANGE)
-        with loop.autocast_for(torch.device("cpu"), amp):
-            if context:
-                total, parts = ctx.loss(model, L, target, bin_weights, args.ce_weight)
-                return total, args.batch_size, parts
-            pred = model(L)
-        return F.mse_loss(pred.float() / AB_RANGE, target / AB_RANGE), args.batch_size, {}
+        clean_L, L, target = batch()
+        total, parts, out = reconstruction(L, target)
+        if adversary is None:
+            return total, args.batch_size, parts
+        parts["critic"] = adversary.update(clean_L, target, out)
+        adv = adversary.generator_loss(clean_L, out)
+        weight = adversarial.adaptive_weight(total, adv, adversarial.shared_layer(model), args.adversarial)
+        return total + weight * adv, args.batch_size, {**parts, "adv": adv.item(), "adv_weight": weight.item()}
 
     if val_lab is None:  # no val set: track the loss on a fixed training batch (own RNG: keeps runs reproducible)
         val_lab = rgb_to_lab(CropSampler(train_cache, args.crop, args.seed + 1, tuple(args.scale)).batch_rgb(16))
@@ -248,15 +288,15 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     cfg = loop.LoopConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, amp=amp,
                           val_every=args.val_every, ckpt_every=args.val_every,
                           warmup=min(100, max(1, args.steps // 10)), stop_at=args.stop_at, ema=args.ema)
-    run_dir = Path(args.run_dir or f"runs/{args.name}")
     state = loop.train(model, run_dir, cfg, step_fn, validate, "loss" if context else "mse",
                        (sampler.state, sampler.load_state), resume=args.resume,
-                       params=[p for p in model.parameters() if p.requires_grad])
+                       params=[p for p in model.parameters() if p.requires_grad],
+                       companions={"critic": adversary} if adversary is not None else None)
     if args.compact:
         loop.compact_checkpoint(run_dir)
     if args.no_export or state.step < args.steps:
         return None
-    if (run_dir / "best.pt").exists():
+    if (run_dir / "best.pt").exists() and adversary is None:
         model.load_state_dict(torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True))
     model.eval()  # a resumed, already finished run never passed through validate(): BN must not update here
     gain, gain_rows = choose_gain(model, select_lab) if select_lab is not None else (1.0, [])
@@ -302,6 +342,9 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
             "levers": {"context": args.context, "context_size": args.context_size, "ce_weight": args.ce_weight,
                        "frozen_encoder": args.freeze_encoder}}
            if context else {}),
+        **({"adversarial": {"factor": args.adversarial, "critic_pretrain_steps": args.critic_pretrain,
+                            **critic_record, "exported": "the last weights (moving average when --ema)",
+                            "how": "train.adversarial"}} if adversary is not None else {}),
         "gain_selection": {"rule": "train.expert.choose_gain", "chosen": gain,
                            "on": "held-out train photos" if gain_rows else "none (no held-out photos: gain 1)",
                            "candidates": [{k: round(v, 4) for k, v in r.items()} for r in gain_rows]},

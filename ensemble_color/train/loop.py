@@ -175,12 +175,17 @@ def train(model: nn.Module, run_dir: Path, cfg: LoopConfig,
           step_fn: Callable[[int], tuple[torch.Tensor, int, dict[str, float]]],
           validate: Callable[[], dict[str, float]], val_key: str,
           sampler_state: tuple[Callable[[], str], Callable[[str], None]],
-          resume: bool = False, params: list | None = None) -> TrainState:
+          resume: bool = False, params: list | None = None,
+          companions: dict[str, Any] | None = None) -> TrainState:
     """Run ``cfg.steps`` optimiser steps; ``step_fn(step)`` returns (loss, images, extra logs).
 
     Writes ``run_dir/checkpoint.pt`` (resume point), ``run_dir/best.pt`` (best ``val_key``, lower is
     better) and ``run_dir/log.jsonl``. With ``resume`` the run continues from its checkpoint.
+    ``companions``: other trained objects the step function updates itself (an adversarial critic), each with
+    ``state_dict``/``load_state_dict``; they are saved in and restored from ``checkpoint.pt`` (not in the compact
+    resume point, which keeps the model only).
     """
+    companions = companions or {}
     run_dir.mkdir(parents=True, exist_ok=True)
     opt = torch.optim.AdamW(params if params is not None else model.parameters(), lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
@@ -199,6 +204,8 @@ def train(model: nn.Module, run_dir: Path, cfg: LoopConfig,
         if ema is not None:
             ema.load_state_dict(ckpt["ema"])
         torch.set_rng_state(ckpt["torch_rng"])
+        for name, obj in companions.items():
+            obj.load_state_dict(ckpt["companions"][name])
         print(f"resumed {run_dir} at step {state.step}")
     elif resume and (run_dir / COMPACT).exists():
         ckpt = _load_compact(run_dir / COMPACT)
@@ -228,6 +235,7 @@ def train(model: nn.Module, run_dir: Path, cfg: LoopConfig,
         _atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                             "state": asdict(state), "sampler": get_sampler_state(),
                             "torch_rng": torch.get_rng_state(),
+                            "companions": {name: obj.state_dict() for name, obj in companions.items()},
                             **({"ema": ema.state_dict()} if ema is not None else {})}, ckpt_path)
 
     bar = tqdm(total=cfg.steps, initial=state.step, desc=run_dir.name, mininterval=5, dynamic_ncols=True)
