@@ -2,7 +2,8 @@
 
     python bench/colour_sheets.py --before COMMIT [--ext $EXT] [--ddcolor DIR] [--per-category 6]
 
-Writes ``docs/figures/sheets/<set>.png``, one row per photo: gray input | pipeline with the weights of ``COMMIT`` |
+Writes ``docs/figures/sheets/<set>.jpg`` (JPEG at quality 88: a fifth of the PNG's size, and no JPEG artefact a
+contact sheet's judgement depends on), one row per photo: gray input | pipeline with the weights of ``COMMIT`` |
 pipeline now | the colour original (where there is one). Sets:
 
 * ``val_<category>``: evenly spaced val photos of each category of the main pack (and the extension pack with
@@ -25,7 +26,7 @@ from compare import load_before  # bench/ is this script's folder, hence on sys.
 
 from ensemble_color.color import l_to_gray, rgb_to_l
 from ensemble_color.data.images import list_images
-from ensemble_color.io import load_image, to_pil
+from ensemble_color.io import load_image, save_image, to_pil
 from ensemble_color.pipeline import Pipeline
 from ensemble_color.visualize import contact_sheet, fit_square
 
@@ -80,8 +81,8 @@ def main() -> None:
             sets["ddcolor"] = (list_images(args.ddcolor), False)
         for name, (paths, truth) in sets.items():
             if paths:
-                to_pil(sheet(paths, pipes, truth)).save(args.out / f"{name}.png")
-                print(f"{args.out / name}.png: {len(paths)} photos", flush=True)
+                save_image(to_pil(sheet(paths, pipes, truth)), args.out / f"{name}.jpg", quality=88)
+                print(f"{args.out / name}.jpg: {len(paths)} photos", flush=True)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ensemble_color import metrics
+from ensemble_color.eval import metrics
 from ensemble_color.color import rgb_to_lab
 from ensemble_color.composite import SUBJECT_CONTEXT_RAMP
 from ensemble_color.data.composites import CATEGORY_LABEL, cutout_from_mask, make_composite

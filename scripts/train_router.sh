@@ -12,6 +12,10 @@
 #   bench/router_oldphotos.py did not ship it (docs/experiments.md): far better on old prints, 2-3 fewer single
 #   pasted animals.
 #   v15, a candidate: v14 + 800 steps with the animal class weighted 1.5 like the bird (INIT_V15 = v14's folder).
+#   The shipped router is the soup: v11 and v15 interpolated in weight space at alpha 0.5 (train soup, WiSE-FT;
+#   bench/router_oldphotos.py's rule for it, written before it was built), its logit bias calibrated on the soup.
+#   STAGES="soup" builds it from BASE_SOUP (v11: runs/export/router_v11 from STAGES="v11", or the folder
+#   ensemble_color/weights/router at commit e6cc46b) and v15's folder (INIT_SOUP).
 # STAGES="v11" reproduces v11 from inits/router_v10; STAGES="v14" reproduces v14 from the shipped v11 (INIT_V14).
 # The exact command of the shipped stage is in its config.json (ensemble_color.command).
 # EXT = the extension pack built by ../shared/data/tools/extend.py. Resumable: RESUME=--resume. --dry-run prints.
@@ -38,4 +42,9 @@ if [[ " $STAGES " == *" v15 "* ]]; then
   step python -m ensemble_color train router "${COMMON[@]}" --out runs/export/router_v15 --run-dir runs/router_v15 \
     --init "${INIT_V15:-runs/export/router_v14}" --lr 1e-4 --seed 15 --steps 800 --degrade 0.5 \
     --class-weights 1 1 1.5 1.5 ${RESUME:-}
+fi
+if [[ " $STAGES " == *" soup "* ]]; then
+  step python -m ensemble_color train soup --base "${BASE_SOUP:-runs/export/router_v11}" \
+    --tuned "${INIT_SOUP:-runs/export/router_v15}" --alpha 0.5 --out runs/export/router_soup \
+    --logit-bias '{"bird": 0.5, "animal": 1.0}'
 fi

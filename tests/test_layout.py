@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import re
 import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -78,6 +79,14 @@ def test_layers_import_downwards_only() -> None:
             assert not bad, f"{module} imports the front end(s) {bad}"
         if _in(module, ("ensemble_color.eval", "ensemble_color.data")):
             assert not [t for t in targets if _in(t, ("ensemble_color.train",))], f"{module} imports training"
+
+
+def test_every_bench_script_imports() -> None:
+    """A bench imports names from the package that refactors move; one that cannot import is a dead figure."""
+    names = sorted(p.stem for p in (REPO / "bench").glob("*.py"))
+    done = subprocess.run([sys.executable, "-c", f"import {', '.join(names)}"], cwd=REPO / "bench",
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
 
 
 def test_no_module_over_400_lines() -> None:

