@@ -79,11 +79,17 @@ def working_size(h: int, w: int, long_side: int) -> tuple[int, int]:
     return max(8, round(h * s)), max(8, round(w * s))
 
 
-def working_l(L: torch.Tensor, work_size: int, descreen: bool = True) -> torch.Tensor:
-    """What the router and the experts see: L (1, H, W) descreened if it carries a halftone screen (and
-    ``descreen``), then shrunk (antialiased) so its long side is ``work_size``."""
+def seen_l(L: torch.Tensor, descreen: bool = True) -> torch.Tensor:
+    """The full-resolution L the models see (shrunk by :func:`working_l`) and the upsampling follows: L (1, H, W)
+    descreened if it carries a halftone screen (and ``descreen``), else L itself."""
     if descreen and (screen := detect_screen(L)) is not None:
-        L = descreen_l(L, screen)
+        return descreen_l(L, screen)
+    return L
+
+
+def working_l(L: torch.Tensor, work_size: int) -> torch.Tensor:
+    """What the router and the experts see: the seen L (:func:`seen_l`) shrunk (antialiased) so its long side is
+    ``work_size``."""
     if max(L.shape[-2:]) <= work_size:
         return L
     return F.interpolate(L[None], size=working_size(*L.shape[-2:], work_size), mode="bilinear",
@@ -209,7 +215,8 @@ class Pipeline:
         opt = self.options
         t0 = time.perf_counter()
         L_fulls = [_to_l(im) for im in images]
-        L_works = [working_l(L, opt.work_size, opt.descreen) for L in L_fulls]
+        L_seens = [seen_l(L, opt.descreen) for L in L_fulls]
+        L_works = [working_l(L, opt.work_size) for L in L_seens]
         t1 = time.perf_counter()
         probs = [self.router(L.to(self.device)[None])[0].float().cpu() for L in L_works]
         if carry is not None:
@@ -240,10 +247,11 @@ class Pipeline:
                                               opt.saturation, L_works[i].reshape(L_works[i].shape[-2:]))
                 ab_works[i] = propagate(ab_works[i], L_works[i], masks, targets, probs[i], method=opt.hint_method)
         results = []
-        for i, (L_full, L_work) in enumerate(zip(L_fulls, L_works, strict=True)):
+        for i, (L_full, L_seen, L_work) in enumerate(zip(L_fulls, L_seens, L_works, strict=True)):
             boxes, weights = plans[i]
             ab_work = ab_works[i]
-            rgb = compose(L_full, ab_work, opt.saturation, L_work if opt.upsample == "guided" else None)
+            rgb = compose(L_full, ab_work, opt.saturation, L_work if opt.upsample == "guided" else None,
+                          guide=None if L_seen is L_full else L_seen)
             results.append(ColorizeResult(rgb=rgb.cpu(), L_work=L_work, ab_work=ab_work, probs=probs[i],
                                           route_classes=self.router.route_classes, weights=weights, boxes=boxes))
         t4 = time.perf_counter()

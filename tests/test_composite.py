@@ -112,6 +112,33 @@ def test_guided_upsampling_follows_full_res_edges():
     assert torch.equal(compose_lab(L_full, ab_low, L_work=L_low)[:1], L_full)
 
 
+def test_a_halftone_print_is_upsampled_along_its_descreened_l_and_keeps_its_own_l():
+    from ensemble_color.color import rgb_to_lab
+    from ensemble_color.descreen import descreen, detect_screen
+    from ensemble_color.pipeline import working_l
+
+    yy, xx = torch.meshgrid(torch.arange(384.0), torch.arange(512.0), indexing="ij")
+    tone = 30.0 + 40.0 * (xx > 256).float()  # a dark and a light half
+    dots = 12.0 * torch.sin(xx * 2.2) * torch.sin(yy * 2.2)  # a screen of ~3 px period
+    L_full = (tone + dots)[None]
+    screen = detect_screen(L_full)
+    assert screen is not None
+    seen = descreen(L_full, screen)
+    L_work = working_l(seen, 128)
+    ab_work = torch.where(L_work > 50, 30.0, -30.0).expand(2, -1, -1).contiguous()  # colour follows the halves
+
+    def dot_chroma(rgb: torch.Tensor) -> float:
+        ab = rgb_to_lab(rgb[None])[0, 1:, :, 240:272]  # across the edge, where the colour follows L
+        smooth = torch.nn.functional.avg_pool2d(ab[None], 5, 1, 2, count_include_pad=False)[0]
+        return (ab - smooth).norm(dim=0)[8:-8, :].mean().item()
+
+    along_print = compose(L_full, ab_work, 1.0, L_work)
+    along_seen = compose(L_full, ab_work, 1.0, L_work, guide=seen)
+    assert dot_chroma(along_seen) < 0.5 * dot_chroma(along_print)
+    lab = rgb_to_lab(along_seen[None])[0]
+    assert (lab[0] - L_full[0]).abs().max() < 0.6  # the screen itself stays in the output's lightness
+
+
 @pytest.mark.parametrize(("radius", "shape"), [(1, (1, 1, 7, 9)), (2, (1, 6, 19, 24)), (3, (2, 2, 8, 5))])
 def test_box_filter_is_the_replicate_padded_window_mean(radius, shape):
     """The guided filter's separable box sums equal avg_pool2d over the replicate-padded map, edges included
