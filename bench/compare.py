@@ -36,9 +36,9 @@ import torch
 import torch.nn.functional as F
 from timing_env import env_note, threading_env  # bench/ is this script's folder, hence on sys.path
 
-from ensemble_color.eval import metrics
 from ensemble_color.color import join_l_ab, rgb_to_l
 from ensemble_color.composite import ExpertRoute, choose_fallback, compose, upsample_ab
+from ensemble_color.eval import metrics
 from ensemble_color.eval.evaluate import evaluate, load_datasets, markdown
 from ensemble_color.eval.perceptual import PerceptualScorer
 from ensemble_color.io import to_pil

@@ -83,12 +83,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ensemble_color.eval import metrics
 from ensemble_color.color import rgb_to_lab
 from ensemble_color.composite import SUBJECT_CONTEXT_RAMP
 from ensemble_color.data.composites import CATEGORY_LABEL, cutout_from_mask, make_composite
 from ensemble_color.data.masks import mask_path
 from ensemble_color.data.roots import CATEGORY_ROUTE, Photo, hold_out, hold_out_mismatch, list_photos
+from ensemble_color.eval import metrics
 from ensemble_color.io import load_image
 from ensemble_color.nets.multihead_unet import DECODINGS
 from ensemble_color.pipeline import Pipeline

@@ -332,7 +332,8 @@ def compose(L_full: torch.Tensor, ab_work: torch.Tensor, saturation: float = 1.0
 
     ``guide``: the full-resolution L the edge-aware upsampling follows, when it is not ``L_full`` itself: the
     descreened L of a halftone print. The guided filter fits ab ≈ A·L + B on the working L the experts saw; applied
-    to the original, screened L, A turns every halftone dot into a dot of colour (on the 21 screened historical
-    portraits, 4-10x the high-frequency chroma). The result still keeps ``L_full``'s lightness."""
+    to the original, screened L, A turns every halftone dot into a dot of colour (``bench/halftone_chroma.py``: a
+    median 6.6x the high-frequency chroma on the 21 screened historical portraits). The result still keeps
+    ``L_full``'s lightness."""
     ab = full_res_ab(L_full if guide is None else guide, ab_work, L_work)
     return by_bands(lambda L, ab: join_l_ab(L, ab.float() * saturation), 3, L_full, ab)
