@@ -26,7 +26,7 @@ from ..nets.resnet_context import ResNetDeconvContext
 from ..plugins import export_expert, read_state_dict
 from . import adversarial, loop
 from . import expert_context as ctx
-from .losses import degrade_share
+from .losses import degrade_share, rebalanced_soft_ce
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -182,19 +182,26 @@ def choose_gain(model: torch.nn.Module, lab: torch.Tensor, batch: int = 64) -> t
     return best["gain"], rows
 
 
-def val_metrics(model: torch.nn.Module, val_lab: torch.Tensor, amp: bool, batch: int = 64) -> dict[str, float]:
-    """MSE (training units), L2ab and AuC of ``model`` on a fixed Lab validation batch."""
-    mse, l2, au = [], [], []
+def val_metrics(model: torch.nn.Module, val_lab: torch.Tensor, amp: bool, batch: int = 64,
+                bin_weights: torch.Tensor | None = None) -> dict[str, float]:
+    """MSE (training units), L2ab and AuC of ``model`` on a fixed Lab validation batch; with ``bin_weights`` (a
+    context specialist) also the bins head's rebalanced cross-entropy, from the same pass through the network."""
+    mse, l2, au, ce = [], [], [], []
     for chunk in val_lab.split(batch):
-        L, ab = chunk[:, :1], chunk[:, 1:]
+        L, ab = chunk[:, :1].contiguous(memory_format=torch.channels_last), chunk[:, 1:]
         with loop.autocast_for(torch.device("cpu"), amp):
-            pred = model(L.contiguous(memory_format=torch.channels_last)).float()
+            if bin_weights is None:
+                pred = model(L).float()
+            else:
+                reg, logits = model.heads(L)
+                pred = model.decode_heads(reg, logits).float()
+                ce.append(rebalanced_soft_ce(logits, ab, model.ab_bins, bin_weights).item())
         mse.append(((pred - ab) / AB_RANGE).pow(2).flatten(1).mean(1))
         err = metrics.ab_error(pred, ab)
         l2.append(err.flatten(1).mean(1))
         au.append(metrics.auc(err))
     return {"mse": torch.cat(mse).mean().item(), "l2ab": torch.cat(l2).mean().item(),
-            "auc": torch.cat(au).mean().item()}
+            "auc": torch.cat(au).mean().item(), **({"ce": sum(ce) / len(ce)} if ce else {})}
 
 
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
@@ -270,12 +277,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         val_lab = rgb_to_lab(CropSampler(train_cache, args.crop, args.seed + 1, tuple(args.scale)).batch_rgb(16))
 
     def scored(lab: torch.Tensor) -> dict[str, float]:
-        out = val_metrics(model, lab, amp)
+        out = val_metrics(model, lab, amp, bin_weights=bin_weights)
         if context:  # the checkpoint is chosen on both heads' loss, not on the regression head alone
-            with torch.inference_mode(), loop.autocast_for(torch.device("cpu"), amp):
-                parts = [ctx.loss(model, c[:, :1].contiguous(), c[:, 1:], bin_weights, args.ce_weight)[1]
-                         for c in lab.split(64)]
-            out["ce"] = sum(p["ce"] for p in parts) / len(parts)
             out["loss"] = out["mse"] + args.ce_weight * out["ce"]
         return out
 

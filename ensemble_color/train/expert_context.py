@@ -61,15 +61,10 @@ def bin_weights(ab_batches: list[torch.Tensor], bins: torch.Tensor, lam: float =
     return rebalancing_weights(bin_prior(ab_batches, bins), bins, lam)
 
 
-def loss(model: torch.nn.Module, L: torch.Tensor, ab: torch.Tensor, weights: torch.Tensor, ce_weight: float
-         ) -> tuple[torch.Tensor, dict[str, float]]:
-    """MSE of the regression head (ab / AB_RANGE units) + ``ce_weight`` x rebalanced soft CE of the bins head."""
-    return heads_loss(model, *model.heads(L), ab, weights, ce_weight)
-
-
 def heads_loss(model: torch.nn.Module, reg: torch.Tensor, logits: torch.Tensor, ab: torch.Tensor,
                weights: torch.Tensor, ce_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """:func:`loss` from heads already run (the adversarial phase also decodes them)."""
+    """MSE of the regression head (ab / AB_RANGE units) + ``ce_weight`` x rebalanced soft CE of the bins head, from
+    heads already run (``model.heads``: the trainer also decodes them, for the critic)."""
     mse = ((reg.float() - ab.float()) / AB_RANGE).pow(2).mean()
     ce = rebalanced_soft_ce(logits, ab, model.ab_bins, weights)
     return mse + ce_weight * ce, {"mse": mse.item(), "ce": ce.item()}
