@@ -15,7 +15,6 @@ serves both backends.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .backends.onnx_contract import EXPERT_OUTPUT, INPUT, ONNX_FILE, OPSET, ROUTER_OUTPUT
-from .io import atomic_write_bytes
+from .io import atomic_write_bytes, atomic_write_json
 
 if TYPE_CHECKING:
     from .plugins import ExpertSpec
@@ -47,7 +46,7 @@ def export_expert_folder(spec: ExpertSpec, out: Path, threads: int | None = None
     manifest = {**spec.manifest, "onnx": block}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / ONNX_FILE, conv.data)
-    atomic_write_bytes(out / "expert.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    atomic_write_json(out / "expert.json", manifest)
     return block
 
 
@@ -64,7 +63,7 @@ def export_router_folder(router_folder: Path, out: Path, threads: int | None = N
     router = smp_router(router_folder, RoutingTable.load()).eval()
     block = export_router_graph(router, out, threads)
     config = {**config, "ensemble_color": {**extra, "onnx": block}}
-    atomic_write_bytes(out / "config.json", (json.dumps(config, indent=2) + "\n").encode())
+    atomic_write_json(out / "config.json", config)
     return block
 
 
@@ -121,7 +120,7 @@ def export_onnx(out_dir: str | Path, router: str = "embedded", experts_dirs: Seq
         if name in decodings:
             spec = spec.with_decoding(decodings[name])
         summary["experts"][name] = export_expert_folder(spec, out / "experts" / name, threads)
-    atomic_write_bytes(out / "export.json", (json.dumps(summary, indent=2) + "\n").encode())
+    atomic_write_json(out / "export.json", summary)
     return summary
 
 

@@ -7,6 +7,7 @@ Why here and not in the pipeline: every front end (CLI, app, evaluation) must tr
 from __future__ import annotations
 
 import io as _io
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -164,6 +165,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_json(path: str | Path, obj: object) -> None:
+    """``obj`` as indented JSON with a final newline, written by :func:`atomic_write_bytes` (manifests, configs,
+    cards: a reader never sees half a file)."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 _FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF",

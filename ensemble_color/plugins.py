@@ -24,7 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from .io import atomic_write_bytes
+from .io import atomic_write_bytes, atomic_write_json
 from .nets import ModelDescriptor, create_model, list_architectures
 from .nets.multihead_unet import with_decoding
 from .weights import shipped_experts_dir
@@ -259,5 +259,5 @@ def export_expert(model: nn.Module, folder: str | Path, manifest: dict[str, Any]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_state_dict(folder / WEIGHTS, model.state_dict(), fp16)
-    atomic_write_bytes(folder / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    atomic_write_json(folder / MANIFEST, manifest)
     return folder

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from ..color import join_l_ab, rgb_to_lab
 from ..data.images import read_rgb
 from ..data.roots import hold_out, list_photos, required_hold_out
-from ..io import atomic_write_bytes
+from ..io import atomic_write_bytes, atomic_write_json
 from ..nets.multihead_unet import DECODINGS, with_decoding
 from ..weights import shipped_experts_dir
 from .evaluate import Scores
@@ -180,5 +180,5 @@ def set_decoding(folder: Path, name: str, command: str) -> None:
     manifest = json.loads((folder / "expert.json").read_text(encoding="utf-8"))
     manifest["config"] = with_decoding(manifest["config"], name)
     manifest.setdefault("metrics", {})["decode_selection"] = {"chosen": name, "command": command}
-    atomic_write_bytes(folder / "expert.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    atomic_write_json(folder / "expert.json", manifest)
     print(f"{folder / 'expert.json'}: config decode = {CANDIDATES[name]}")

@@ -46,7 +46,7 @@ from torch import nn
 from ..color import lab_to_rgb, rgb_to_lab
 from ..data.images import center_crop_batch, list_images, random_resized_crop, read_rgb
 from ..data.roots import CATEGORY_ROUTE, category_folders
-from ..io import atomic_write_bytes
+from ..io import atomic_write_json
 from ..plugins import read_state_dict, write_state_dict
 from . import loop
 
@@ -242,7 +242,7 @@ def export_trunk(student: nn.Module, folder: Path, card: dict[str, Any]) -> Path
     """Write ``model.safetensors`` (fp16 trunk) and ``init.json`` atomically."""
     folder.mkdir(parents=True, exist_ok=True)
     write_state_dict(folder / "model.safetensors", trunk_state(student), fp16=True)
-    atomic_write_bytes(folder / "init.json", (json.dumps(card, indent=2) + "\n").encode())
+    atomic_write_json(folder / "init.json", card)
     return folder
 
 

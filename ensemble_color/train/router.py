@@ -34,7 +34,7 @@ from ..data.composites import IGNORE, cutouts_from_masks, load_cutouts, val_comp
 from ..data.masks import CLASS_NAMES, MASK_CATEGORIES, N_CLASSES, MaskedImages, load_masked, load_scenes
 from ..eval import router as router_eval
 from ..eval.router import _fp16_scores, net_router, segmentation_scores
-from ..io import atomic_write_bytes
+from ..io import atomic_write_json
 from ..plugins import write_state_dict
 from ..routing import INPUT_MAPPINGS, load_smp_weights
 from . import loop
@@ -92,7 +92,7 @@ def export_router(net: nn.Module, folder: str | Path, extra: dict[str, Any], fp1
     write_state_dict(folder / "model.safetensors", net.state_dict(), fp16)
     config = smp_config(net)
     config["ensemble_color"] = {"backend": "ensemble", **extra}
-    atomic_write_bytes(folder / "config.json", (json.dumps(config, indent=2) + "\n").encode())
+    atomic_write_json(folder / "config.json", config)
     return folder
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import atomic_write_bytes
+from ..io import atomic_write_json
 from ..plugins import PluginError, read_state_dict, write_state_dict
 
 WEIGHTS = "model.safetensors"
@@ -71,7 +71,7 @@ def soup_folder(base: Path, tuned: Path, alpha: float, out: Path, command: str =
     if logit_bias is not None:
         own["logit_bias"] = logit_bias
         own["logit_bias_selection"] = "bench/router_oldphotos.py --calibrate on this soup (its report names the seed)"
-    atomic_write_bytes(out / "config.json", (json.dumps(config, indent=2) + "\n").encode())
+    atomic_write_json(out / "config.json", config)
     return out
 
 
