@@ -330,10 +330,10 @@ def compose(L_full: torch.Tensor, ab_work: torch.Tensor, saturation: float = 1.0
     joined to sRGB, the saturation and Lab -> sRGB steps band by band of rows (``color.by_bands``), so that a
     large photo holds only its L, the upsampled ab and the result at full size.
 
-    ``guide``: the full-resolution L the edge-aware upsampling follows, when it is not ``L_full`` itself: the
-    descreened L of a halftone print. The guided filter fits ab ≈ A·L + B on the working L the experts saw; applied
-    to the original, screened L, A turns every halftone dot into a dot of colour (``bench/halftone_chroma.py``: a
-    median 6.6x the high-frequency chroma on the 21 screened historical portraits). The result still keeps
-    ``L_full``'s lightness."""
+    ``guide``: the full-resolution L the edge-aware upsampling follows (default ``L_full``): the L the experts saw
+    before it was shrunk, which for a halftone print is the descreened L. The guided filter fits ab ≈ A·L + B on
+    the working L; applied to the original, screened L, A turns every halftone dot into a dot of colour
+    (``bench/halftone_chroma.py``: a median 6.6x the high-frequency chroma on the 21 screened historical
+    portraits). The result still keeps ``L_full``'s lightness."""
     ab = full_res_ab(L_full if guide is None else guide, ab_work, L_work)
     return by_bands(lambda L, ab: join_l_ab(L, ab.float() * saturation), 3, L_full, ab)

@@ -251,7 +251,7 @@ class Pipeline:
             boxes, weights = plans[i]
             ab_work = ab_works[i]
             rgb = compose(L_full, ab_work, opt.saturation, L_work if opt.upsample == "guided" else None,
-                          guide=None if L_seen is L_full else L_seen)
+                          guide=L_seen)
             results.append(ColorizeResult(rgb=rgb.cpu(), L_work=L_work, ab_work=ab_work, probs=probs[i],
                                           route_classes=self.router.route_classes, weights=weights, boxes=boxes))
         t4 = time.perf_counter()
