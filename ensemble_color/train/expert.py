@@ -11,6 +11,7 @@ import argparse
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +130,8 @@ def _load_init(model: torch.nn.Module, init: str) -> None:
 
 
 def _pretrain_critic(model: torch.nn.Module, adversary: adversarial.Adversary,
-                     batch, steps: int) -> dict[str, float]:
+                     batch: Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor]], steps: int
+                     ) -> dict[str, float]:
     """The critic alone against the warm-started model (its outputs made in eval mode, no gradients)."""
     def batches() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         clean_L, L, target = batch()
@@ -257,6 +259,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         return F.mse_loss(pred.float() / AB_RANGE, target / AB_RANGE), {}, pred.float()
 
     adversary = adversarial.Adversary(seed=args.seed) if args.adversarial > 0 else None
+    balance_layer = adversarial.shared_layer(model) if adversary is not None else None
     critic_record = {}
     if adversary is not None and not (args.resume and (run_dir / "checkpoint.pt").exists()):
         critic_record = _pretrain_critic(model, adversary, batch, args.critic_pretrain)
@@ -270,7 +273,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
             return total, args.batch_size, parts
         parts["critic"] = adversary.update(clean_L, target, out)
         adv = adversary.generator_loss(clean_L, out)
-        weight = adversarial.adaptive_weight(total, adv, adversarial.shared_layer(model), args.adversarial)
+        weight = adversarial.adaptive_weight(total, adv, balance_layer, args.adversarial)
         return total + weight * adv, args.batch_size, {**parts, "adv": adv.item(), "adv_weight": weight.item()}
 
     if val_lab is None:  # no val set: track the loss on a fixed training batch (own RNG: keeps runs reproducible)
