@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from ensemble_color.color import rgb_to_l
 from ensemble_color.composite import full_res_ab
 from ensemble_color.data.images import list_images
-from ensemble_color.descreen import detect_screen
 from ensemble_color.io import atomic_write_bytes, load_image
 from ensemble_color.pipeline import Pipeline, seen_l
 
@@ -43,12 +42,13 @@ def main() -> None:
     for path in list_images(args.folder):
         im = load_image(path)
         L = rgb_to_l(im.rgb.float()[None])[0]
-        if detect_screen(L) is None:
+        seen = seen_l(L)  # descreened only when a screen is found
+        if seen is L:
             continue
         with torch.inference_mode():
             res = pipe.colorize(im)
             screened = dot_chroma(full_res_ab(L, res.ab_work, res.L_work))
-            descreened = dot_chroma(full_res_ab(seen_l(L), res.ab_work, res.L_work))
+            descreened = dot_chroma(full_res_ab(seen, res.ab_work, res.L_work))
         rows.append({"photo": path.name, "screened": round(screened, 3), "descreened": round(descreened, 3)})
         print(rows[-1], flush=True)
     ratios = [r["screened"] / r["descreened"] for r in rows]
