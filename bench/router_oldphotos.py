@@ -48,6 +48,13 @@ alpha 0.5 (``python -m ensemble_color train soup``, WiSE-FT), one candidate, no 
 as above on fresh **seed-10** single subjects (``--calibrate-seed 10``), then judged by rules 1-4 unchanged against
 the shipped router, both with descreening, the single pasted subjects of rule 3 drawn with **seed 11**.
 
+**Router v16** (written 2026-12-07, before v16 was trained): the soup fell short of halftone person IoU 0.9 x
+clean (0.79 x); v16 is the shipped soup + 800 steps at lr 7e-5 with half of every batch degraded and halftone drawn
+more often among the degradations (``--degrade-mix '{"halftone": 0.6, "grain": 0.3}'``; ``STAGES=v16``), bird and
+animal weighted 1.5. One candidate, v16 itself (no soup of it, no other length or lr measured). It is calibrated
+as above on fresh **seed-12** single subjects (``--calibrate-seed 12``), then judged by rules 1-4 unchanged
+against the shipped soup, both with descreening, the single pasted subjects of rule 3 drawn with **seed 13**.
+
 **Descreening** (``SPEC+descreen``: the router sees L descreened by ``ensemble_color.descreen`` when a halftone
 screen is detected, as the pipeline's ``descreen`` option does). Rule, written 2026-12-07 before it was measured:
 the pipeline descreens by default when, for the router that ships, ``SPEC+descreen`` against ``SPEC`` finds the

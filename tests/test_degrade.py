@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ensemble_color.train.degrade import PRESETS, TRANSFORMS, degrade, degrade_rgb, mixed_chain
+from ensemble_color.train.degrade import PRESETS, TRANSFORMS, degrade, degrade_rgb, mix_probabilities, mixed_chain
 
 
 def _scene(h: int = 96, w: int = 120) -> np.ndarray:
@@ -69,6 +69,18 @@ def test_mixed_chain_is_ordered_and_never_empty() -> None:
         chain = mixed_chain(np.random.default_rng(seed))
         assert chain and chain == sorted(chain, key=order.index)
         assert not {"halftone", "grain"} <= set(chain)
+
+
+def test_mix_overrides_change_how_often_a_transform_is_drawn() -> None:
+    more = mix_probabilities({"halftone": 0.9, "grain": 0.0})
+    chains = [mixed_chain(np.random.default_rng(s), more) for s in range(200)]
+    default = [mixed_chain(np.random.default_rng(s)) for s in range(200)]
+    assert sum("halftone" in c for c in chains) > 1.5 * sum("halftone" in c for c in default)
+    assert not any("grain" in c for c in chains)
+    with pytest.raises(ValueError, match="unknown transforms"):
+        mix_probabilities({"sepia": 0.5})
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        mix_probabilities({"halftone": 1.5})
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))

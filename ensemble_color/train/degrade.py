@@ -187,9 +187,23 @@ PRESETS: dict[str, tuple[str, ...]] = {
 }
 
 
-def mixed_chain(rng: np.random.Generator) -> list[str]:
-    """A random, physically ordered chain of at least one transform (halftone excludes grain)."""
-    chain = [name for name in TRANSFORMS if rng.random() < MIX_PROBABILITY[name]]
+def mix_probabilities(overrides: dict[str, float] | None) -> dict[str, float]:
+    """:data:`MIX_PROBABILITY` with some chances replaced (a training run that needs more of one old-print
+    family, e.g. halftone); unknown names and chances outside [0, 1] are refused."""
+    overrides = overrides or {}
+    unknown = sorted(set(overrides) - set(TRANSFORMS))
+    if unknown:
+        raise ValueError(f"unknown transforms {unknown} (known: {', '.join(TRANSFORMS)})")
+    bad = sorted(k for k, v in overrides.items() if not 0.0 <= v <= 1.0)
+    if bad:
+        raise ValueError(f"chances must be in [0, 1]: {bad}")
+    return {**MIX_PROBABILITY, **overrides}
+
+
+def mixed_chain(rng: np.random.Generator, probability: dict[str, float] = MIX_PROBABILITY) -> list[str]:
+    """A random, physically ordered chain of at least one transform (halftone excludes grain), each drawn with
+    its chance in ``probability``."""
+    chain = [name for name in TRANSFORMS if rng.random() < probability[name]]
     if "halftone" in chain and "grain" in chain:
         chain.remove("grain" if rng.random() < 0.5 else "halftone")
     if not chain:
@@ -197,13 +211,15 @@ def mixed_chain(rng: np.random.Generator) -> list[str]:
     return chain
 
 
-def degrade(L: np.ndarray, rng: np.random.Generator, preset: str = "mixed") -> np.ndarray:
-    """Degrade one L image (H, W) in Lab units by a preset of :data:`PRESETS`; same shape, range 0..100."""
+def degrade(L: np.ndarray, rng: np.random.Generator, preset: str = "mixed",
+            probability: dict[str, float] = MIX_PROBABILITY) -> np.ndarray:
+    """Degrade one L image (H, W) in Lab units by a preset of :data:`PRESETS` (``probability``: the chances of
+    the ``mixed`` preset); same shape, range 0..100."""
     if preset not in PRESETS:
         raise ValueError(f"unknown degradation {preset!r} (known: {', '.join(PRESETS)})")
     if L.ndim != 2:
         raise ValueError(f"degrade takes one L image (H, W), got shape {L.shape}")
-    names = list(PRESETS[preset]) or mixed_chain(rng)
+    names = list(PRESETS[preset]) or mixed_chain(rng, probability)
     out = np.ascontiguousarray(L, dtype=np.float32)
     for name in names:
         out = TRANSFORMS[name](out, rng)

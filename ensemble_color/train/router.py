@@ -173,6 +173,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-clean", action="store_true", help="keep masks mask_stats.csv marks as unreliable")
     p.add_argument("--degrade", type=float, default=0.0,
                    help="share of training crops turned into old prints/scans (train.degrade; input L only)")
+    p.add_argument("--degrade-mix", default=None, metavar="JSON",
+                   help='chances of the degraded crops\' transforms replacing train.degrade.MIX_PROBABILITY\'s, '
+                        'e.g. \'{"halftone": 0.6, "grain": 0.3}\'')
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--amp", action="store_true",
                    help="bf16 autocast (measured slower for the MobileNetV3 FPN on this CPU, so off by default)")
@@ -235,6 +238,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         weights=weights, paste_range=tuple(args.paste_range), balanced=args.balanced_cutouts,
         main_share=json.loads(args.main_pack_share) if args.main_pack_share else None,
         degrade_frac=args.degrade,
+        degrade_mix=json.loads(args.degrade_mix) if args.degrade_mix else None,
     )
     if args.init and not args.resume:
         _warm_start(net, Path(args.init))
@@ -308,6 +312,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
             "balanced_cutouts": args.balanced_cutouts,
             "clean_masks": not args.no_clean,
             "degraded_share": args.degrade,
+            "degrade_mix": sampler.degrade_mix if args.degrade > 0 else None,
         },
         "training": {
             "steps": state.step,

@@ -32,7 +32,7 @@ from ..data.composites import (
 )
 from ..data.images import random_resized_crop
 from ..data.masks import MASK_CATEGORIES, MaskedImages
-from .degrade import degrade
+from .degrade import degrade, mix_probabilities
 
 #: share of each real (non-composite) source in a batch; the small sets are over-sampled on purpose
 DEFAULT_SOURCE_WEIGHTS = {"faces": 0.2, "people": 0.15, "birds": 0.25, "animals": 0.25, "scenes": 0.15}
@@ -62,10 +62,12 @@ class RouterSampler:
         balanced: bool = False,
         main_share: dict[str, float] | None = None,
         degrade_frac: float = 0.0,
+        degrade_mix: dict[str, float] | None = None,
     ) -> None:
         if not 0.0 <= degrade_frac <= 1.0:
             raise ValueError(f"degrade_frac must be in [0, 1], got {degrade_frac}")
         self.degrade_frac = degrade_frac
+        self.degrade_mix = mix_probabilities(degrade_mix)
         self.masked, self.scenes, self.cutouts = masked, scenes, cutouts
         self.crop, self.composite_frac, self.scale, self.jitter = crop, composite_frac, scale, jitter
         self.paste_range = paste_range
@@ -127,7 +129,7 @@ class RouterSampler:
             L = self._jitter_L(L)
         if self.degrade_frac > 0:
             for i in np.flatnonzero(self.rng.random(len(L)) < self.degrade_frac):
-                L[i, 0] = torch.from_numpy(degrade(L[i, 0].numpy(), self.rng))
+                L[i, 0] = torch.from_numpy(degrade(L[i, 0].numpy(), self.rng, probability=self.degrade_mix))
         return L, torch.stack(labs).long()
 
     def state(self) -> str:
