@@ -57,6 +57,16 @@ line) + 200 critic steps + 400 joint steps of 16 crops at lr 1e-4, critic factor
 decoding then chosen by its rule (``ADV=0.25 CTX_INIT=runs/export_ctx_full``). No other factor or length is
 measured against this rule before it is judged.]
 
+[2026-12-07, before any colourfulness-term run: the colourfulness term (``train.losses.colourfulness_gap``) is
+judged by this rule unchanged. One candidate: the context scenes specialist (``runs/export_ctx``, measured
+above: closest to passing, short on colourfulness) + 400 steps of 24 crops at lr 3e-4, trunk frozen, term weight
+0.1, the last weights exported, decoding then chosen by its rule (``CF=0.1 CTX_INIT=runs/export_ctx
+ONLY=scenes``). The weight was fixed from gradients at the warm start, before any run: on three batches of 24 scene
+crops the term's gradient on the output is 19-22 x the pixel loss's (its gap 0.19-0.27: the output's colourfulness
+20-27 points under the truth's), so at 0.1 its pull is about twice the pixel loss's. No other weight is measured
+against this rule before it is judged; if it passes, the same recipe is run for people, birds and animals, each
+from its context specialist and judged by this rule unchanged.]
+
 Writes JSON + Markdown with every group's figures and each check's outcome.
 
 ``--candidate-gain G`` is a diagnosis, not a decision: every candidate runs at output gain ``G`` (e.g. the

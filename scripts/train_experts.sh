@@ -32,6 +32,10 @@
 # above (CTX_INIT = the folder holding it), the last weights exported:
 #   ADV=0.25 CTX=1 CTX_FREEZE= CTX_STEPS=400 CTX_BATCH=16 CTX_INIT=runs/export_ctx_full ONLY=birds \
 #     OUT=runs/export_adv RUNS=runs/experts_adv EXT=/work/ext scripts/train_experts.sh
+# The colourfulness term (train.losses.colourfulness_gap, weight CF; 400 steps at lr 3e-4, trunk frozen, the last
+# weights exported), from the context specialists above:
+#   CF=0.1 CTX=1 CTX_INIT=runs/export_ctx ONLY=scenes OUT=runs/export_cf RUNS=runs/experts_cf EXT=/work/ext \
+#     scripts/train_experts.sh
 # ONLY="birds animals" trains a subset; resumable (RESUME=1 continues each run from its checkpoint).
 # Background run:  EXT=/path/to/ext nohup nice -n -10 scripts/train_experts.sh > runs/experts.log 2>&1 &
 # --dry-run prints the commands.
@@ -56,6 +60,7 @@ if [[ -n "${CTX:-}" ]]; then
            ${CTX_FREEZE:+--freeze-encoder} --steps "${CTX_STEPS:-400}" --batch-size "${CTX_BATCH:-24}"
            --val-every 200 --compact)
   if [[ -n "${ADV:-}" ]]; then COMMON+=(--lr 1e-4 --version 6.0 --adversarial "$ADV" --critic-pretrain 200)
+  elif [[ -n "${CF:-}" ]]; then COMMON+=(--lr 3e-4 --version 7.0 --colourfulness "$CF")
   else COMMON+=(--lr 1e-3 --version 5.0); fi
 fi
 # name | categories | route | share of batches per training folder (main pack first, then EXT): the main

@@ -103,3 +103,23 @@ def test_it_builds_on_the_meta_device_as_plugin_validation_does():
     with torch.device("meta"):
         model = create_model(ARCH, **tiny_config(ARCH))
     assert model.ab_bins.is_meta
+
+
+def test_the_colourfulness_gap_pulls_a_washed_out_output_to_the_truth_and_no_further():
+    from ensemble_color.color import lab_to_rgb
+    from ensemble_color.eval.metrics import colorfulness
+    from ensemble_color.train.losses import colourfulness_gap
+
+    g = torch.Generator().manual_seed(0)
+    L = torch.full((2, 1, 24, 24), 55.0)
+    truth = torch.randn(2, 2, 24, 24, generator=g) * 25
+    assert colourfulness_gap(L, truth, truth).item() < 1e-4
+    washed = (truth * 0.3).requires_grad_(True)
+    assert colourfulness_gap(L, washed, truth).item() > 0.05
+    colourfulness_gap(L, washed, truth).backward()
+    stepped = washed.detach() - 50.0 * washed.grad
+    cf = [colorfulness(lab_to_rgb(torch.cat([L, ab], 1))).mean().item() for ab in (washed.detach(), stepped, truth)]
+    assert cf[0] < cf[1] <= cf[2] * 1.05  # more colourful, not past the truth
+    gray = torch.zeros(2, 2, 24, 24, requires_grad=True)
+    colourfulness_gap(L, gray, truth).backward()
+    assert torch.isfinite(gray.grad).all()

@@ -64,13 +64,14 @@ def ssim(rgb_pred: torch.Tensor, rgb_true: torch.Tensor) -> torch.Tensor:
     return smap.flatten(1).mean(1)
 
 
-def colorfulness(rgb: torch.Tensor) -> torch.Tensor:
-    """Hasler & Süsstrunk colourfulness per image, RGB (B, 3, H, W) in [0, 1]."""
+def colorfulness(rgb: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """Hasler & Süsstrunk colourfulness per image, RGB (B, 3, H, W) in [0, 1]. ``eps`` inside the square roots
+    keeps the gradient finite on a gray image (for a loss; the metric uses 0)."""
     r, g, b = (rgb.float() * 255).unbind(-3)
     rg = (r - g).flatten(1)
     yb = (0.5 * (r + g) - b).flatten(1)
-    std = torch.sqrt(rg.var(1, unbiased=False) + yb.var(1, unbiased=False))
-    mean = torch.sqrt(rg.mean(1) ** 2 + yb.mean(1) ** 2)
+    std = torch.sqrt(rg.var(1, unbiased=False) + yb.var(1, unbiased=False) + eps)
+    mean = torch.sqrt(rg.mean(1) ** 2 + yb.mean(1) ** 2 + eps)
     return std + 0.3 * mean
 
 

@@ -27,7 +27,7 @@ from ..nets.resnet_context import ResNetDeconvContext
 from ..plugins import export_expert, read_state_dict
 from . import adversarial, loop
 from . import expert_context as ctx
-from .losses import degrade_share, rebalanced_soft_ce
+from .losses import colourfulness_gap, degrade_share, rebalanced_soft_ce
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -66,6 +66,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoder-widths", type=int, nargs=3, default=(128, 64, 32),
                    help="channels of the decoder's three stages (resnet18-deconv's decoder_widths)")
     p.add_argument("--saturation-boost", type=float, default=1.0, help="multiply target ab by this")
+    p.add_argument("--colourfulness", type=float, default=0.0, metavar="W",
+                   help="add W x the colourfulness gap to the truth (train.losses.colourfulness_gap) to the loss")
     p.add_argument("--init", default=None,
                    help="start from these weights (plugin folder or .safetensors), or 'imagenet-gray': the "
                         "distilled grayscale ResNet-18 trunk in inits/resnet18-gray (decoder random)")
@@ -269,6 +271,9 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
             model.encoder.eval()  # frozen: its batch-norm statistics stay the warm start's
         clean_L, L, target = batch()
         total, parts, out = reconstruction(L, target)
+        if args.colourfulness > 0:
+            gap = colourfulness_gap(clean_L, out, target)
+            total, parts = total + args.colourfulness * gap, {**parts, "cf_gap": gap.item()}
         if adversary is None:
             return total, args.batch_size, parts
         parts["critic"] = adversary.update(clean_L, target, out)
@@ -302,7 +307,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         loop.compact_checkpoint(run_dir)
     if args.no_export or state.step < args.steps:
         return None
-    if (run_dir / "best.pt").exists() and adversary is None:
+    if (run_dir / "best.pt").exists() and adversary is None and not args.colourfulness:
         model.load_state_dict(torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True))
     model.eval()  # a resumed, already finished run never passed through validate(): BN must not update here
     gain, gain_rows = choose_gain(model, select_lab) if select_lab is not None else (1.0, [])
@@ -336,7 +341,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         "command": command,
         "recipe": args.recipe,
         "training": {"steps": state.step, "best_step": state.best_step, "batch_size": args.batch_size,
-                     "crop": args.crop, "saturation_boost": args.saturation_boost,
+                     "crop": args.crop, "saturation_boost": args.saturation_boost, "colourfulness": args.colourfulness,
                      "degraded_share": args.degrade, "bf16_autocast": amp,
                      "weight_ema": args.ema or None,
                      "images_per_second": round(loop.train_throughput(state), 1),

@@ -1,4 +1,5 @@
-"""Losses shared by the trainers: the distributional colour loss, and the old-print input of a batch.
+"""Losses shared by the trainers: the distributional colour loss, colourfulness matching, and the old-print input
+of a batch.
 
 Why a distributional loss: a pixel (MSE) loss is minimised by the average of every plausible colour, which for
 an object of uncertain hue is a brownish gray. Zhang et al. (2016) classify ab into 313 bins instead, with
@@ -13,6 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from .. import softencode
+from ..color import lab_to_rgb
+from ..eval.metrics import colorfulness
 from .degrade import degrade
 
 
@@ -22,6 +25,20 @@ def rebalanced_soft_ce(logits: torch.Tensor, ab: torch.Tensor, bins: torch.Tenso
     pixel weighted by the rebalancing weight of its most likely target bin."""
     q = softencode.soft_encode(F.adaptive_avg_pool2d(ab.float(), logits.shape[-2:]), bins)
     return (-(q * torch.log_softmax(logits.float(), 1)).sum(1) * bin_weights[q.argmax(1)]).mean()
+
+
+def colourfulness_gap(L: torch.Tensor, ab_pred: torch.Tensor, ab_true: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of |C(output) - C(truth)| / 100, C the Hasler-Süsstrunk colourfulness of the sRGB
+    photo from ``L`` (B, 1, H, W; the clean L) and each ab (B, 2, H, W).
+
+    Why: a pixel loss leaves a photo of uncertain colours far less colourful than the truth (the brownish
+    average). This term pulls each photo's colourfulness to its truth's, and only that far: DDColor's term
+    *raises* colourfulness without a limit and, tried here at its weight, made the colours garish (colourfulness
+    140 against the truth's 35). Which colours go where is still the pixel loss's to say. Network-free."""
+    pred = colorfulness(lab_to_rgb(torch.cat([L.float(), ab_pred.float()], 1)), eps=1e-6)
+    with torch.no_grad():
+        true = colorfulness(lab_to_rgb(torch.cat([L.float(), ab_true.float()], 1)))
+    return (pred - true).abs().mean() / 100.0
 
 
 def bin_prior(ab_batches: list[torch.Tensor], bins: torch.Tensor, pool: int = 4) -> torch.Tensor:
