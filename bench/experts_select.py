@@ -67,6 +67,12 @@ crops the term's gradient on the output is 19-22 x the pixel loss's (its gap 0.1
 against this rule before it is judged; if it passes, the same recipe is run for people, birds and animals, each
 from its context specialist and judged by this rule unchanged.]
 
+[2026-12-07, before the colourfulness-term candidate was measured: a group of fewer than ``MIN_GROUP`` (10)
+held-out photos is reported but not judged by checks 1-4 (it stays in the pooled Fréchet distance). The main pack
+leaves 1 held-out scene: its colourfulness (110.7, against the extension's 43.0) cannot be "a group's", and the
+mean agree@1 over groups gave that one photo half the weight. Re-read with this note, the context scenes candidate
+measured earlier still keeps the baseline (Fréchet, colourfulness and agree@1 still fail).]
+
 Writes JSON + Markdown with every group's figures and each check's outcome.
 
 ``--candidate-gain G`` is a diagnosis, not a decision: every candidate runs at output gain ``G`` (e.g. the
@@ -143,13 +149,22 @@ def verdict(groups: dict[str, dict[str, dict]], base: str, cand: str, cf_toleran
 POOLED = "all held-out"
 #: the perceptual rule's tolerances (docstring)
 WORSE_SLACK, CF_TOLERANCE_PERCEPTUAL, L2AB_SLACK = 0.05, 0.15, 0.05
+#: the perceptual rule judges groups of at least this many photos (dated note in the docstring)
+MIN_GROUP = 10
 
 
 def verdict_perceptual(groups: dict[str, dict[str, dict]], base: str, cand: str,
                        pooled: dict[str, float] | None = None) -> tuple[bool, list[tuple[str, bool]]]:
     """The perceptual rule of the module docstring on ``{group: {method: summary}}`` and the pooled Fréchet
-    distances ``{method: distance}`` (the dated note): (replace?, (check, passed))."""
+    distances ``{method: distance}`` (the dated note): (replace?, (check, passed)). Groups under
+    :data:`MIN_GROUP` photos are left out (a check says which)."""
     checks = []
+    small = [f"{n} ({g[cand]['n']} photos)" for n, g in groups.items() if g[cand]["n"] < MIN_GROUP]
+    groups = {n: g for n, g in groups.items() if g[cand]["n"] >= MIN_GROUP}
+    if small:
+        checks.append((f"groups under {MIN_GROUP} photos not judged: {', '.join(small)}", bool(groups)))
+    if not groups:
+        return False, checks
     if pooled is not None:
         checks.append((f"Fréchet on all held-out photos {pooled[cand]:.1f} vs {pooled[base]:.1f}",
                        pooled[cand] < pooled[base]))
