@@ -164,6 +164,20 @@ def test_huge_image_is_refused_before_decoding(handler: DemoHandler, tmp_path: P
     assert out.error is not None and "2.0 MP, over the 1.0 MP limit (max_pixels)" in out.error
 
 
+def test_a_file_over_the_upload_limit_is_refused_by_the_photo_and_the_video_handler(experts_dir: Path,
+                                                                                     tmp_path: Path) -> None:
+    h = DemoHandler(PipelineCache(make_factory(experts_dir)), AppConfig(max_upload_mb=0.01),
+                    default_router="background")
+    photo, clip = tmp_path / "big.png", tmp_path / "big.mp4"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (80, 80), dtype=np.uint8)).save(photo)  # ~6 KB
+    clip.write_bytes(b"\0" * 20_000)  # never probed: refused on its size first
+    small = h(str(photo))
+    assert small.error is None, small.error
+    h.config = AppConfig(max_upload_mb=0.001)
+    for out in (h(str(photo)), h.video(str(clip))):
+        assert out.error is not None and "MB limit (max_upload_mb)" in out.error and str(tmp_path) not in out.error
+
+
 def test_display_copy_is_capped_but_download_is_full_resolution(experts_dir: Path, tmp_path: Path) -> None:
     h = DemoHandler(PipelineCache(make_factory(experts_dir)), AppConfig(display_max_side=48),
                     default_router="background")

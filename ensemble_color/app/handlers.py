@@ -220,9 +220,8 @@ class DemoHandler:
             return DemoVideoOutputs(error=problem)
         name, cfg = _display_name(video, path), self.config
         try:
-            if path.is_file() and path.stat().st_size > cfg.max_upload_mb * 1024 * 1024:
-                raise VideoError(f"{path}: file is {path.stat().st_size / 2**20:.1f} MB, over the "
-                                 f"{cfg.max_upload_mb:g} MB limit (max_upload_mb)")
+            if problem := self._too_large(path):
+                raise VideoError(problem)
             max_pixels = int(cfg.max_video_megapixels * 1e6)
             info = probe_video(path)
             if info.width * info.height > max_pixels:
@@ -262,13 +261,19 @@ class DemoHandler:
                 return f"{label} must be a number from {lo:g} to {hi:g}, got {value!r}."
         return None
 
+    def _too_large(self, path: Path) -> str | None:
+        """The sentence for a file over ``max_upload_mb``, or None: repeats Gradio's check for direct
+        (non-upload) callers of the photo and the video handlers."""
+        mb = self.config.max_upload_mb
+        if path.is_file() and path.stat().st_size > mb * 1024 * 1024:
+            return f"{path}: file is {path.stat().st_size / 2**20:.1f} MB, over the {mb:g} MB limit (max_upload_mb)"
+        return None
+
     def _load(self, path: Path) -> LoadedImage:
-        """Decode with our limits; the byte-size check repeats Gradio's for direct (non-upload) callers."""
-        cfg = self.config
-        if path.is_file() and path.stat().st_size > cfg.max_upload_mb * 1024 * 1024:
-            raise ImageLoadError(f"{path}: file is {path.stat().st_size / 2**20:.1f} MB, over the "
-                                 f"{cfg.max_upload_mb:g} MB limit (max_upload_mb)")
-        return load_image(path, max_pixels=int(cfg.max_megapixels * 1e6))
+        """Decode with our limits (bytes first, then decoded pixels)."""
+        if problem := self._too_large(path):
+            raise ImageLoadError(problem)
+        return load_image(path, max_pixels=int(self.config.max_megapixels * 1e6))
 
     def _display(self, rgb: torch.Tensor) -> Image.Image:
         """Page-size copy: browsers choke on 40 MP WebP, and the download has the full resolution."""
