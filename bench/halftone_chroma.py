@@ -11,18 +11,16 @@ its 5x5 mean| in ab units, i.e. how much of the screen's dot pattern the upsampl
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ensemble_color.color import rgb_to_l
 from ensemble_color.composite import full_res_ab
 from ensemble_color.data.images import list_images
-from ensemble_color.io import atomic_write_bytes, load_image
-from ensemble_color.pipeline import Pipeline, seen_l
+from ensemble_color.io import atomic_write_bytes, atomic_write_json, load_image
+from ensemble_color.pipeline import Pipeline, image_l, seen_l
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,7 +39,7 @@ def main() -> None:
     rows = []
     for path in list_images(args.folder):
         im = load_image(path)
-        L = rgb_to_l(im.rgb.float()[None])[0]
+        L = image_l(im)  # as the pipeline takes it
         seen = seen_l(L)  # descreened only when a screen is found
         if seen is L:
             continue
@@ -64,7 +62,7 @@ def main() -> None:
              f"{summary['max_ratio']}.", ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(args.out.with_suffix(".md"), "\n".join(lines).encode())
-    atomic_write_bytes(args.out.with_suffix(".json"), (json.dumps({**summary, "rows": rows}, indent=1) + "\n").encode())
+    atomic_write_json(args.out.with_suffix(".json"), {**summary, "rows": rows})
     print(summary)
 
 

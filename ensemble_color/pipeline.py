@@ -214,7 +214,7 @@ class Pipeline:
         """
         opt = self.options
         t0 = time.perf_counter()
-        L_fulls = [_to_l(im) for im in images]
+        L_fulls = [image_l(im) for im in images]
         L_seens = [seen_l(L, opt.descreen) for L in L_fulls]
         L_works = [working_l(L, opt.work_size) for L in L_seens]
         t1 = time.perf_counter()
@@ -310,7 +310,7 @@ class Pipeline:
         return out
 
 
-def _to_l(image: LoadedImage | torch.Tensor) -> torch.Tensor:
+def image_l(image: LoadedImage | torch.Tensor) -> torch.Tensor:
     """Full-resolution L (1, H, W) of an input; colour is discarded here, once, for every front end."""
     rgb = image.rgb if isinstance(image, LoadedImage) else image
     if rgb.dim() != 3 or rgb.shape[0] not in (1, 3):

@@ -36,7 +36,7 @@ def test_full_resolution_output_and_l_preserved(tiny_experts, photo):
 
 
 def test_a_gray_photo_colours_alike_in_one_channel_or_three(tiny_experts):
-    """Gray input takes a one-channel path to L (pipeline._to_l); it must be the same L as the RGB path's."""
+    """Gray input takes a one-channel path to L (pipeline.image_l); it must be the same L as the RGB path's."""
     pipe = _pipe(tiny_experts, work_size=64)
     gray = torch.rand(1, 80, 120)
     one, three = pipe.colorize(gray), pipe.colorize(gray.expand(3, -1, -1))
