@@ -67,6 +67,13 @@ crops the term's gradient on the output is 19-22 x the pixel loss's (its gap 0.1
 against this rule before it is judged; if it passes, the same recipe is run for people, birds and animals, each
 from its context specialist and judged by this rule unchanged.]
 
+[2026-12-07, later, before any colourfulness-term run: the pipeline routes ``background`` to the generalist, so
+the scenes specialist is seldom what a user sees, while the people specialist colours every face. The same recipe
+(weight 0.1, 400 steps, lr 3e-4, from ``runs/export_ctx``) therefore makes one candidate for each of people,
+scenes and animals, run in that order and each judged by this rule unchanged, whatever the others' outcome.
+Birds are left out: their context specialist was trained with its trunk (``runs/export_ctx_full``) and the
+adversarial phase was their candidate.]
+
 [2026-12-07, before the colourfulness-term candidate was measured: a group of fewer than ``MIN_GROUP`` (10)
 held-out photos is reported but not judged by checks 1-4 (it stays in the pooled Fréchet distance). The main pack
 leaves 1 held-out scene: its colourfulness (110.7, against the extension's 43.0) cannot be "a group's", and the

@@ -34,8 +34,8 @@
 #     OUT=runs/export_adv RUNS=runs/experts_adv EXT=/work/ext scripts/train_experts.sh
 # The colourfulness term (train.losses.colourfulness_gap, weight CF; 400 steps at lr 3e-4, trunk frozen, the last
 # weights exported), from the context specialists above:
-#   CF=0.1 CTX=1 CTX_INIT=runs/export_ctx ONLY=scenes OUT=runs/export_cf RUNS=runs/experts_cf EXT=/work/ext \
-#     scripts/train_experts.sh
+#   for n in people scenes animals; do CF=0.1 CTX=1 CTX_INIT=runs/export_ctx ONLY=$n OUT=runs/export_cf \
+#     RUNS=runs/experts_cf EXT=/work/ext scripts/train_experts.sh; done
 # ONLY="birds animals" trains a subset; resumable (RESUME=1 continues each run from its checkpoint).
 # Background run:  EXT=/path/to/ext nohup nice -n -10 scripts/train_experts.sh > runs/experts.log 2>&1 &
 # --dry-run prints the commands.
