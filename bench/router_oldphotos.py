@@ -55,6 +55,13 @@ animal weighted 1.5. One candidate, v16 itself (no soup of it, no other length o
 as above on fresh **seed-12** single subjects (``--calibrate-seed 12``), then judged by rules 1-4 unchanged
 against the shipped soup, both with descreening, the single pasted subjects of rule 3 drawn with **seed 13**.
 
+**Router soup of v16** (written 2026-12-07, after v16 failed rule 3 on clean animal IoU (0.976 x) and single
+pasted birds (55 vs 57 of 60), before the soup was built or measured): as for the first soup, the shipped soup and
+v16 interpolated in weight space at alpha 0.5 (``STAGES=soup16``), one candidate, no other alpha tried. It is
+calibrated as above on fresh **seed-14** single subjects (``--calibrate-seed 14``), then judged by rules 1-4
+unchanged against the shipped soup, both with descreening, the single pasted subjects of rule 3 drawn with
+**seed 15**.
+
 **Descreening** (``SPEC+descreen``: the router sees L descreened by ``ensemble_color.descreen`` when a halftone
 screen is detected, as the pipeline's ``descreen`` option does). Rule, written 2026-12-07 before it was measured:
 the pipeline descreens by default when, for the router that ships, ``SPEC+descreen`` against ``SPEC`` finds the
