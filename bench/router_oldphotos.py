@@ -14,7 +14,9 @@ The first router is the baseline (the shipped one); every figure is measured for
 * **Skin tones**: UTKFace's val faces (extension pack; the race code 0-4 is in the file name: White, Black,
   Asian, Indian, Others). A face counts as found when the mean ``person`` probability over the central half of
   the aligned crop (inside the face) is above 0.5; recall per group and the spread between groups. The shipped
-  people expert's L2ab per group (alone, on the whole crop) is reported beside it.
+  people expert's L2ab per group (alone, on the whole crop) is reported beside it. The same faces turned into old
+  prints (``mixed`` degradation, one seeded draw per face) give a second recall per group: a figure, not a check
+  of the rule.
 * **Single pasted subjects** (seed 0, 60 per class, as ``evaluate router``): share routed > 0.5.
 
 ``--bias`` applies a logit bias to every router after the first (the shipped router's own calibration is in
@@ -91,7 +93,7 @@ from ensemble_color.eval.router import (
     single_subject_recall,
     single_subject_sets,
 )
-from ensemble_color.io import load_image
+from ensemble_color.io import atomic_write_bytes, atomic_write_json, load_image
 from ensemble_color.routing import Router, load_router
 from ensemble_color.train.degrade import degrade_rgb
 
@@ -112,6 +114,12 @@ def val_sets(data: Path, ext: Path | None, per_category: int) -> dict[str, list[
     for k, cond in enumerate(CONDITIONS[1:], 1):
         out[cond] = [(degrade_rgb(rgb, np.random.default_rng([k, i]), cond), m) for i, (rgb, m) in enumerate(pairs)]
     return out
+
+
+def as_old_prints(faces: dict[str, list[np.ndarray]]) -> dict[str, list[np.ndarray]]:
+    """Each group's faces degraded once (``mixed``), seeded by group and index: the same prints for every router."""
+    return {race: [degrade_rgb(rgb, np.random.default_rng([99, g, i]), "mixed") for i, rgb in enumerate(imgs)]
+            for g, (race, imgs) in enumerate(faces.items())}
 
 
 def historical_found(router: Router, folder: Path) -> dict[str, float]:
@@ -265,8 +273,15 @@ def markdown(rows: dict[str, dict], command: str) -> str:
     for r in RACES:
         lines.append(f"| UTKFace val recall, {r} (n={rows[names[0]]['utk_n'][r]}) | "
                      + " | ".join(f"{rows[n]['utk_recall'][r]:.3f}" for n in names) + " |")
-    lines.append("| UTKFace recall spread (max - min) | " + " | ".join(
-        f"{max(rows[n]['utk_recall'].values()) - min(rows[n]['utk_recall'].values()):.3f}" for n in names) + " |")
+    for key, what in (("utk_recall", ""), ("utk_recall_old", " as old prints")):
+        if not all(key in rows[n] for n in names):
+            continue
+        if what:
+            for r in RACES:
+                lines.append(f"| UTKFace val recall{what}, {r} | "
+                             + " | ".join(f"{rows[n][key][r]:.3f}" for n in names) + " |")
+        lines.append(f"| UTKFace recall{what} spread (max - min) | " + " | ".join(
+            f"{max(rows[n][key].values()) - min(rows[n][key].values()):.3f}" for n in names) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -293,6 +308,7 @@ def main() -> None:
     singles = single_subject_sets(args.data, n=60, seed=args.single_seed)
     calibrated = calibrate(args.routers[-1], args.data, args.calibrate_seed) if args.calibrate else None
     faces = utk_faces(args.ext, args.per_group)
+    old_faces = as_old_prints(faces)
     rows: dict[str, dict] = {}
     for i, spec in enumerate(args.routers):
         options = {"logit_bias": json.loads(args.bias)} if args.bias and i > 0 else {}
@@ -308,6 +324,7 @@ def main() -> None:
                 "single": {k: round(v["share_over_half"], 3)
                            for k, v in single_subject_recall(router, singles).items()},
                 "utk_recall": utk_recall(router, faces),
+                "utk_recall_old": utk_recall(router, old_faces),
                 "utk_n": {r: len(v) for r, v in faces.items()},
             }
         print(spec, {k: v for k, v in rows[spec].items() if k != "historical_person_share"}, flush=True)
@@ -341,10 +358,10 @@ def main() -> None:
         md += f"\n**{spec} against {against}: {outcome}**\n\n"
         md += "\n".join(f"- {c}" for c in checks) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(
-        {"command": command, "routers": rows, "people_expert_l2ab": expert, "calibration": calibrated,
-         "verdicts": {s: {"replaces": ok, "checks": c} for s, (ok, c) in verdicts.items()}}, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(md)
+    atomic_write_json(args.out.with_suffix(".json"),
+                      {"command": command, "routers": rows, "people_expert_l2ab": expert, "calibration": calibrated,
+                       "verdicts": {s: {"replaces": ok, "checks": c} for s, (ok, c) in verdicts.items()}})
+    atomic_write_bytes(args.out.with_suffix(".md"), md.encode())
     print(md)
 
 
