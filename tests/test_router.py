@@ -402,6 +402,29 @@ def test_router_sampler_main_share_draws_real_samples_from_the_main_pack() -> No
         RouterSampler(masked, [], cuts, 16, seed=0, balanced=True, main_share={"cats": 0.5})
 
 
+def test_router_sampler_degrades_its_share_with_the_mix_it_was_given() -> None:
+    from ensemble_color.data.masks import MaskedImages
+    from ensemble_color.train.router_data import RouterSampler
+
+    img = np.tile(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], (64, 1, 3))
+    masked = MaskedImages([img] * 4, [np.zeros((64, 64), np.uint8)] * 4, ["faces"] * 4, [0] * 4)
+
+    def batch(mix):
+        sampler = RouterSampler(masked, [], [], 64, seed=3, composite_frac=0.0, scale=(1.0, 1.0), jitter=False,
+                                degrade_frac=1.0, degrade_mix=mix)
+        return sampler.batch(8)[0]
+
+    only_fading = {name: 0.0 for name in ("uneven_exposure", "halftone", "grain", "blur", "paper",
+                                          "dust_scratches", "resample", "jpeg")} | {"fade": 1.0}
+    screened = {"halftone": 1.0, "grain": 0.0}
+    # a halftone screen adds fine detail (large pixel-to-pixel steps) that fading alone never does
+    def roughness(L):
+        return float(L.diff(dim=-1).abs().mean())
+    assert roughness(batch(screened)) > 2 * roughness(batch(only_fading))
+    with pytest.raises(ValueError, match="unknown transforms"):
+        RouterSampler(masked, [], [], 64, seed=0, degrade_frac=0.5, degrade_mix={"sepia": 1.0})
+
+
 def test_warm_start_loads_a_router_folder(tmp_path: Path) -> None:
     net = train_router.build_model()
     folder = train_router.export_router(net, tmp_path / "r", {"input_size": 64}, fp16=False)
