@@ -74,8 +74,8 @@ scenes and animals, run in that order and each judged by this rule unchanged, wh
 Birds are left out: their context specialist was trained with its trunk (``runs/export_ctx_full``) and the
 adversarial phase was their candidate.]
 
-[2026-12-07, after people and scenes were measured: the animals candidate of that note was not built (the cores
-went to the router's candidates); no verdict on it is implied.]
+[2026-12-07, after people and scenes were measured: the animals candidate of that note is built later, by the same
+recipe, once the cores were free of the router's candidates; judged by this rule unchanged.]
 
 [2026-12-07, before the colourfulness-term candidate was measured: a group of fewer than ``MIN_GROUP`` (10)
 held-out photos is reported but not judged by checks 1-4 (it stays in the pooled Fréchet distance). The main pack
