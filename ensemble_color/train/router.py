@@ -173,7 +173,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-clean", action="store_true", help="keep masks mask_stats.csv marks as unreliable")
     p.add_argument("--degrade", type=float, default=0.0,
                    help="share of training crops turned into old prints/scans (train.degrade; input L only)")
-    p.add_argument("--degrade-mix", default=None, metavar="JSON",
+    p.add_argument("--degrade-mix", type=json.loads, default=None, metavar="JSON",
                    help='chances of the degraded crops\' transforms replacing train.degrade.MIX_PROBABILITY\'s, '
                         'e.g. \'{"halftone": 0.6, "grain": 0.3}\'')
     p.add_argument("--seed", type=int, default=0)
@@ -238,7 +238,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         weights=weights, paste_range=tuple(args.paste_range), balanced=args.balanced_cutouts,
         main_share=json.loads(args.main_pack_share) if args.main_pack_share else None,
         degrade_frac=args.degrade,
-        degrade_mix=json.loads(args.degrade_mix) if args.degrade_mix else None,
+        degrade_mix=args.degrade_mix,
     )
     if args.init and not args.resume:
         _warm_start(net, Path(args.init))
