@@ -16,7 +16,9 @@ The first router is the baseline (the shipped one); every figure is measured for
   the aligned crop (inside the face) is above 0.5; recall per group and the spread between groups. The shipped
   people expert's L2ab per group (alone, on the whole crop) is reported beside it. The same faces turned into old
   prints (``mixed`` degradation, one seeded draw per face) give a second recall per group: a figure, not a check
-  of the rule.
+  of the rule. The halftone val prints are also split by whether ``ensemble_color.descreen`` finds their screen
+  (a screen finer than about 2.2 px is aliased into moiré and cannot be found): how many, and the person IoU of
+  each part, per router (a figure, not a check).
 * **Single pasted subjects** (seed 0, 60 per class, as ``evaluate router``): share routed > 0.5.
 
 ``--bias`` applies a logit bias to every router after the first (the shipped router's own calibration is in
@@ -82,6 +84,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ensemble_color.color import gray_to_l
 from ensemble_color.data.images import list_images, read_rgb
 from ensemble_color.data.masks import load_masked
 from ensemble_color.descreen import descreen, detect_screen
@@ -179,6 +182,19 @@ def people_expert_l2ab(faces: dict[str, list[np.ndarray]]) -> dict[str, float]:
     return out
 
 
+def halftone_split(router: Router, pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float | int | None]:
+    """The halftone val prints split by whether their screen is found: counts and person IoU of each part."""
+    parts = {True: IoUCounter(), False: IoUCounter()}
+    found = 0
+    for rgb, labels in pairs:
+        L = gray_to_l(torch.from_numpy(rgb[None, ..., 0].astype(np.float32) / 255))  # gray prints: R = G = B
+        screened = detect_screen(L) is not None
+        found += screened
+        parts[screened].add(predict_labels(router, rgb), labels)
+    return {"found": found, "prints": len(pairs), "person_iou_found": parts[True].result()["iou"]["person"],
+            "person_iou_missed": parts[False].result()["iou"]["person"]}
+
+
 def iou_by_condition(router: Router, sets: dict[str, list]) -> dict[str, dict[str, float | None]]:
     out = {}
     for cond, pairs in sets.items():
@@ -273,6 +289,13 @@ def markdown(rows: dict[str, dict], command: str) -> str:
     for r in RACES:
         lines.append(f"| UTKFace val recall, {r} (n={rows[names[0]]['utk_n'][r]}) | "
                      + " | ".join(f"{rows[n]['utk_recall'][r]:.3f}" for n in names) + " |")
+    if all("halftone_split" in rows[n] for n in names):
+        split = [rows[n]["halftone_split"] for n in names]
+        lines.append(f"| halftone val prints whose screen is found (of {split[0]['prints']}) | "
+                     + " | ".join(str(h["found"]) for h in split) + " |")
+        for key, what in (("person_iou_found", "found"), ("person_iou_missed", "not found")):
+            lines.append(f"| person IoU, halftone prints with the screen {what} | "
+                         + " | ".join("-" if h[key] is None else f"{h[key]:.3f}" for h in split) + " |")
     for key, what in (("utk_recall", ""), ("utk_recall_old", " as old prints")):
         if not all(key in rows[n] for n in names):
             continue
@@ -325,6 +348,7 @@ def main() -> None:
                            for k, v in single_subject_recall(router, singles).items()},
                 "utk_recall": utk_recall(router, faces),
                 "utk_recall_old": utk_recall(router, old_faces),
+                "halftone_split": halftone_split(router, sets["halftone"]),
                 "utk_n": {r: len(v) for r, v in faces.items()},
             }
         print(spec, {k: v for k, v in rows[spec].items() if k != "historical_person_share"}, flush=True)
