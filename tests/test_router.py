@@ -409,9 +409,9 @@ def test_router_sampler_degrades_its_share_with_the_mix_it_was_given() -> None:
     img = np.tile(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], (64, 1, 3))
     masked = MaskedImages([img] * 4, [np.zeros((64, 64), np.uint8)] * 4, ["faces"] * 4, [0] * 4)
 
-    def batch(mix):
+    def batch(mix, descreened=False):
         sampler = RouterSampler(masked, [], [], 64, seed=3, composite_frac=0.0, scale=(1.0, 1.0), jitter=False,
-                                degrade_frac=1.0, degrade_mix=mix)
+                                degrade_frac=1.0, degrade_mix=mix, degrade_descreen=descreened)
         return sampler.batch(8)[0]
 
     only_fading = {name: 0.0 for name in ("uneven_exposure", "halftone", "grain", "blur", "paper",
@@ -421,6 +421,8 @@ def test_router_sampler_degrades_its_share_with_the_mix_it_was_given() -> None:
     def roughness(L):
         return float(L.diff(dim=-1).abs().mean())
     assert roughness(batch(screened)) > 2 * roughness(batch(only_fading))
+    # with the pipeline's descreener after the damage, the screen the detector finds is blurred away
+    assert roughness(batch(screened, descreened=True)) < 0.8 * roughness(batch(screened))
     with pytest.raises(ValueError, match="unknown transforms"):
         RouterSampler(masked, [], [], 64, seed=0, degrade_frac=0.5, degrade_mix={"sepia": 1.0})
 

@@ -32,6 +32,7 @@ from ..data.composites import (
 )
 from ..data.images import random_resized_crop
 from ..data.masks import MASK_CATEGORIES, MaskedImages
+from ..descreen import descreen, detect_screen
 from .degrade import degrade, mix_probabilities
 
 #: share of each real (non-composite) source in a batch; the small sets are over-sampled on purpose
@@ -63,11 +64,13 @@ class RouterSampler:
         main_share: dict[str, float] | None = None,
         degrade_frac: float = 0.0,
         degrade_mix: dict[str, float] | None = None,
+        degrade_descreen: bool = False,
     ) -> None:
         if not 0.0 <= degrade_frac <= 1.0:
             raise ValueError(f"degrade_frac must be in [0, 1], got {degrade_frac}")
         self.degrade_frac = degrade_frac
         self.degrade_mix = mix_probabilities(degrade_mix)
+        self.degrade_descreen = degrade_descreen
         self.masked, self.scenes, self.cutouts = masked, scenes, cutouts
         self.crop, self.composite_frac, self.scale, self.jitter = crop, composite_frac, scale, jitter
         self.paste_range = paste_range
@@ -130,6 +133,8 @@ class RouterSampler:
         if self.degrade_frac > 0:
             for i in np.flatnonzero(self.rng.random(len(L)) < self.degrade_frac):
                 L[i, 0] = torch.from_numpy(degrade(L[i, 0].numpy(), self.rng, probability=self.degrade_mix))
+                if self.degrade_descreen and (screen := detect_screen(L[i, 0])) is not None:
+                    L[i, 0] = descreen(L[i, 0], screen)  # what the pipeline shows the router at inference
         return L, torch.stack(labs).long()
 
     def state(self) -> str:
