@@ -87,7 +87,7 @@ import torch
 from ensemble_color.color import gray_to_l
 from ensemble_color.data.images import list_images, read_rgb
 from ensemble_color.data.masks import load_masked
-from ensemble_color.descreen import descreen, detect_screen
+from ensemble_color.descreen import detect_screen, without_screen
 from ensemble_color.eval.metrics import l2ab
 from ensemble_color.eval.router import (
     IoUCounter,
@@ -213,11 +213,7 @@ class Descreened(torch.nn.Module):
         self.router, self.route_classes, self.name = router, router.route_classes, router.name + "+descreen"
 
     def forward(self, L: torch.Tensor) -> torch.Tensor:
-        out = []
-        for x in L:
-            screen = detect_screen(x)
-            out.append(descreen(x, screen) if screen is not None else x)
-        return self.router(torch.stack(out))
+        return self.router(torch.stack([without_screen(x) for x in L]))
 
 
 def calibrate(spec: str, data: Path, seed: int = 6) -> dict:

@@ -79,3 +79,10 @@ def descreen(L: torch.Tensor, screen: Screen) -> torch.Tensor:
     x = F.conv2d(F.pad(x, (pad, pad, 0, 0), mode="reflect"), k.view(1, 1, 1, -1))
     x = F.conv2d(F.pad(x, (0, 0, pad, pad), mode="reflect"), k.view(1, 1, -1, 1))
     return x.reshape(shape).to(L.dtype)
+
+
+def without_screen(L: torch.Tensor) -> torch.Tensor:
+    """L (..., H, W) with its halftone screen blurred away (:func:`descreen`) when :func:`detect_screen` finds
+    one, else L itself (the same tensor): what the pipeline shows its models, and what training may show them."""
+    screen = detect_screen(L)
+    return L if screen is None else descreen(L, screen)

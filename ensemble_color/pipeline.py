@@ -34,8 +34,7 @@ from .composite import (
     served_by,
     share_context,
 )
-from .descreen import descreen as descreen_l
-from .descreen import detect_screen
+from .descreen import without_screen
 from .hints import HINT_METHODS, Hint, check_hints, hint_targets, paint_routes, propagate
 from .io import LoadedImage
 from .loading import LoadedExpert, _load_router, resolve_device, usable_decodings
@@ -82,9 +81,7 @@ def working_size(h: int, w: int, long_side: int) -> tuple[int, int]:
 def seen_l(L: torch.Tensor, descreen: bool = True) -> torch.Tensor:
     """The full-resolution L the models see (shrunk by :func:`working_l`) and the upsampling follows: L (1, H, W)
     descreened if it carries a halftone screen (and ``descreen``), else L itself."""
-    if descreen and (screen := detect_screen(L)) is not None:
-        return descreen_l(L, screen)
-    return L
+    return without_screen(L) if descreen else L
 
 
 def working_l(L: torch.Tensor, work_size: int) -> torch.Tensor:

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ensemble_color.color import rgb_to_l
-from ensemble_color.descreen import descreen, detect_screen
+from ensemble_color.descreen import descreen, detect_screen, without_screen
 from ensemble_color.train.degrade import TRANSFORMS
 
 
@@ -54,6 +54,13 @@ def test_descreening_removes_the_screen_and_keeps_the_picture() -> None:
     assert detect_screen(clean) is None
     # the shapes survive: the descreened print is close to the photo it was printed from
     assert (clean - torch.from_numpy(L)).abs().mean() < (x - torch.from_numpy(L)).abs().mean() / 2
+
+
+def test_without_screen_descreens_a_print_and_returns_a_photo_itself() -> None:
+    photo = torch.from_numpy(_smooth())
+    assert without_screen(photo) is photo
+    x = torch.from_numpy(_screened(_smooth(), 5.0))
+    torch.testing.assert_close(without_screen(x), descreen(x, detect_screen(x)))
 
 
 def test_pipeline_descreens_what_the_models_see_but_joins_the_original_l(tiny_experts) -> None:

@@ -32,7 +32,7 @@ from ..data.composites import (
 )
 from ..data.images import random_resized_crop
 from ..data.masks import MASK_CATEGORIES, MaskedImages
-from ..descreen import descreen, detect_screen
+from ..descreen import without_screen
 from .degrade import degrade, mix_probabilities
 
 #: share of each real (non-composite) source in a batch; the small sets are over-sampled on purpose
@@ -133,8 +133,8 @@ class RouterSampler:
         if self.degrade_frac > 0:
             for i in np.flatnonzero(self.rng.random(len(L)) < self.degrade_frac):
                 L[i, 0] = torch.from_numpy(degrade(L[i, 0].numpy(), self.rng, probability=self.degrade_mix))
-                if self.degrade_descreen and (screen := detect_screen(L[i, 0])) is not None:
-                    L[i, 0] = descreen(L[i, 0], screen)  # what the pipeline shows the router at inference
+                if self.degrade_descreen:  # what the pipeline shows the router at inference
+                    L[i, 0] = without_screen(L[i, 0])
         return L, torch.stack(labs).long()
 
     def state(self) -> str:
