@@ -14,7 +14,6 @@ Why measured this way:
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -36,6 +35,7 @@ from ..data.masks import (
     load_scenes,
     unreliable_masks,
 )
+from ..io import atomic_write_bytes, atomic_write_json
 from ..routing import Router, RoutingTable, _LToUnit
 from ..weights import router_dir
 
@@ -360,9 +360,9 @@ def run_eval(args: argparse.Namespace, argv: list[str] | None = None) -> dict[st
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(out.with_suffix(".json"), result)
     md = _markdown(result)
-    out.with_suffix(".md").write_text(md)
+    atomic_write_bytes(out.with_suffix(".md"), md.encode())
     print(md)
     return result
 
