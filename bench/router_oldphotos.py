@@ -66,6 +66,15 @@ calibrated as above on fresh **seed-14** single subjects (``--calibrate-seed 14`
 unchanged against the shipped soup, both with descreening, the single pasted subjects of rule 3 drawn with
 **seed 15**.
 
+**Router v17 and its soup** (written 2026-12-07, before v17 was trained): the halftone prints whose screen the
+descreener finds are the worse part (person IoU 0.680 vs 0.811), and no router has trained on descreened L. v17 is
+v16's stage with every degraded crop passed through the pipeline's descreener (``--degrade-descreen``;
+``STAGES=v17``, from the shipped soup, seed 17). Two candidates, in this order, the first that passes ships:
+v17 itself, calibrated as above on fresh **seed-16** single subjects, its single pasted subjects of rule 3 drawn
+with **seed 17**; then, only if v17 fails and only on rule 3 or 4, the shipped soup and v17 interpolated at alpha
+0.5 (``STAGES=soup17``), calibrated on fresh **seed-18** single subjects, singles drawn with **seed 19**. Each is
+judged by rules 1-4 unchanged against the shipped soup, both with descreening. No other length, lr or alpha.
+
 **Descreening** (``SPEC+descreen``: the router sees L descreened by ``ensemble_color.descreen`` when a halftone
 screen is detected, as the pipeline's ``descreen`` option does). Rule, written 2026-12-07 before it was measured:
 the pipeline descreens by default when, for the router that ships, ``SPEC+descreen`` against ``SPEC`` finds the

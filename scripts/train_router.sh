@@ -19,6 +19,8 @@
 #   v16, a candidate: the shipped soup + 800 steps, half of every batch degraded with halftone drawn more often
 #   (INIT_V16 = the soup's folder). STAGES="soup16": the soup and v16 interpolated at alpha 0.5 (BASE_SOUP16 = the
 #   soup's folder, ensemble_color/weights/router at commit fb54dd7).
+#   v17, a candidate: v16's stage with every degraded crop descreened as the pipeline does (--degrade-descreen);
+#   STAGES="soup17": the soup and v17 interpolated at alpha 0.5.
 # STAGES="v11" reproduces v11 from inits/router_v10; STAGES="v14" reproduces v14 from the shipped v11 (INIT_V14).
 # The exact command of the shipped stage is in its config.json (ensemble_color.command).
 # EXT = the extension pack built by ../shared/data/tools/extend.py. Resumable: RESUME=--resume. --dry-run prints.
@@ -54,6 +56,15 @@ fi
 if [[ " $STAGES " == *" soup16 "* ]]; then
   step python -m ensemble_color train soup --base "${BASE_SOUP16:-ensemble_color/weights/router}" \
     --tuned "${INIT_SOUP16:-runs/export/router_v16}" --alpha 0.5 --out runs/export/router_soup16
+fi
+if [[ " $STAGES " == *" v17 "* ]]; then
+  step python -m ensemble_color train router "${COMMON[@]}" --out runs/export/router_v17 --run-dir runs/router_v17 \
+    --init "${INIT_V17:-ensemble_color/weights/router}" --lr 7e-5 --seed 17 --steps 800 --degrade 0.5 \
+    --degrade-mix '{"halftone": 0.6, "grain": 0.3}' --degrade-descreen --class-weights 1 1 1.5 1.5 ${RESUME:-}
+fi
+if [[ " $STAGES " == *" soup17 "* ]]; then
+  step python -m ensemble_color train soup --base "${BASE_SOUP17:-ensemble_color/weights/router}" \
+    --tuned "${INIT_SOUP17:-runs/export/router_v17}" --alpha 0.5 --out runs/export/router_soup17
 fi
 if [[ " $STAGES " == *" soup "* ]]; then
   step python -m ensemble_color train soup --base "${BASE_SOUP:-runs/export/router_v11}" \
