@@ -83,6 +83,17 @@ leaves 1 held-out scene: its colourfulness (110.7, against the extension's 43.0)
 mean agree@1 over groups gave that one photo half the weight. Re-read with this note, the context scenes candidate
 measured earlier still keeps the baseline (Fréchet, colourfulness and agree@1 still fail).]
 
+[2026-12-07, before any pooled-embedding run: every colourfulness-term candidate came within 15 % of the truth's
+colourfulness on more groups but raised the Fréchet distance, so saturation alone is not what real photos look like
+to an ImageNet network. The pooled-embedding term (``train.losses.EmbeddingGap``: the output's global-pooled
+embedding of a frozen **Lite2**, never the judging Lite0, pulled to its truth's) is added beside the colourfulness
+term, its gradient pull on the first decoder stage equal to the reconstruction's (factor 1, VQGAN's balance,
+``train.adversarial.adaptive_weight``; no other factor measured). Otherwise the colourfulness candidates' recipe
+(weight 0.1, 400 steps of 24 crops, lr 3e-4, trunk frozen, from ``runs/export_ctx``, the last weights exported,
+decoding chosen by its rule): ``EMB=1 CF=0.1 CTX=1 CTX_INIT=runs/export_ctx``. One candidate each for animals
+(closest to passing with the colourfulness term alone), people and scenes, built in that order and each judged by
+this rule unchanged, whatever the others' outcome.]
+
 Writes JSON + Markdown with every group's figures and each check's outcome.
 
 ``--candidate-gain G`` is a diagnosis, not a decision: every candidate runs at output gain ``G`` (e.g. the

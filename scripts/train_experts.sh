@@ -36,6 +36,10 @@
 # weights exported), from the context specialists above:
 #   for n in people scenes animals; do CF=0.1 CTX=1 CTX_INIT=runs/export_ctx ONLY=$n OUT=runs/export_cf \
 #     RUNS=runs/experts_cf EXT=/work/ext scripts/train_experts.sh; done
+# The colourfulness term beside the pooled-embedding term (train.losses.EmbeddingGap on a frozen Lite2, its pull EMB x
+# the reconstruction's), the same run otherwise:
+#   for n in animals people scenes; do EMB=1 CF=0.1 CTX=1 CTX_INIT=runs/export_ctx ONLY=$n OUT=runs/export_emb \
+#     RUNS=runs/experts_emb EXT=/work/ext scripts/train_experts.sh; done
 # ONLY="birds animals" trains a subset; resumable (RESUME=1 continues each run from its checkpoint).
 # Background run:  EXT=/path/to/ext nohup nice -n -10 scripts/train_experts.sh > runs/experts.log 2>&1 &
 # --dry-run prints the commands.
@@ -60,7 +64,9 @@ if [[ -n "${CTX:-}" ]]; then
            ${CTX_FREEZE:+--freeze-encoder} --steps "${CTX_STEPS:-400}" --batch-size "${CTX_BATCH:-24}"
            --val-every 200 --compact)
   if [[ -n "${ADV:-}" ]]; then COMMON+=(--lr 1e-4 --version 6.0 --adversarial "$ADV" --critic-pretrain 200)
-  elif [[ -n "${CF:-}" ]]; then COMMON+=(--lr 3e-4 --version 7.0 --colourfulness "$CF")
+  elif [[ -n "${CF:-}" ]]; then COMMON+=(--lr 3e-4 --colourfulness "$CF")
+    if [[ -n "${EMB:-}" ]]; then COMMON+=(--version 8.0 --embedding "$EMB" --embedding-net lite2)
+    else COMMON+=(--version 7.0); fi
   else COMMON+=(--lr 1e-3 --version 5.0); fi
 fi
 # name | categories | route | share of batches per training folder (main pack first, then EXT): the main

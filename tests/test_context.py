@@ -123,3 +123,30 @@ def test_the_colourfulness_gap_pulls_a_washed_out_output_to_the_truth_and_no_fur
     gray = torch.zeros(2, 2, 24, 24, requires_grad=True)
     colourfulness_gap(L, gray, truth).backward()
     assert torch.isfinite(gray.grad).all()
+
+
+def test_the_embedding_gap_is_zero_at_the_truth_and_its_gradient_leads_towards_it():
+    from ensemble_color.train.losses import EmbeddingGap
+
+    gap = EmbeddingGap("lite1")
+    g = torch.Generator().manual_seed(0)
+    L = 30 + 40 * torch.rand(2, 1, 64, 64, generator=g)
+    truth = torch.nn.functional.interpolate(torch.randn(2, 2, 8, 8, generator=g) * 30, size=64, mode="bilinear")
+    assert gap(L, truth, truth).item() < 1e-6
+    gray = torch.zeros_like(truth, requires_grad=True)
+    before = gap(L, gray, truth)
+    assert before.item() > 1e-3
+    before.backward()
+    assert torch.isfinite(gray.grad).all() and gray.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in gap.parameters())
+    stepped = gray.detach() - 5.0 * gray.grad / gray.grad.abs().max()  # at most 5 ab units anywhere
+    assert gap(L, stepped, truth).item() < before.item()
+    gap.train()
+    assert not gap.training  # frozen: ImageNet's batch-norm statistics whatever its owner does
+
+
+def test_the_embedding_gap_refuses_the_judge():
+    from ensemble_color.train.losses import EmbeddingGap
+
+    with pytest.raises(ValueError, match="Lite0"):
+        EmbeddingGap("lite0")

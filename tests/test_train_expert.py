@@ -240,16 +240,21 @@ def test_an_adversarial_phase_resumes_with_its_critic_and_exports_its_last_weigh
                for k in exported)
 
 
-def test_a_colourfulness_run_records_its_weight_and_exports_its_last_weights(tmp_path):
+@pytest.mark.parametrize("flags, record", [
+    (["--colourfulness", "0.5"], lambda m: m["training"]["colourfulness"] == 0.5),
+    (["--embedding", "1.0", "--embedding-net", "lite1"],
+     lambda m: m["training"]["embedding"] == {"factor": 1.0, "net": "lite1", "how": "train.losses.EmbeddingGap"}),
+], ids=["colourfulness", "embedding"])
+def test_a_term_run_records_its_weight_and_exports_its_last_weights(tmp_path, flags, record):
     from ensemble_color.plugins import read_state_dict
 
     _folder(tmp_path / "d")
     argv = ["train", "expert", "--data", str(tmp_path / "d"), "--val", str(tmp_path / "d"), "--name", "v",
             "--routes", "bird", "--batch-size", "2", "--crop", "32", "--val-every", "1", "--no-amp",
-            "--colourfulness", "0.5", "--steps", "3", "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "a")]
+            *flags, "--steps", "3", "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "a")]
     assert main(argv) == 0
     manifest = json.loads((tmp_path / "a" / "v" / "expert.json").read_text())
-    assert manifest["training"]["colourfulness"] == 0.5
+    assert record(manifest)
     last = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
     exported = read_state_dict(tmp_path / "a" / "v" / "model.safetensors")
     assert all(torch.equal(exported[k], last[k].half() if last[k].is_floating_point() else last[k])

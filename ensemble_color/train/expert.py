@@ -27,7 +27,7 @@ from ..nets.resnet_context import ResNetDeconvContext
 from ..plugins import export_expert, read_state_dict
 from . import adversarial, loop
 from . import expert_context as ctx
-from .losses import colourfulness_gap, degrade_share, rebalanced_soft_ce
+from .losses import EmbeddingGap, colourfulness_gap, degrade_share, rebalanced_soft_ce
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,6 +68,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--saturation-boost", type=float, default=1.0, help="multiply target ab by this")
     p.add_argument("--colourfulness", type=float, default=0.0, metavar="W",
                    help="add W x the colourfulness gap to the truth (train.losses.colourfulness_gap) to the loss")
+    p.add_argument("--embedding", type=float, default=0.0, metavar="F",
+                   help="add the pooled-embedding gap to the truth (train.losses.EmbeddingGap), its gradient pull "
+                        "F x the reconstruction's (train.adversarial.adaptive_weight; 0 = off)")
+    p.add_argument("--embedding-net", default="lite2", choices=("lite1", "lite2"),
+                   help="the frozen network of --embedding (never lite0: it judges the colours)")
     p.add_argument("--init", default=None,
                    help="start from these weights (plugin folder or .safetensors), or 'imagenet-gray': the "
                         "distilled grayscale ResNet-18 trunk in inits/resnet18-gray (decoder random)")
@@ -261,7 +266,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         return F.mse_loss(pred.float() / AB_RANGE, target / AB_RANGE), {}, pred.float()
 
     adversary = adversarial.Adversary(seed=args.seed) if args.adversarial > 0 else None
-    balance_layer = adversarial.shared_layer(model) if adversary is not None else None
+    embedding = EmbeddingGap(args.embedding_net) if args.embedding > 0 else None
+    balance_layer = adversarial.shared_layer(model) if adversary is not None or embedding is not None else None
     critic_record = {}
     if adversary is not None and not (args.resume and (run_dir / "checkpoint.pt").exists()):
         critic_record = _pretrain_critic(model, adversary, batch, args.critic_pretrain)
@@ -271,6 +277,12 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
             model.encoder.eval()  # frozen: its batch-norm statistics stay the warm start's
         clean_L, L, target = batch()
         total, parts, out = reconstruction(L, target)
+        rec = total
+        if embedding is not None:
+            gap = embedding(clean_L, out, target)
+            weight = adversarial.adaptive_weight(rec, gap, balance_layer, args.embedding)
+            total = total + weight * gap
+            parts = {**parts, "embedding_gap": gap.item(), "embedding_weight": weight.item()}
         if args.colourfulness > 0:
             gap = colourfulness_gap(clean_L, out, target)
             total, parts = total + args.colourfulness * gap, {**parts, "cf_gap": gap.item()}
@@ -278,7 +290,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
             return total, args.batch_size, parts
         parts["critic"] = adversary.update(clean_L, target, out)
         adv = adversary.generator_loss(clean_L, out)
-        weight = adversarial.adaptive_weight(total, adv, balance_layer, args.adversarial)
+        weight = adversarial.adaptive_weight(rec, adv, balance_layer, args.adversarial)
         return total + weight * adv, args.batch_size, {**parts, "adv": adv.item(), "adv_weight": weight.item()}
 
     if val_lab is None:  # no val set: track the loss on a fixed training batch (own RNG: keeps runs reproducible)
@@ -307,7 +319,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         loop.compact_checkpoint(run_dir)
     if args.no_export or state.step < args.steps:
         return None
-    if (run_dir / "best.pt").exists() and adversary is None and not args.colourfulness:
+    if (run_dir / "best.pt").exists() and adversary is None and not args.colourfulness \
+            and not args.embedding:
         model.load_state_dict(torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True))
     model.eval()  # a resumed, already finished run never passed through validate(): BN must not update here
     gain, gain_rows = choose_gain(model, select_lab) if select_lab is not None else (1.0, [])
@@ -342,6 +355,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         "recipe": args.recipe,
         "training": {"steps": state.step, "best_step": state.best_step, "batch_size": args.batch_size,
                      "crop": args.crop, "saturation_boost": args.saturation_boost, "colourfulness": args.colourfulness,
+                     **({"embedding": {"factor": args.embedding, "net": args.embedding_net,
+                                       "how": "train.losses.EmbeddingGap"}} if embedding is not None else {}),
                      "degraded_share": args.degrade, "bf16_autocast": amp,
                      "weight_ema": args.ema or None,
                      "images_per_second": round(loop.train_throughput(state), 1),

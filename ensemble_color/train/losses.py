@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from .. import softencode
 from ..color import lab_to_rgb
 from ..eval.metrics import colorfulness
+from ..nets.imagenet import imagenet_classifier
 from .degrade import degrade
 
 
@@ -39,6 +40,40 @@ def colourfulness_gap(L: torch.Tensor, ab_pred: torch.Tensor, ab_true: torch.Ten
     with torch.no_grad():
         true = colorfulness(lab_to_rgb(torch.cat([L.float(), ab_true.float()], 1)))
     return (pred - true).abs().mean() / 100.0
+
+
+class EmbeddingGap(torch.nn.Module):
+    """How far the output photo's pooled ImageNet embedding lies from its truth's: the squared distance between
+    the global-average-pooled last features of a frozen EfficientNet-Lite (sRGB of the clean L with each ab),
+    relative to the truth's squared norm, averaged over the batch.
+
+    Why pooled: a feature-*map* regression (a perceptual loss) still averages each place's colours and made a
+    specialist less colourful; the pooled embedding says what the whole photo looks like to an ImageNet network,
+    not where each colour goes, which is what a Fréchet distance compares across photos. Why never Lite0: Lite0
+    is the judge (``eval.perceptual``); a model trained through it would prove nothing."""
+
+    def __init__(self, variant: str = "lite2") -> None:
+        super().__init__()
+        if variant == "lite0":
+            raise ValueError("EfficientNet-Lite0 judges the colours (eval.perceptual): a loss may not use it")
+        classifier = imagenet_classifier(variant)
+        self.normalise, self.net = classifier[0], classifier[1]
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> EmbeddingGap:
+        """Frozen: stays in eval mode (batch-norm statistics are ImageNet's) whatever its owner does."""
+        return super().train(False)
+
+    def embed(self, rgb: torch.Tensor) -> torch.Tensor:
+        """sRGB [0, 1] (B, 3, H, W) -> pooled embedding (B, D)."""
+        return self.net.forward_head(self.net.forward_features(self.normalise(rgb)), pre_logits=True)
+
+    def forward(self, L: torch.Tensor, ab_pred: torch.Tensor, ab_true: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            true = self.embed(lab_to_rgb(torch.cat([L.float(), ab_true.float()], 1)))
+        pred = self.embed(lab_to_rgb(torch.cat([L.float(), ab_pred.float()], 1)))
+        return (((pred - true) ** 2).sum(1) / (true ** 2).sum(1).clamp_min(1e-6)).mean()
 
 
 def bin_prior(ab_batches: list[torch.Tensor], bins: torch.Tensor, pool: int = 4) -> torch.Tensor:
