@@ -21,6 +21,7 @@
 #   soup's folder, ensemble_color/weights/router at commit fb54dd7).
 #   v17, a candidate: v16's stage with every degraded crop descreened as the pipeline does (--degrade-descreen);
 #   STAGES="soup17": the soup and v17 interpolated at alpha 0.5.
+#   v18, a candidate: v17's stage with half of the crops' person pixels darkened (--darken-people 0.5: dark skin).
 # STAGES="v11" reproduces v11 from inits/router_v10; STAGES="v14" reproduces v14 from the shipped v11 (INIT_V14).
 # The exact command of the shipped stage is in its config.json (ensemble_color.command).
 # EXT = the extension pack built by ../shared/data/tools/extend.py. Resumable: RESUME=--resume. --dry-run prints.
@@ -65,6 +66,12 @@ fi
 if [[ " $STAGES " == *" soup17 "* ]]; then
   step python -m ensemble_color train soup --base "${BASE_SOUP17:-ensemble_color/weights/router}" \
     --tuned "${INIT_SOUP17:-runs/export/router_v17}" --alpha 0.5 --out runs/export/router_soup17
+fi
+if [[ " $STAGES " == *" v18 "* ]]; then
+  step python -m ensemble_color train router "${COMMON[@]}" --out runs/export/router_v18 --run-dir runs/router_v18 \
+    --init "${INIT_V18:-ensemble_color/weights/router}" --lr 7e-5 --seed 18 --steps 800 --degrade 0.5 \
+    --degrade-mix '{"halftone": 0.6, "grain": 0.3}' --degrade-descreen --darken-people 0.5 \
+    --class-weights 1 1 1.5 1.5 ${RESUME:-}
 fi
 if [[ " $STAGES " == *" soup "* ]]; then
   step python -m ensemble_color train soup --base "${BASE_SOUP:-runs/export/router_v11}" \

@@ -427,6 +427,31 @@ def test_router_sampler_degrades_its_share_with_the_mix_it_was_given() -> None:
         RouterSampler(masked, [], [], 64, seed=0, degrade_frac=0.5, degrade_mix={"sepia": 1.0})
 
 
+def test_router_sampler_darkens_person_pixels_only_and_keeps_whites() -> None:
+    from ensemble_color.data.masks import MaskedImages
+    from ensemble_color.train.router_data import RouterSampler
+
+    img = np.full((64, 64, 3), 170, np.uint8)  # mid-gray skin and background (L about 70)
+    img[:, :8] = img[:, -8:] = 255  # white bands (a turban, a collar), symmetric: the crop may flip
+    mask = np.zeros((64, 64), np.uint8)
+    mask[32:] = 1  # the lower half is a person
+
+    def batch(share):
+        masked = MaskedImages([img] * 4, [mask] * 4, ["faces"] * 4, [0] * 4)
+        return RouterSampler(masked, [], [], 64, seed=5, composite_frac=0.0, scale=(1.0, 1.0), jitter=False,
+                             darken_people=share).batch(4)
+
+    (plain, labels), (dark, dark_labels) = batch(0.0), batch(1.0)
+    assert torch.equal(labels, dark_labels)
+    assert (dark[..., 36:, 8:56] < plain[..., 36:, 8:56] - 10).all()  # mid-tones darkened by the gamma
+    assert torch.allclose(dark[..., :28, :], plain[..., :28, :])  # background untouched
+    assert (dark[..., 36:, :3] > 95).all()  # whites stay white (the crop may stretch the bands a little)
+    edge = dark[0, 0, 28:36, 32]
+    assert (edge.diff() <= 0).all() and edge.diff().min() > 0.6 * (edge[-1] - edge[0])  # feathered, no step
+    with pytest.raises(ValueError, match="darken_people"):
+        batch(1.5)
+
+
 def test_warm_start_loads_a_router_folder(tmp_path: Path) -> None:
     net = train_router.build_model()
     folder = train_router.export_router(net, tmp_path / "r", {"input_size": 64}, fp16=False)

@@ -178,6 +178,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         'e.g. \'{"halftone": 0.6, "grain": 0.3}\'')
     p.add_argument("--degrade-descreen", action="store_true",
                    help="pass each degraded crop through the pipeline's descreener, as inference shows the router")
+    p.add_argument("--darken-people", type=float, default=0.0, metavar="SHARE",
+                   help="share of training crops whose person pixels get a darkening gamma (train.router_data: "
+                        "dark skin, which the masked people seldom show)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--amp", action="store_true",
                    help="bf16 autocast (measured slower for the MobileNetV3 FPN on this CPU, so off by default)")
@@ -240,7 +243,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         weights=weights, paste_range=tuple(args.paste_range), balanced=args.balanced_cutouts,
         main_share=json.loads(args.main_pack_share) if args.main_pack_share else None,
         degrade_frac=args.degrade,
-        degrade_mix=args.degrade_mix, degrade_descreen=args.degrade_descreen,
+        degrade_mix=args.degrade_mix, degrade_descreen=args.degrade_descreen, darken_people=args.darken_people,
     )
     if args.init and not args.resume:
         _warm_start(net, Path(args.init))
@@ -316,6 +319,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
             "degraded_share": args.degrade,
             "degrade_mix": sampler.degrade_mix if args.degrade > 0 else None,
             "degrade_descreen": args.degrade_descreen,
+            "darken_people": args.darken_people,
         },
         "training": {
             "steps": state.step,
