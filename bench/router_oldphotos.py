@@ -80,13 +80,14 @@ judged by rules 1-4 unchanged against the shipped soup, both with descreening. N
 **Router v18** (written 2026-12-07, while v17 trained, before v18 was trained or any v17 figure was seen): of the
 6 historical portraits the shipped soup misses, 4 are bearded dark-skinned men in turbans or hoods, and looked at
 one by one, the soup sends most of the faces of three of them (``face_man_100``, ``_102``, ``_106``) to ``animal``;
-the masked people the router trains on are mostly light-skinned. v18 is v17's stage plus ``--darken-people 0.5`` (half of the crops get
-a gamma of 1.5-4 on their person pixels: mid-tones darkened, whites kept; ``train.router_data``), from the shipped
-soup, seed 18 (``STAGES=v18``). One candidate (no soup of it unless a later note says so before it is built),
-calibrated as above on fresh **seed-20** single subjects, its single pasted subjects of rule 3 drawn with
-**seed 21**, judged by rules 1-4 unchanged against the shipped soup, both with descreening. The report's count of
-portraits with 10 % routed ``animal`` is a figure beside the rule, not a check. If v18 and v17 (or its soup) both
-pass, the one that finds more historical portraits ships; a tie goes to the higher halftone person IoU.
+the masked people the router trains on are mostly light-skinned. v18 is v17's stage plus ``--darken-people 0.5``
+(half of the crops get a gamma of 1.5-4 on their person pixels: mid-tones darkened, whites kept;
+``train.router_data``), from the shipped soup, seed 18 (``STAGES=v18``). One candidate (no soup of it unless a
+later note says so before it is built), calibrated as above on fresh **seed-20** single subjects, its single pasted
+subjects of rule 3 drawn with **seed 21**, judged by rules 1-4 unchanged against the shipped soup, both with
+descreening. The report's count of portraits with 10 % routed ``animal`` is a figure beside the rule, not a check.
+If v18 and v17 (or its soup) both pass, the one that finds more historical portraits ships; a tie goes to the
+higher halftone person IoU.
 
 **Descreening** (``SPEC+descreen``: the router sees L descreened by ``ensemble_color.descreen`` when a halftone
 screen is detected, as the pipeline's ``descreen`` option does). Rule, written 2026-12-07 before it was measured:
