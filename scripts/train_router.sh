@@ -49,29 +49,33 @@ if [[ " $STAGES " == *" v15 "* ]]; then
     --init "${INIT_V15:-runs/export/router_v14}" --lr 1e-4 --seed 15 --steps 800 --degrade 0.5 \
     --class-weights 1 1 1.5 1.5 ${RESUME:-}
 fi
+# the stages fine-tuned from the shipped soup: 800 steps at lr 7e-5, half of every batch degraded with halftone drawn
+# more often, bird and animal weighted 1.5; each stage adds its own flags
+from_soup() {  # name seed init [flags...]
+  local name=$1 seed=$2 init=$3
+  shift 3
+  step python -m ensemble_color train router "${COMMON[@]}" --out "runs/export/router_$name" \
+    --run-dir "runs/router_$name" --init "$init" --lr 7e-5 --seed "$seed" --steps 800 --degrade 0.5 \
+    --degrade-mix '{"halftone": 0.6, "grain": 0.3}' "$@" --class-weights 1 1 1.5 1.5 ${RESUME:-}
+}
+# a candidate soup: the shipped soup and a stage from it, interpolated at alpha 0.5
+half_soup() {  # name base tuned
+  step python -m ensemble_color train soup --base "$2" --tuned "$3" --alpha 0.5 --out "runs/export/router_$1"
+}
 if [[ " $STAGES " == *" v16 "* ]]; then
-  step python -m ensemble_color train router "${COMMON[@]}" --out runs/export/router_v16 --run-dir runs/router_v16 \
-    --init "${INIT_V16:-ensemble_color/weights/router}" --lr 7e-5 --seed 16 --steps 800 --degrade 0.5 \
-    --degrade-mix '{"halftone": 0.6, "grain": 0.3}' --class-weights 1 1 1.5 1.5 ${RESUME:-}
+  from_soup v16 16 "${INIT_V16:-ensemble_color/weights/router}"
 fi
 if [[ " $STAGES " == *" soup16 "* ]]; then
-  step python -m ensemble_color train soup --base "${BASE_SOUP16:-ensemble_color/weights/router}" \
-    --tuned "${INIT_SOUP16:-runs/export/router_v16}" --alpha 0.5 --out runs/export/router_soup16
+  half_soup soup16 "${BASE_SOUP16:-ensemble_color/weights/router}" "${INIT_SOUP16:-runs/export/router_v16}"
 fi
 if [[ " $STAGES " == *" v17 "* ]]; then
-  step python -m ensemble_color train router "${COMMON[@]}" --out runs/export/router_v17 --run-dir runs/router_v17 \
-    --init "${INIT_V17:-ensemble_color/weights/router}" --lr 7e-5 --seed 17 --steps 800 --degrade 0.5 \
-    --degrade-mix '{"halftone": 0.6, "grain": 0.3}' --degrade-descreen --class-weights 1 1 1.5 1.5 ${RESUME:-}
+  from_soup v17 17 "${INIT_V17:-ensemble_color/weights/router}" --degrade-descreen
 fi
 if [[ " $STAGES " == *" soup17 "* ]]; then
-  step python -m ensemble_color train soup --base "${BASE_SOUP17:-ensemble_color/weights/router}" \
-    --tuned "${INIT_SOUP17:-runs/export/router_v17}" --alpha 0.5 --out runs/export/router_soup17
+  half_soup soup17 "${BASE_SOUP17:-ensemble_color/weights/router}" "${INIT_SOUP17:-runs/export/router_v17}"
 fi
 if [[ " $STAGES " == *" v18 "* ]]; then
-  step python -m ensemble_color train router "${COMMON[@]}" --out runs/export/router_v18 --run-dir runs/router_v18 \
-    --init "${INIT_V18:-ensemble_color/weights/router}" --lr 7e-5 --seed 18 --steps 800 --degrade 0.5 \
-    --degrade-mix '{"halftone": 0.6, "grain": 0.3}' --degrade-descreen --darken-people 0.5 \
-    --class-weights 1 1 1.5 1.5 ${RESUME:-}
+  from_soup v18 18 "${INIT_V18:-ensemble_color/weights/router}" --degrade-descreen --darken-people 0.5
 fi
 if [[ " $STAGES " == *" soup "* ]]; then
   step python -m ensemble_color train soup --base "${BASE_SOUP:-runs/export/router_v11}" \
