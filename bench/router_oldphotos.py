@@ -205,27 +205,29 @@ def people_expert_l2ab(faces: dict[str, list[np.ndarray]]) -> dict[str, float]:
     return out
 
 
-def halftone_split(router: Router, pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float | int | None]:
-    """The halftone val prints split by whether their screen is found: counts and person IoU of each part."""
-    parts = {True: IoUCounter(), False: IoUCounter()}
-    found = 0
-    for rgb, labels in pairs:
-        L = gray_to_l(torch.from_numpy(rgb[None, ..., 0].astype(np.float32) / 255))  # gray prints: R = G = B
-        screened = detect_screen(L) is not None
-        found += screened
-        parts[screened].add(predict_labels(router, rgb), labels)
-    return {"found": found, "prints": len(pairs), "person_iou_found": parts[True].result()["iou"]["person"],
-            "person_iou_missed": parts[False].result()["iou"]["person"]}
+def screens_found(pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[bool]:
+    """Per print, whether ``ensemble_color.descreen`` finds a halftone screen in it (the same for every router)."""
+    return [detect_screen(gray_to_l(torch.from_numpy(rgb[None, ..., 0].astype(np.float32) / 255))) is not None
+            for rgb, _ in pairs]  # gray prints: R = G = B
 
 
-def iou_by_condition(router: Router, sets: dict[str, list]) -> dict[str, dict[str, float | None]]:
+def iou_by_condition(router: Router, sets: dict[str, list],
+                     screened: list[bool]) -> tuple[dict[str, dict[str, float | None]], dict[str, float | int | None]]:
+    """Per condition, the IoU of each class; and the halftone prints split by whether their screen is found
+    (``screened``, one flag per print): counts and person IoU of each part, from the same predictions."""
     out = {}
+    parts = {True: IoUCounter(), False: IoUCounter()}
     for cond, pairs in sets.items():
         counter = IoUCounter()
-        for rgb, labels in pairs:
-            counter.add(predict_labels(router, rgb), labels)
+        for j, (rgb, labels) in enumerate(pairs):
+            pred = predict_labels(router, rgb)
+            counter.add(pred, labels)
+            if cond == "halftone":
+                parts[screened[j]].add(pred, labels)
         out[cond] = {k: None if v is None else round(v, 4) for k, v in counter.result()["iou"].items()}
-    return out
+    split = {"found": sum(screened), "prints": len(screened), "person_iou_found": parts[True].result()["iou"]["person"],
+             "person_iou_missed": parts[False].result()["iou"]["person"]}
+    return out, split
 
 
 class Descreened(torch.nn.Module):
@@ -350,6 +352,7 @@ def main() -> None:
     if args.ext is None or not (args.ext / "colorize").is_dir():
         raise SystemExit("error: --ext: the extension pack is needed (person masks and UTKFace); see EXTEND.md")
     sets = val_sets(args.data, args.ext, args.per_category)
+    screened = screens_found(sets["halftone"])
     singles = single_subject_sets(args.data, n=60, seed=args.single_seed)
     calibrated = calibrate(args.routers[-1], args.data, args.calibrate_seed) if args.calibrate else None
     faces = utk_faces(args.ext, args.per_group)
@@ -362,17 +365,18 @@ def main() -> None:
         router = load_spec(spec, options)
         with torch.inference_mode():
             hist = historical_shares(router, args.historical)
+            iou, split = iou_by_condition(router, sets, screened)
             rows[spec] = {
                 "historical_found": sum(v["person"] >= FOUND_SHARE for v in hist.values()),
                 "historical_as_animal": sum(v["animal"] >= FOUND_SHARE for v in hist.values()),
                 "historical_person_share": {k: v["person"] for k, v in hist.items()},
                 "historical_animal_share": {k: v["animal"] for k, v in hist.items()},
-                "iou": iou_by_condition(router, sets),
+                "iou": iou,
                 "single": {k: round(v["share_over_half"], 3)
                            for k, v in single_subject_recall(router, singles).items()},
                 "utk_recall": utk_recall(router, faces),
                 "utk_recall_old": utk_recall(router, old_faces),
-                "halftone_split": halftone_split(router, sets["halftone"]),
+                "halftone_split": split,
                 "utk_n": {r: len(v) for r, v in faces.items()},
             }
         print(spec, {k: v for k, v in rows[spec].items() if not k.endswith("_share")}, flush=True)
