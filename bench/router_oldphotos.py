@@ -26,75 +26,9 @@ The first router is the baseline (the shipped one); every figure is measured for
 ``--bias`` applies a logit bias to every router after the first (the shipped router's own calibration is in
 its config; a retrained candidate is measured with the same one).
 
-**The rule (written 2026-12-07, before any retrained router was measured).** A candidate replaces the
-baseline when all of these hold:
-
-1. it finds the person in more of the 40 historical portraits than the baseline;
-2. its person IoU on the halftone and on the mixed degraded val masks is higher than the baseline's;
-3. on clean val masks its person, bird and animal IoU are each at least 0.98 x the baseline's, and its share
-   of single pasted birds and animals routed > 0.5 at least 0.98 x the baseline's (the clean figures may move
-   by 2 % at most);
-4. its UTKFace recall is not lower than the baseline's in any ethnicity group by more than 0.01.
-
-**Calibration** (written 2026-12-07, after router v14 failed rule 3 on the seed-0 single pasted birds (57 vs 59
-of 60) and animals (34 vs 37 of 45), before any bias for it was measured): as the shipped router's animal bias
-was chosen, ``--calibrate`` picks the last router's logit bias on fresh **seed-6** single-subject sets (60 per
-class) among bird in {0, 0.25, 0.5} x animal in {0.75, 1.0, 1.25}: the most single birds + animals routed > 0.5, a
-tie to the smaller total bias. The calibrated router is then judged by rules 1-4 unchanged, with the single
-pasted subjects of rule 3 drawn with **seed 7** (``--single-seed 7``) for every router.
-
-**Router v15** (written 2026-12-07, before v15 was trained): v14 + 800 steps with the ``animal`` class weighted
-1.5 like ``bird`` (half of every batch still degraded). It is calibrated as above but on fresh **seed-8** single
-subjects (``--calibrate --calibrate-seed 8``), then judged by rules 1-4 unchanged against the shipped router, both
-with descreening, the single pasted subjects of rule 3 drawn with **seed 9**.
-
-**Router soup** (written 2026-12-07, before it was built or measured): v15 failed rule 3/4 by 2-3 % on clean
-figures while far ahead on old prints; the candidate is the shipped router and v15 interpolated in weight space at
-alpha 0.5 (``python -m ensemble_color train soup``, WiSE-FT), one candidate, no other alpha tried. It is calibrated
-as above on fresh **seed-10** single subjects (``--calibrate-seed 10``), then judged by rules 1-4 unchanged against
-the shipped router, both with descreening, the single pasted subjects of rule 3 drawn with **seed 11**.
-
-**Router v16** (written 2026-12-07, before v16 was trained): the soup fell short of halftone person IoU 0.9 x
-clean (0.79 x); v16 is the shipped soup + 800 steps at lr 7e-5 with half of every batch degraded and halftone drawn
-more often among the degradations (``--degrade-mix '{"halftone": 0.6, "grain": 0.3}'``; ``STAGES=v16``), bird and
-animal weighted 1.5. One candidate, v16 itself (no soup of it, no other length or lr measured). It is calibrated
-as above on fresh **seed-12** single subjects (``--calibrate-seed 12``), then judged by rules 1-4 unchanged
-against the shipped soup, both with descreening, the single pasted subjects of rule 3 drawn with **seed 13**.
-
-**Router soup of v16** (written 2026-12-07, after v16 failed rule 3 on clean animal IoU (0.976 x) and single
-pasted birds (55 vs 57 of 60), before the soup was built or measured): as for the first soup, the shipped soup and
-v16 interpolated in weight space at alpha 0.5 (``STAGES=soup16``), one candidate, no other alpha tried. It is
-calibrated as above on fresh **seed-14** single subjects (``--calibrate-seed 14``), then judged by rules 1-4
-unchanged against the shipped soup, both with descreening, the single pasted subjects of rule 3 drawn with
-**seed 15**.
-
-**Router v17 and its soup** (written 2026-12-07, before v17 was trained): the halftone prints whose screen the
-descreener finds are the worse part (person IoU 0.680 vs 0.811), and no router has trained on descreened L. v17 is
-v16's stage with every degraded crop passed through the pipeline's descreener (``--degrade-descreen``;
-``STAGES=v17``, from the shipped soup, seed 17). Two candidates, in this order, the first that passes ships:
-v17 itself, calibrated as above on fresh **seed-16** single subjects, its single pasted subjects of rule 3 drawn
-with **seed 17**; then, only if v17 fails and only on rule 3 or 4, the shipped soup and v17 interpolated at alpha
-0.5 (``STAGES=soup17``), calibrated on fresh **seed-18** single subjects, singles drawn with **seed 19**. Each is
-judged by rules 1-4 unchanged against the shipped soup, both with descreening. No other length, lr or alpha.
-
-**Router v18** (written 2026-12-07, while v17 trained, before v18 was trained or any v17 figure was seen): of the
-6 historical portraits the shipped soup misses, 4 are bearded dark-skinned men in turbans or hoods, and looked at
-one by one, the soup sends most of the faces of three of them (``face_man_100``, ``_102``, ``_106``) to ``animal``;
-the masked people the router trains on are mostly light-skinned. v18 is v17's stage plus ``--darken-people 0.5``
-(half of the crops get a gamma of 1.5-4 on their person pixels: mid-tones darkened, whites kept;
-``train.router_data``), from the shipped soup, seed 18 (``STAGES=v18``). One candidate (no soup of it unless a
-later note says so before it is built), calibrated as above on fresh **seed-20** single subjects, its single pasted
-subjects of rule 3 drawn with **seed 21**, judged by rules 1-4 unchanged against the shipped soup, both with
-descreening. The report's count of portraits with 10 % routed ``animal`` is a figure beside the rule, not a check.
-If v18 and v17 (or its soup) both pass, the one that finds more historical portraits ships; a tie goes to the
-higher halftone person IoU.
-
-**Descreening** (``SPEC+descreen``: the router sees L descreened by ``ensemble_color.descreen`` when a halftone
-screen is detected, as the pipeline's ``descreen`` option does). Rule, written 2026-12-07 before it was measured:
-the pipeline descreens by default when, for the router that ships, ``SPEC+descreen`` against ``SPEC`` finds the
-person in at least as many historical portraits, has a higher person IoU on the halftone val masks, and its
-clean val person, bird and animal IoU are each within 0.005 of ``SPEC``'s (a screen wrongly found on a clean
-photo costs little).
+**The rule**, the calibration, each candidate's note and the descreening rule are in
+``docs/router_rule.md`` (each written and committed before what it judges was measured); the
+report applies them (its verdict lines).
 """
 
 from __future__ import annotations
@@ -242,7 +176,7 @@ class Descreened(torch.nn.Module):
 
 
 def calibrate(spec: str, data: Path, seed: int = 6) -> dict:
-    """The calibration rule (module docstring): every bias on ``seed`` single subjects, the winner, all figures."""
+    """The calibration rule (docs/router_rule.md): every bias on ``seed`` single subjects, the winner, all figures."""
     sets = single_subject_sets(data, n=60, seed=seed)
     tried = []
     for bird in (0.0, 0.25, 0.5):
@@ -265,7 +199,7 @@ def load_spec(spec: str, options: dict) -> Router | Descreened:
 
 
 def verdict(base: dict, cand: dict) -> tuple[bool, list[str]]:
-    """The rule written before any retrained router was measured (module docstring)."""
+    """The rule written before any retrained router was measured (docs/router_rule.md)."""
     checks = [
         ("more historical portraits found", cand["historical_found"] > base["historical_found"]),
         *[(f"person IoU higher on {c}", cand["iou"][c]["person"] > base["iou"][c]["person"])
@@ -280,7 +214,7 @@ def verdict(base: dict, cand: dict) -> tuple[bool, list[str]]:
 
 
 def descreen_verdict(plain: dict, descreened: dict) -> tuple[bool, list[str]]:
-    """The descreening rule (module docstring)."""
+    """The descreening rule (docs/router_rule.md)."""
     checks = [
         ("as many historical portraits found", descreened["historical_found"] >= plain["historical_found"]),
         ("person IoU higher on halftone", descreened["iou"]["halftone"]["person"] > plain["iou"]["halftone"]["person"]),
@@ -342,7 +276,8 @@ def main() -> None:
     ap.add_argument("--per-group", type=int, default=200, help="UTKFace val faces per ethnicity group")
     ap.add_argument("--bias", default=None, help="logit bias (JSON) for every router after the first")
     ap.add_argument("--calibrate", action="store_true",
-                    help="choose the last router's bird/animal logit bias on single subjects (docstring)")
+                    help="choose each candidate's bird/animal logit bias on single subjects "
+                         "(docs/router_rule.md; every router after the first but the baseline descreened)")
     ap.add_argument("--calibrate-seed", type=int, default=6, help="seed of the calibration's single subjects")
     ap.add_argument("--single-seed", type=int, default=0, help="seed of the single pasted subjects (rule 3)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "router_oldphotos")
@@ -354,14 +289,19 @@ def main() -> None:
     sets = val_sets(args.data, args.ext, args.per_category)
     screened = screens_found(sets["halftone"])
     singles = single_subject_sets(args.data, n=60, seed=args.single_seed)
-    calibrated = calibrate(args.routers[-1], args.data, args.calibrate_seed) if args.calibrate else None
+    base = args.routers[0]
+    def plain(spec: str) -> str:
+        return spec.removesuffix("+descreen")
+
+    candidates = [spec for spec in args.routers[1:] if plain(spec) != plain(base)]
+    calibrated = {s: calibrate(s, args.data, args.calibrate_seed) for s in candidates} if args.calibrate else {}
     faces = utk_faces(args.ext, args.per_group)
     old_faces = as_old_prints(faces)
     rows: dict[str, dict] = {}
     for i, spec in enumerate(args.routers):
         options = {"logit_bias": json.loads(args.bias)} if args.bias and i > 0 else {}
-        if calibrated is not None and spec == args.routers[-1]:
-            options = {"logit_bias": calibrated["chosen"]}
+        if spec in calibrated:
+            options = {"logit_bias": calibrated[spec]["chosen"]}
         router = load_spec(spec, options)
         with torch.inference_mode():
             hist = historical_shares(router, args.historical)
@@ -381,10 +321,6 @@ def main() -> None:
             }
         print(spec, {k: v for k, v in rows[spec].items() if not k.endswith("_share")}, flush=True)
     expert = people_expert_l2ab(faces)
-    base = args.routers[0]
-    def plain(spec: str) -> str:
-        return spec.removesuffix("+descreen")
-
     # a router against the baseline (as both would run: descreened or not), descreening against its own router
     verdicts = {spec: verdict(rows[base], rows[spec]) for spec in args.routers[1:] if plain(spec) != plain(base)
                 and spec.endswith("+descreen") == base.endswith("+descreen")}
@@ -396,10 +332,9 @@ def main() -> None:
         + (["--bias", f"'{args.bias}'"] if args.bias else [])
         + (["--calibrate", "--calibrate-seed", str(args.calibrate_seed)] if args.calibrate else []))
     md = markdown(rows, command)
-    if calibrated is not None:
-        tried = "; ".join(f"{t['bias']}: birds {t['bird']:.3f}, animals {t['animal']:.3f}" for t in calibrated["tried"])
-        md += (f"\nCalibration of {args.routers[-1]} on seed-{args.calibrate_seed} single subjects: "
-               f"chose {calibrated['chosen']} ({tried})\n")
+    for spec, cal in calibrated.items():
+        tried = "; ".join(f"{t['bias']}: birds {t['bird']:.3f}, animals {t['animal']:.3f}" for t in cal["tried"])
+        md += f"\nCalibration of {spec} on seed-{args.calibrate_seed} singles: chose {cal['chosen']} ({tried})\n"
     md += "\nShipped people expert alone, L2ab on UTKFace val by group: " + ", ".join(
         f"{r} {v}" for r, v in expert.items()) + "\n"
     for spec, (ok, checks) in verdicts.items():
@@ -411,7 +346,8 @@ def main() -> None:
         md += "\n".join(f"- {c}" for c in checks) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out.with_suffix(".json"),
-                      {"command": command, "routers": rows, "people_expert_l2ab": expert, "calibration": calibrated,
+                      {"command": command, "routers": rows, "people_expert_l2ab": expert,
+                       "calibration": calibrated or None,
                        "verdicts": {s: {"replaces": ok, "checks": c} for s, (ok, c) in verdicts.items()}})
     atomic_write_bytes(args.out.with_suffix(".md"), md.encode())
     print(md)

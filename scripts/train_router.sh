@@ -22,6 +22,8 @@
 #   v17, a candidate: v16's stage with every degraded crop descreened as the pipeline does (--degrade-descreen);
 #   STAGES="soup17": the soup and v17 interpolated at alpha 0.5.
 #   v18, a candidate: v17's stage with half of the crops' person pixels darkened (--darken-people 0.5: dark skin).
+#   v19, a candidate: v18's stage with the crops an animal fills left clean (--degrade-keep-clean animal);
+#   STAGES="soup18": the soup and v18 interpolated at alpha 0.5.
 # STAGES="v11" reproduces v11 from inits/router_v10; STAGES="v14" reproduces v14 from the shipped v11 (INIT_V14).
 # The exact command of the shipped stage is in its config.json (ensemble_color.command).
 # EXT = the extension pack built by ../shared/data/tools/extend.py. Resumable: RESUME=--resume. --dry-run prints.
@@ -76,6 +78,13 @@ if [[ " $STAGES " == *" soup17 "* ]]; then
 fi
 if [[ " $STAGES " == *" v18 "* ]]; then
   from_soup v18 18 "${INIT_V18:-ensemble_color/weights/router}" --degrade-descreen --darken-people 0.5
+fi
+if [[ " $STAGES " == *" soup18 "* ]]; then
+  half_soup soup18 "${BASE_SOUP18:-ensemble_color/weights/router}" "${INIT_SOUP18:-runs/export/router_v18}"
+fi
+if [[ " $STAGES " == *" v19 "* ]]; then
+  from_soup v19 19 "${INIT_V19:-ensemble_color/weights/router}" --degrade-descreen --darken-people 0.5 \
+    --degrade-keep-clean animal
 fi
 if [[ " $STAGES " == *" soup "* ]]; then
   step python -m ensemble_color train soup --base "${BASE_SOUP:-runs/export/router_v11}" \

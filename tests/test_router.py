@@ -427,6 +427,29 @@ def test_router_sampler_degrades_its_share_with_the_mix_it_was_given() -> None:
         RouterSampler(masked, [], [], 64, seed=0, degrade_frac=0.5, degrade_mix={"sepia": 1.0})
 
 
+def test_router_sampler_keeps_crops_of_a_keep_clean_class_undegraded() -> None:
+    from ensemble_color.data.masks import MaskedImages
+    from ensemble_color.train.router_data import RouterSampler
+
+    img = np.tile(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], (64, 1, 3))
+    animal, person = np.full((64, 64), 3, np.uint8), np.full((64, 64), 1, np.uint8)
+    masked = MaskedImages([img] * 4, [animal, animal, person, person], ["animals"] * 2 + ["faces"] * 2, [0] * 4)
+
+    def batch(frac, keep=()):
+        return RouterSampler(masked, [], [], 64, seed=9, composite_frac=0.0, scale=(1.0, 1.0), jitter=False,
+                             degrade_frac=frac, degrade_mix={"halftone": 1.0}, degrade_keep_clean=keep).batch(12)
+
+    (clean, labels), (kept, kept_labels) = batch(0.0), batch(1.0, keep=(3,))
+    (degraded, _) = batch(1.0)
+    assert torch.equal(labels, kept_labels)
+    is_animal = (labels == 3).flatten(1).all(1)
+    assert 0 < int(is_animal.sum()) < len(labels)
+    assert torch.equal(kept[is_animal], clean[is_animal])  # the animal crops stay as they were
+    changed = (kept - clean).abs().flatten(1).amax(1) > 1.0
+    assert changed[~is_animal].all()  # every other crop is degraded
+    assert ((degraded - clean).abs().flatten(1).amax(1) > 1.0).all()  # without the option the animals are too
+
+
 def test_router_sampler_darkens_person_pixels_only_and_keeps_whites() -> None:
     from ensemble_color.data.masks import MaskedImages
     from ensemble_color.train.router_data import RouterSampler

@@ -178,6 +178,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         'e.g. \'{"halftone": 0.6, "grain": 0.3}\'')
     p.add_argument("--degrade-descreen", action="store_true",
                    help="pass each degraded crop through the pipeline's descreener, as inference shows the router")
+    p.add_argument("--degrade-keep-clean", nargs="+", choices=CLASS_NAMES, default=[], metavar="CLASS",
+                   help="never degrade a crop this class fills 1 %% or more of (train.router_data), e.g. animal")
     p.add_argument("--darken-people", type=float, default=0.0, metavar="SHARE",
                    help="share of training crops whose person pixels get a darkening gamma (train.router_data: "
                         "dark skin, which the masked people seldom show)")
@@ -244,6 +246,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         main_share=json.loads(args.main_pack_share) if args.main_pack_share else None,
         degrade_frac=args.degrade,
         degrade_mix=args.degrade_mix, degrade_descreen=args.degrade_descreen, darken_people=args.darken_people,
+        degrade_keep_clean=tuple(CLASS_NAMES.index(c) for c in args.degrade_keep_clean),
     )
     if args.init and not args.resume:
         _warm_start(net, Path(args.init))
@@ -320,6 +323,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
             "degrade_mix": sampler.degrade_mix if args.degrade > 0 else None,
             "degrade_descreen": args.degrade_descreen,
             "darken_people": args.darken_people,
+            "degrade_keep_clean": list(args.degrade_keep_clean),
         },
         "training": {
             "steps": state.step,

@@ -11,6 +11,9 @@ Why this data:
   flatter or harsher than the training photos); a share of the batch (``degrade_frac``) is turned into an old
   print or scan by :mod:`.degrade` (halftone, grain, fading, blur, scratches, JPEG...) — the L input only, the
   labels stay as they are, so the router learns to find a face under a halftone screen.
+* **Clean animals** (``degrade_keep_clean``): crops in which a listed class (``animal``) fills at least
+  ``KEEP_CLEAN_SHARE`` of the pixels are never degraded. Every stage trained on degraded batches cost clean animal
+  IoU 2-2.5 %; fur under grain or a screen is what the old prints teach least and cost most.
 * **Dark skin**: a share of the crops (``darken_people``) get a strong gamma on their person pixels only (mid-tones
   darkened, whites kept: a white turban stays white), feathered at the mask's edge. The masked people are mostly
   light-skinned; without it the router sent bearded dark-skinned men in old prints to ``animal``.
@@ -43,6 +46,8 @@ from .degrade import degrade, mix_probabilities
 DARKEN_GAMMA = (1.5, 4.0)
 #: the person label in the router's labels (background, person, bird, animal)
 PERSON = 1
+#: share of a crop's pixels a ``degrade_keep_clean`` class must fill for the crop to stay clean
+KEEP_CLEAN_SHARE = 0.01
 
 #: share of each real (non-composite) source in a batch; the small sets are over-sampled on purpose
 DEFAULT_SOURCE_WEIGHTS = {"faces": 0.2, "people": 0.15, "birds": 0.25, "animals": 0.25, "scenes": 0.15}
@@ -75,6 +80,7 @@ class RouterSampler:
         degrade_mix: dict[str, float] | None = None,
         degrade_descreen: bool = False,
         darken_people: float = 0.0,
+        degrade_keep_clean: tuple[int, ...] = (),
     ) -> None:
         for name, share in (("degrade_frac", degrade_frac), ("darken_people", darken_people)):
             if not 0.0 <= share <= 1.0:
@@ -83,6 +89,7 @@ class RouterSampler:
         self.degrade_frac = degrade_frac
         self.degrade_mix = mix_probabilities(degrade_mix)
         self.degrade_descreen = degrade_descreen
+        self.degrade_keep_clean = tuple(degrade_keep_clean)
         self.masked, self.scenes, self.cutouts = masked, scenes, cutouts
         self.crop, self.composite_frac, self.scale, self.jitter = crop, composite_frac, scale, jitter
         self.paste_range = paste_range
@@ -146,6 +153,14 @@ class RouterSampler:
         weight = F.avg_pool2d(person, 5, stride=1, padding=2, count_include_pad=False) * chosen
         return L + weight * (100.0 * (L / 100.0).clamp_min(0).pow(gamma) - L)
 
+    def _to_degrade(self, labels: torch.Tensor) -> np.ndarray:
+        """Indices of the crops to degrade: a ``degrade_frac`` share, minus those a keep-clean class fills."""
+        chosen = np.flatnonzero(self.rng.random(len(labels)) < self.degrade_frac)
+        if not self.degrade_keep_clean:
+            return chosen
+        share = torch.isin(labels, torch.tensor(self.degrade_keep_clean)).flatten(1).float().mean(1)
+        return chosen[(share[chosen] < KEEP_CLEAN_SHARE).numpy()]
+
     def batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(L (B, 1, S, S) in Lab units, labels (B, S, S) int64 with 255 = ignore)."""
         rgbs, labs = zip(*(self.sample() for _ in range(batch_size)), strict=True)
@@ -156,7 +171,7 @@ class RouterSampler:
         if self.jitter:
             L = self._jitter_L(L)
         if self.degrade_frac > 0:
-            for i in np.flatnonzero(self.rng.random(len(L)) < self.degrade_frac):
+            for i in self._to_degrade(labels):
                 L[i, 0] = torch.from_numpy(degrade(L[i, 0].numpy(), self.rng, probability=self.degrade_mix))
                 if self.degrade_descreen:  # what the pipeline shows the router at inference
                     L[i, 0] = without_screen(L[i, 0])
