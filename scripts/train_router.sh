@@ -23,7 +23,7 @@
 #   STAGES="soup17": the soup and v17 interpolated at alpha 0.5.
 #   v18, a candidate: v17's stage with half of the crops' person pixels darkened (--darken-people 0.5: dark skin).
 #   v19, a candidate: v18's stage with the crops an animal fills left clean (--degrade-keep-clean animal);
-#   STAGES="soup18": the soup and v18 interpolated at alpha 0.5.
+#   STAGES="soup18": the soup and v18 interpolated at alpha 0.5; STAGES="soup19": the soup and v19 likewise.
 # STAGES="v11" reproduces v11 from inits/router_v10; STAGES="v14" reproduces v14 from the shipped v11 (INIT_V14).
 # The exact command of the shipped stage is in its config.json (ensemble_color.command).
 # EXT = the extension pack built by ../shared/data/tools/extend.py. Resumable: RESUME=--resume. --dry-run prints.
@@ -85,6 +85,9 @@ fi
 if [[ " $STAGES " == *" v19 "* ]]; then
   from_soup v19 19 "${INIT_V19:-ensemble_color/weights/router}" --degrade-descreen --darken-people 0.5 \
     --degrade-keep-clean animal
+fi
+if [[ " $STAGES " == *" soup19 "* ]]; then
+  half_soup soup19 "${BASE_SOUP19:-ensemble_color/weights/router}" "${INIT_SOUP19:-runs/export/router_v19}"
 fi
 if [[ " $STAGES " == *" soup "* ]]; then
   step python -m ensemble_color train soup --base "${BASE_SOUP:-runs/export/router_v11}" \
