@@ -12,8 +12,8 @@
 #   bench/router_oldphotos.py did not ship it (docs/experiments.md): far better on old prints, 2-3 fewer single
 #   pasted animals.
 #   v15, a candidate: v14 + 800 steps with the animal class weighted 1.5 like the bird (INIT_V15 = v14's folder).
-#   The shipped router is the soup: v11 and v15 interpolated in weight space at alpha 0.5 (train soup, WiSE-FT;
-#   bench/router_oldphotos.py's rule for it, written before it was built), its logit bias calibrated on the soup.
+#   The previous router ("the soup", shipped from fb54dd7 to cd759b4): v11 and v15 interpolated in weight space at
+#   alpha 0.5 (train soup, WiSE-FT; docs/router_rule.md), its logit bias calibrated on the soup.
 #   STAGES="soup" builds it from BASE_SOUP (v11: runs/export/router_v11 from STAGES="v11", or the folder
 #   ensemble_color/weights/router at commit e6cc46b) and v15's folder (INIT_SOUP).
 #   v16, a candidate: the shipped soup + 800 steps, half of every batch degraded with halftone drawn more often
@@ -23,7 +23,11 @@
 #   STAGES="soup17": the soup and v17 interpolated at alpha 0.5.
 #   v18, a candidate: v17's stage with half of the crops' person pixels darkened (--darken-people 0.5: dark skin).
 #   v19, a candidate: v18's stage with the crops an animal fills left clean (--degrade-keep-clean animal);
-#   STAGES="soup18": the soup and v18 interpolated at alpha 0.5; STAGES="soup19": the soup and v19 likewise.
+#   STAGES="soup18": the soup and v18 interpolated at alpha 0.5.
+#   The shipped router is soup19: the soup above (BASE_SOUP19 = ensemble_color/weights/router at commit cd759b4)
+#   and v19 interpolated at alpha 0.5, its logit bias (bird 0, animal +1.0) calibrated on soup19 itself.
+#   v16-v19 and their soups start from the soup: their defaults (ensemble_color/weights/router) now name soup19, so
+#   to reproduce them set INIT_V1x / BASE_SOUP1x to a checkout of that folder at commit cd759b4.
 # STAGES="v11" reproduces v11 from inits/router_v10; STAGES="v14" reproduces v14 from the shipped v11 (INIT_V14).
 # The exact command of the shipped stage is in its config.json (ensemble_color.command).
 # EXT = the extension pack built by ../shared/data/tools/extend.py. Resumable: RESUME=--resume. --dry-run prints.
@@ -51,7 +55,7 @@ if [[ " $STAGES " == *" v15 "* ]]; then
     --init "${INIT_V15:-runs/export/router_v14}" --lr 1e-4 --seed 15 --steps 800 --degrade 0.5 \
     --class-weights 1 1 1.5 1.5 ${RESUME:-}
 fi
-# the stages fine-tuned from the shipped soup: 800 steps at lr 7e-5, half of every batch degraded with halftone drawn
+# the stages fine-tuned from the soup: 800 steps at lr 7e-5, half of every batch degraded with halftone drawn
 # more often, bird and animal weighted 1.5; each stage adds its own flags
 from_soup() {  # name seed init [flags...]
   local name=$1 seed=$2 init=$3
@@ -60,9 +64,12 @@ from_soup() {  # name seed init [flags...]
     --run-dir "runs/router_$name" --init "$init" --lr 7e-5 --seed "$seed" --steps 800 --degrade 0.5 \
     --degrade-mix '{"halftone": 0.6, "grain": 0.3}' "$@" --class-weights 1 1 1.5 1.5 ${RESUME:-}
 }
-# a candidate soup: the shipped soup and a stage from it, interpolated at alpha 0.5
-half_soup() {  # name base tuned
-  step python -m ensemble_color train soup --base "$2" --tuned "$3" --alpha 0.5 --out "runs/export/router_$1"
+# a candidate soup: the soup and a stage from it, interpolated at alpha 0.5
+half_soup() {  # name base tuned [flags...]
+  local name=$1 base=$2 tuned=$3
+  shift 3
+  step python -m ensemble_color train soup --base "$base" --tuned "$tuned" --alpha 0.5 \
+    --out "runs/export/router_$name" "$@"
 }
 if [[ " $STAGES " == *" v16 "* ]]; then
   from_soup v16 16 "${INIT_V16:-ensemble_color/weights/router}"
@@ -87,7 +94,8 @@ if [[ " $STAGES " == *" v19 "* ]]; then
     --degrade-keep-clean animal
 fi
 if [[ " $STAGES " == *" soup19 "* ]]; then
-  half_soup soup19 "${BASE_SOUP19:-ensemble_color/weights/router}" "${INIT_SOUP19:-runs/export/router_v19}"
+  half_soup soup19 "${BASE_SOUP19:-ensemble_color/weights/router}" "${INIT_SOUP19:-runs/export/router_v19}" \
+    --logit-bias '{"bird": 0.0, "animal": 1.0}'
 fi
 if [[ " $STAGES " == *" soup "* ]]; then
   step python -m ensemble_color train soup --base "${BASE_SOUP:-runs/export/router_v11}" \
