@@ -322,8 +322,8 @@ def main() -> None:
         print(spec, {k: v for k, v in rows[spec].items() if not k.endswith("_share")}, flush=True)
     expert = people_expert_l2ab(faces)
     # a router against the baseline (as both would run: descreened or not), descreening against its own router
-    verdicts = {spec: verdict(rows[base], rows[spec]) for spec in args.routers[1:] if plain(spec) != plain(base)
-                and spec.endswith("+descreen") == base.endswith("+descreen")}
+    verdicts = {spec: verdict(rows[base], rows[spec]) for spec in candidates
+                if spec.endswith("+descreen") == base.endswith("+descreen")}
     verdicts |= {spec: descreen_verdict(rows[plain(spec)], rows[spec])
                  for spec in args.routers if spec.endswith("+descreen") and plain(spec) in rows}
     command = "python bench/router_oldphotos.py " + " ".join(

@@ -39,7 +39,7 @@ from ..plugins import write_state_dict
 from ..routing import INPUT_MAPPINGS, load_smp_weights
 from . import loop
 from .degrade import degrade_rgb
-from .router_data import DEFAULT_SOURCE_WEIGHTS, RouterSampler
+from .router_data import DEFAULT_SOURCE_WEIGHTS, KEEP_CLEAN_SHARE, RouterSampler
 
 #: the chosen default (see the module docstring and ensemble_color/weights/router/README.md for the timings)
 DEFAULT_ARCH = "FPN"
@@ -179,7 +179,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--degrade-descreen", action="store_true",
                    help="pass each degraded crop through the pipeline's descreener, as inference shows the router")
     p.add_argument("--degrade-keep-clean", nargs="+", choices=CLASS_NAMES, default=[], metavar="CLASS",
-                   help="never degrade a crop this class fills 1 %% or more of (train.router_data), e.g. animal")
+                   help=f"never degrade a crop this class fills {KEEP_CLEAN_SHARE * 100:g} %% or more of "
+                        "(train.router_data), e.g. animal")
     p.add_argument("--darken-people", type=float, default=0.0, metavar="SHARE",
                    help="share of training crops whose person pixels get a darkening gamma (train.router_data: "
                         "dark skin, which the masked people seldom show)")
