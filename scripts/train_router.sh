@@ -16,7 +16,7 @@
 #   alpha 0.5 (train soup, WiSE-FT; docs/router_rule.md), its logit bias calibrated on the soup.
 #   STAGES="soup" builds it from BASE_SOUP (v11: runs/export/router_v11 from STAGES="v11", or the folder
 #   ensemble_color/weights/router at commit e6cc46b) and v15's folder (INIT_SOUP).
-#   v16, a candidate: the shipped soup + 800 steps, half of every batch degraded with halftone drawn more often
+#   v16, a candidate: the soup + 800 steps, half of every batch degraded with halftone drawn more often
 #   (INIT_V16 = the soup's folder). STAGES="soup16": the soup and v16 interpolated at alpha 0.5 (BASE_SOUP16 = the
 #   soup's folder, ensemble_color/weights/router at commit fb54dd7).
 #   v17, a candidate: v16's stage with every degraded crop descreened as the pipeline does (--degrade-descreen);

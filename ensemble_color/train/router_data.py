@@ -12,8 +12,9 @@ Why this data:
   print or scan by :mod:`.degrade` (halftone, grain, fading, blur, scratches, JPEG...) — the L input only, the
   labels stay as they are, so the router learns to find a face under a halftone screen.
 * **Clean animals** (``degrade_keep_clean``): crops in which a listed class (``animal``) fills at least
-  ``KEEP_CLEAN_SHARE`` of the pixels are never degraded. Every stage trained on degraded batches cost clean animal
-  IoU 2-2.5 %; fur under grain or a screen is what the old prints teach least and cost most.
+  ``KEEP_CLEAN_SHARE`` of the pixels are never degraded, so more of the degraded crops show people. Tried because
+  every stage trained on degraded batches cost clean animal IoU 2-2.5 %; measured, it did not keep it (router v19:
+  0.974x, ``docs/experiments.md``), but v19 found more people on old prints than the stages before it.
 * **Dark skin**: a share of the crops (``darken_people``) get a strong gamma on their person pixels only (mid-tones
   darkened, whites kept: a white turban stays white), feathered at the mask's edge. The masked people are mostly
   light-skinned; without it the router sent bearded dark-skinned men in old prints to ``animal``.
