@@ -28,6 +28,8 @@
 #   and v19 interpolated at alpha 0.5, its logit bias (bird 0, animal +1.0) calibrated on soup19 itself.
 #   v16-v19 and their soups start from the soup: their defaults (ensemble_color/weights/router) now name soup19, so
 #   to reproduce them set INIT_V1x / BASE_SOUP1x to a checkout of that folder at commit cd759b4.
+#   v20, a candidate: v19's stage from soup19 with soup19 frozen as a teacher on the crops left as they are
+#   (--distill-from, KL weight 1); STAGES="soup20": soup19 and v20 interpolated at alpha 0.5.
 # STAGES="v11" reproduces v11 from inits/router_v10; STAGES="v14" reproduces v14 from the shipped v11 (INIT_V14).
 # The exact command of the shipped stage is in its config.json (ensemble_color.command).
 # EXT = the extension pack built by ../shared/data/tools/extend.py. Resumable: RESUME=--resume. --dry-run prints.
@@ -96,6 +98,14 @@ fi
 if [[ " $STAGES " == *" soup19 "* ]]; then
   half_soup soup19 "${BASE_SOUP19:-ensemble_color/weights/router}" "${INIT_SOUP19:-runs/export/router_v19}" \
     --logit-bias '{"bird": 0.0, "animal": 1.0}'
+fi
+# v19's stage with the shipped router frozen as a teacher on the crops left as they are
+if [[ " $STAGES " == *" v20 "* ]]; then
+  from_soup v20 20 "${INIT_V20:-ensemble_color/weights/router}" --degrade-descreen --darken-people 0.5 \
+    --degrade-keep-clean animal --distill-from "${TEACHER_V20:-ensemble_color/weights/router}" --distill 1
+fi
+if [[ " $STAGES " == *" soup20 "* ]]; then
+  half_soup soup20 "${BASE_SOUP20:-ensemble_color/weights/router}" "${INIT_SOUP20:-runs/export/router_v20}"
 fi
 if [[ " $STAGES " == *" soup "* ]]; then
   step python -m ensemble_color train soup --base "${BASE_SOUP:-runs/export/router_v11}" \

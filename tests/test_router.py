@@ -27,6 +27,7 @@ from ensemble_color.routing import (
     torchvision_router,
 )
 from ensemble_color.train import router as train_router
+from ensemble_color.train.losses import RouterLoss
 
 VOC_EXPECTED = {"person": "person", "bird": "bird", "cat": "animal", "dog": "animal", "horse": "animal",
                 "sheep": "animal", "cow": "animal"}
@@ -218,15 +219,15 @@ def test_router_loss_class_weights_scale_each_class_and_skip_ignored() -> None:
     labels = torch.tensor([[[0, 0, 2, 255]]])  # two right background pixels, one missed bird, one ignored
     logits = torch.zeros(1, 4, 1, 4)
     logits[0, 0] = 5.0  # confident background everywhere
-    plain = train_router.RouterLoss(0.0)(logits, labels)[0]
-    bird_heavy = train_router.RouterLoss(0.0, [1, 1, 2, 1])(logits, labels)[0]
-    bird_off = train_router.RouterLoss(0.0, [1, 1, 0, 1])(logits, labels)[0]
+    plain = RouterLoss(0.0)(logits, labels)[0]
+    bird_heavy = RouterLoss(0.0, [1, 1, 2, 1])(logits, labels)[0]
+    bird_off = RouterLoss(0.0, [1, 1, 0, 1])(logits, labels)[0]
     per_pixel = -torch.log_softmax(logits, 1)[0, :, 0]
     right, missed = per_pixel[0, 0], per_pixel[2, 2]
     torch.testing.assert_close(plain, (2 * right + missed) / 3)  # the 255 pixel is not counted
     torch.testing.assert_close(bird_heavy, (2 * right + 2 * missed) / 4)
     torch.testing.assert_close(bird_off, right)
-    total, ce = train_router.RouterLoss(0.5, [1, 1, 2, 1])(logits, labels)
+    total, ce = RouterLoss(0.5, [1, 1, 2, 1])(logits, labels)
     torch.testing.assert_close(ce, bird_heavy)
     assert total > ce  # the Dice term is added on top
 

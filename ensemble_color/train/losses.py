@@ -1,5 +1,5 @@
-"""Losses shared by the trainers: the distributional colour loss, colourfulness matching, and the old-print input
-of a batch.
+"""Losses shared by the trainers: the distributional colour loss, colourfulness matching, the old-print input
+of a batch, and the router's segmentation and distillation losses.
 
 Why a distributional loss: a pixel (MSE) loss is minimised by the average of every plausible colour, which for
 an object of uncertain hue is a brownish gray. Zhang et al. (2016) classify ab into 313 bins instead, with
@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from .. import softencode
 from ..color import lab_to_rgb
+from ..data.composites import IGNORE
 from ..eval.metrics import colorfulness
 from ..nets.imagenet import imagenet_classifier
 from .degrade import degrade
@@ -95,3 +96,39 @@ def degrade_share(L: torch.Tensor, share: float, rng: np.random.Generator) -> to
     for i in np.flatnonzero(rng.random(L.shape[0]) < share):
         out[i, 0] = torch.from_numpy(degrade(L[i, 0].numpy(), rng))
     return out
+
+
+class RouterLoss:
+    """Cross-entropy (optionally class-weighted) + ``dice_weight`` x multiclass Dice, 255 ignored.
+
+    Class weights exist because the router underfits the rare, small classes: v3 routed more than half
+    of a pasted bird to ``bird`` in only 36 of 59 *train* composites (``weights/router/README.md``, v4), so
+    up-weighting bird and animal pixels trades some background precision for subject recall (measured:
+    v4 in ``weights/router/README.md``).
+    """
+
+    def __init__(self, dice_weight: float = 0.5, class_weights: list[float] | None = None) -> None:
+        import segmentation_models_pytorch as smp
+
+        self.dice_weight = dice_weight
+        self.dice = smp.losses.DiceLoss("multiclass", from_logits=True, ignore_index=IGNORE)
+        self.class_weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(total loss, cross-entropy part) for (B, C, H, W) logits and (B, H, W) integer labels."""
+        ce = F.cross_entropy(logits, labels, weight=self.class_weights, ignore_index=IGNORE)
+        if self.dice_weight > 0:
+            return ce + self.dice_weight * self.dice(logits, labels), ce
+        return ce, ce
+
+
+def distillation_kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean per-pixel KL(teacher || student) between two (B, C, H, W) logit maps, every pixel counted.
+
+    Why: fine-tuning the router on old prints moves it away from what it did on clean photos (each such stage
+    cost clean animal IoU 2-2.5 %); pulling its clean-crop outputs toward the frozen router it started from keeps
+    that behaviour where labels alone do not (the ignored pixels and the soft boundaries carry no label).
+    """
+    log_p = F.log_softmax(student.float(), 1)
+    log_q = F.log_softmax(teacher.float(), 1)
+    return (log_q.exp() * (log_q - log_p)).sum(1).mean()

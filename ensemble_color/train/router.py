@@ -8,8 +8,9 @@ Why this shape:
 * **Architecture**: FPN decoder (64/32 channels) on a timm MobileNetV3-Large encoder, from scratch
   (no hub downloads). It was the fastest of the candidates timed at 320 px on this CPU while keeping
   a real encoder; smp's default U-Net (resnet18) was ~5x slower (numbers in ``weights/router/README.md``).
-* **Loss**: cross-entropy + 0.5 Dice, both ignoring 255 (Dice keeps the small animal class from being
-  drowned by background pixels).
+* **Loss** (:mod:`.losses`): cross-entropy + 0.5 Dice, both ignoring 255 (Dice keeps the small animal class from
+  being drowned by background pixels); with ``--distill-from``, a KL term toward a frozen router on the crops
+  left as they are (fine-tuning on old prints otherwise drifts from what the router did on clean photos).
 * The final (not the best-on-val) checkpoint is exported by default, because the validation images
   are also what we report: choosing on them would flatter the reported numbers.
 """
@@ -27,10 +28,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..data.composites import IGNORE, cutouts_from_masks, load_cutouts, val_composites
+from ..data.composites import cutouts_from_masks, load_cutouts, val_composites
 from ..data.masks import CLASS_NAMES, MASK_CATEGORIES, N_CLASSES, MaskedImages, load_masked, load_scenes
 from ..eval import router as router_eval
 from ..eval.router import _fp16_scores, net_router, segmentation_scores
@@ -39,6 +39,7 @@ from ..plugins import write_state_dict
 from ..routing import INPUT_MAPPINGS, load_smp_weights
 from . import loop
 from .degrade import degrade_rgb
+from .losses import RouterLoss, distillation_kl
 from .router_data import DEFAULT_SOURCE_WEIGHTS, KEEP_CLEAN_SHARE, RouterSampler
 
 #: the chosen default (see the module docstring and ensemble_color/weights/router/README.md for the timings)
@@ -97,30 +98,6 @@ def export_router(net: nn.Module, folder: str | Path, extra: dict[str, Any], fp1
 
 
 # ------------------------------------------------------------------------------------------- train
-
-
-class RouterLoss:
-    """Cross-entropy (optionally class-weighted) + ``dice_weight`` x multiclass Dice, 255 ignored.
-
-    Class weights exist because the router underfits the rare, small classes: v3 routed more than half
-    of a pasted bird to ``bird`` in only 36 of 59 *train* composites (``weights/router/README.md``, v4), so
-    up-weighting bird and animal pixels trades some background precision for subject recall (measured:
-    v4 in ``weights/router/README.md``).
-    """
-
-    def __init__(self, dice_weight: float = 0.5, class_weights: list[float] | None = None) -> None:
-        import segmentation_models_pytorch as smp
-
-        self.dice_weight = dice_weight
-        self.dice = smp.losses.DiceLoss("multiclass", from_logits=True, ignore_index=IGNORE)
-        self.class_weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
-
-    def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(total loss, cross-entropy part) for (B, C, H, W) logits and (B, H, W) integer labels."""
-        ce = F.cross_entropy(logits, labels, weight=self.class_weights, ignore_index=IGNORE)
-        if self.dice_weight > 0:
-            return ce + self.dice_weight * self.dice(logits, labels), ce
-        return ce, ce
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -184,6 +161,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--darken-people", type=float, default=0.0, metavar="SHARE",
                    help="share of training crops whose person pixels get a darkening gamma (train.router_data: "
                         "dark skin, which the masked people seldom show)")
+    p.add_argument("--distill-from", default=None, metavar="FOLDER",
+                   help="a frozen router (same architecture) whose outputs on the clean crops the router is pulled "
+                        "toward (KL, weight --distill): keeps clean-photo behaviour while it learns old prints")
+    p.add_argument("--distill", type=float, default=1.0, metavar="W", help="weight of the --distill-from term")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--amp", action="store_true",
                    help="bf16 autocast (measured slower for the MobileNetV3 FPN on this CPU, so off by default)")
@@ -200,6 +181,14 @@ def _warm_start(net: nn.Module, folder: Path) -> None:
     """Load a router folder's weights into ``net`` (strict: the architecture must be the same)."""
     load_smp_weights(net, folder)
     print(f"warm start from {folder}", flush=True)
+
+
+def _teacher(args: argparse.Namespace, decoder: dict[str, Any] | None) -> nn.Module:
+    """The frozen router of ``--distill-from``, built as the trained one (its weights must fit that architecture)."""
+    net = build_model(args.arch, args.encoder, decoder)
+    load_smp_weights(net, Path(args.distill_from))
+    print(f"distilling on clean crops from {args.distill_from} (weight {args.distill})", flush=True)
+    return net.to(memory_format=torch.channels_last).eval().requires_grad_(False)
 
 
 def weights_entry_describe(encoder: str) -> str:
@@ -261,14 +250,23 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     to_input = INPUT_MAPPINGS[mapping]
 
     criterion = RouterLoss(args.dice, args.class_weights)
+    teacher = _teacher(args, decoder) if args.distill_from else None
 
     def step_fn(step: int):
-        L, labels = sampler.batch(args.batch_size)
+        L, labels, altered = sampler.batch_flags(args.batch_size)
         x = to_input(L).contiguous(memory_format=torch.channels_last)  # same as routing._LToUnit
         with loop.autocast_for(torch.device("cpu"), args.amp):
             logits = net(x)
         loss, ce = criterion(logits.float(), labels)
-        return loss, args.batch_size, {"ce": ce.item()}
+        logs = {"ce": ce.item()}
+        clean = ~altered  # not degraded, not darkened: the frozen router's outputs there are the target
+        if teacher is not None and clean.any():
+            with torch.no_grad(), loop.autocast_for(torch.device("cpu"), args.amp):
+                target = teacher(x[clean])
+            kd = distillation_kl(logits[clean], target)
+            loss = loss + args.distill * kd
+            logs["kd"] = kd.item()
+        return loss, args.batch_size, logs
 
     def validate() -> dict[str, float]:
         m = segmentation_scores(router, val_pairs)["miou"]
@@ -335,6 +333,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
             "crop": args.crop,
             "lr": args.lr,
             "init": args.init,
+            "distill_from": args.distill_from,
+            "distill": args.distill if args.distill_from else None,
             "dice": args.dice,
             "class_weights": args.class_weights,
             "weight_ema": args.ema or None,

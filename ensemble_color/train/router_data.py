@@ -18,6 +18,9 @@ Why this data:
 * **Dark skin**: a share of the crops (``darken_people``) get a strong gamma on their person pixels only (mid-tones
   darkened, whites kept: a white turban stays white), feathered at the mask's edge. The masked people are mostly
   light-skinned; without it the router sent bearded dark-skinned men in old prints to ``animal``.
+* **Distillation** (``train router --distill-from``): :meth:`RouterSampler.batch_flags` says which crops were
+  altered (degraded or darkened), so the trainer can pull the router's outputs on the others, photos as they
+  are, toward a frozen router (``train.losses.distillation_kl``) without pulling it back on what it must learn.
 * The sampler's random state is saved with the checkpoints, so a resumed run sees the same batches.
 """
 
@@ -144,15 +147,16 @@ class RouterSampler:
         out = ((out - mean) * contrast + mean).clamp(0, 100)
         return torch.where(keep, L, out)
 
-    def _darken_people(self, L: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _darken_people(self, L: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A ``darken_people`` share of the crops with their person pixels put through a gamma in
-        ``DARKEN_GAMMA``, blended in by the person mask feathered over 5 px (no hard edge to find people by)."""
+        ``DARKEN_GAMMA``, blended in by the person mask feathered over 5 px (no hard edge to find people by);
+        and which crops that changed."""
         n = L.shape[0]
         chosen = torch.from_numpy(self.rng.random(n) < self.darken_people).view(n, 1, 1, 1)
         gamma = torch.from_numpy(self.rng.uniform(*DARKEN_GAMMA, n)).float().view(n, 1, 1, 1)
         person = (labels == PERSON).float()[:, None]
         weight = F.avg_pool2d(person, 5, stride=1, padding=2, count_include_pad=False) * chosen
-        return L + weight * (100.0 * (L / 100.0).clamp_min(0).pow(gamma) - L)
+        return L + weight * (100.0 * (L / 100.0).clamp_min(0).pow(gamma) - L), weight.flatten(1).amax(1) > 0
 
     def _to_degrade(self, labels: torch.Tensor) -> np.ndarray:
         """Indices of the crops to degrade: a ``degrade_frac`` share, minus those a keep-clean class fills."""
@@ -164,11 +168,19 @@ class RouterSampler:
 
     def batch(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(L (B, 1, S, S) in Lab units, labels (B, S, S) int64 with 255 = ignore)."""
+        L, labels, _ = self.batch_flags(batch_size)
+        return L, labels
+
+    def batch_flags(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`batch` and a (B,) bool tensor saying which crops were altered (degraded into an old print or
+        their people darkened; the rest are the photos as they are, gamma and contrast jitter aside); the same
+        random draws as :meth:`batch`."""
         rgbs, labs = zip(*(self.sample() for _ in range(batch_size)), strict=True)
         L = rgb_to_lab(torch.stack(rgbs))[:, :1]
         labels = torch.stack(labs).long()
+        altered = torch.zeros(batch_size, dtype=torch.bool)
         if self.darken_people > 0:
-            L = self._darken_people(L, labels)
+            L, altered = self._darken_people(L, labels)
         if self.jitter:
             L = self._jitter_L(L)
         if self.degrade_frac > 0:
@@ -176,7 +188,8 @@ class RouterSampler:
                 L[i, 0] = torch.from_numpy(degrade(L[i, 0].numpy(), self.rng, probability=self.degrade_mix))
                 if self.degrade_descreen:  # what the pipeline shows the router at inference
                     L[i, 0] = without_screen(L[i, 0])
-        return L, labels
+                altered[i] = True
+        return L, labels, altered
 
     def state(self) -> str:
         return json.dumps(self.rng.bit_generator.state)
