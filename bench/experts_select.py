@@ -94,7 +94,8 @@ decoding chosen by its rule): ``EMB=1 CF=0.1 CTX=1 CTX_INIT=runs/export_ctx``. O
 (closest to passing with the colourfulness term alone), people and scenes, built in that order and each judged by
 this rule unchanged, whatever the others' outcome.]
 
-Writes JSON + Markdown with every group's figures and each check's outcome.
+Writes JSON + Markdown with every group's figures and each check's outcome; with ``--sheet N``, a contact sheet per
+expert of N held-out photos (gray | baseline | candidate | truth) to judge by eye beside the figures.
 
 ``--candidate-gain G`` is a diagnosis, not a decision: every candidate runs at output gain ``G`` (e.g. the
 baseline's) instead of the one its ``expert.json`` records, to tell what the weights bring from what the gain
@@ -113,15 +114,16 @@ import numpy as np
 import torch
 from v0_models import renamed_copies
 
-from ensemble_color.color import rgb_to_lab
+from ensemble_color.color import lab_to_rgb, rgb_to_lab
 from ensemble_color.data.roots import hold_out, list_photos, required_hold_out
 from ensemble_color.eval.evaluate import build_methods, evaluate
 from ensemble_color.eval.perceptual import PerceptualScorer
-from ensemble_color.io import load_image
+from ensemble_color.io import load_image, to_pil
 from ensemble_color.nets.multihead_unet import DECODE_KEYS
 from ensemble_color.pipeline import Pipeline
 from ensemble_color.plugins import validate_folder
 from ensemble_color.routing import RoutingTable
+from ensemble_color.visualize import contact_sheet, fit_square
 
 #: how much worse than the baseline one group may be while the mean improves (rule 2)
 GROUP_SLACK = 0.02
@@ -209,6 +211,19 @@ def verdict_perceptual(groups: dict[str, dict[str, dict]], base: str, cand: str,
     return all(ok for _, ok in checks), checks
 
 
+def eyes_sheet(methods: dict, sets: dict[str, list[torch.Tensor]], n: int, path: Path, size: int = 192) -> None:
+    """``n`` held-out photos evenly spaced over all groups, one row each: gray | each method | truth (JPEG)."""
+    photos = [lab for group in sets.values() for lab in group]
+    rows = []
+    for i in np.linspace(0, len(photos) - 1, min(n, len(photos))).round().astype(int):
+        lab = photos[i]
+        L = lab[:1]
+        labs = [torch.cat([L, torch.zeros_like(lab[1:])]), *(torch.cat([L, m(L.clone())]) for m in methods.values()),
+                lab]
+        rows.append([fit_square(lab_to_rgb(x[None])[0], size) for x in labs])
+    to_pil(contact_sheet(rows)).save(path, quality=88)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", action="append", default=None, help="data roots (default ../shared/data)")
@@ -223,6 +238,8 @@ def main() -> None:
                          "second pass)")
     ap.add_argument("--rule", choices=("l2ab", "perceptual"), default="l2ab",
                     help="which written rule decides (docstring): the L2ab rule or the perceptual one")
+    ap.add_argument("--sheet", type=int, default=0, metavar="N",
+                    help="also write OUT_<name>.jpg: N held-out photos, gray | baseline | candidate | truth")
     args = ap.parse_args()
     if args.same_decoding and args.candidate_gain is not None:
         raise SystemExit("error: --same-decoding and --candidate-gain measure different things; give one")
@@ -264,6 +281,8 @@ def main() -> None:
         sets = held_out_groups(roots, manifest)
         methods = build_methods([base, cand], pipe)
         groups = evaluate(methods, sets, scorer, pooled=POOLED)
+        if args.sheet:
+            eyes_sheet(methods, sets, args.sheet, Path(f"{args.out}_{name}.jpg"))
         pooled = {m: v["frechet"] for m, v in groups.pop(POOLED).items()} if scorer is not None else None
         ok, checks = (verdict_perceptual(groups, base, cand, pooled) if scorer is not None
                       else verdict(groups, base, cand, CF_TOLERANCE_OF.get(name, CF_TOLERANCE)))
