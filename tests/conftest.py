@@ -77,3 +77,28 @@ def contexts_used(monkeypatch: pytest.MonkeyPatch) -> list:
 
 requires_data = pytest.mark.skipif(not (DATA / "colorize").is_dir(),
                                    reason="../shared/data is absent (training data lives beside the repo)")
+
+
+def tiny_router_pack(root: Path) -> Path:
+    """A miniature data pack: 3 images per category and split, box masks with an ignore band, cut-outs."""
+    rng = np.random.default_rng(0)
+    labels = {"faces": 1, "birds": 2, "animals": 3}
+    for split in ("train", "val"):
+        for cat in ("faces", "birds", "animals", "scenes"):
+            (root / "colorize" / cat / split).mkdir(parents=True)
+            for i in range(3):
+                img = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+                Image.fromarray(img).save(root / "colorize" / cat / split / f"{cat}{i}.jpg")
+                if cat == "scenes":
+                    continue
+                mask = np.zeros((48, 64), np.uint8)
+                mask[10:38, 16:48] = 255
+                mask[12:36, 18:46] = labels[cat]
+                (root / "route" / "masks" / cat / split).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(mask).save(root / "route" / "masks" / cat / split / f"{cat}{i}.png")
+    for folder in ("person", "bird", "animal"):
+        (root / "route" / "cutouts" / folder).mkdir(parents=True)
+        rgba = (rng.random((20, 16, 4)) * 255).astype(np.uint8)
+        rgba[..., 3] = 255
+        Image.fromarray(rgba, "RGBA").save(root / "route" / "cutouts" / folder / "c.png")
+    return root
