@@ -94,6 +94,14 @@ decoding chosen by its rule): ``EMB=1 CF=0.1 CTX=1 CTX_INIT=runs/export_ctx``. O
 (closest to passing with the colourfulness term alone), people and scenes, built in that order and each judged by
 this rule unchanged, whatever the others' outcome.]
 
+[2026-12-07 21:45 UTC, after the scenes candidate of the embedding note was measured, before any run of what
+follows: the three embedding candidates lowered the pooled Fréchet distance (animals 50.9 vs 51.8, people 41.8 vs
+48.2, scenes 61.8 vs 78.0), and each fell about 16 % short of its truth's colourfulness (animals 24.3 vs 29.0,
+scenes 36.0 vs 43.0; people's full-body group further). The colourfulness term's weight is doubled to 0.2, the
+embedding term and everything else unchanged (``EMB=1 CF=0.2 CTX=1 CTX_INIT=runs/export_ctx``). One candidate:
+animals, the closest (its agree@1 rose; only colourfulness, 16 % short, and palette distance failed), judged by
+this rule unchanged. No other weight is measured against this rule before it is judged.]
+
 Writes JSON + Markdown with every group's figures and each check's outcome; with ``--sheet N``, a contact sheet per
 expert of N held-out photos (gray | baseline | candidate | truth) to judge by eye beside the figures.
 
