@@ -40,6 +40,9 @@
 # the reconstruction's), the same run otherwise:
 #   for n in animals people scenes; do EMB=1 CF=0.1 CTX=1 CTX_INIT=runs/export_ctx ONLY=$n OUT=runs/export_emb \
 #     RUNS=runs/experts_emb EXT=/work/ext scripts/train_experts.sh; done
+# The same with the colourfulness term's weight doubled (animals; runs/export_ctx/animals from the context line above):
+#   EMB=1 CF=0.2 CTX=1 CTX_INIT=runs/export_ctx ONLY=animals OUT=runs/export_emb_cf2 RUNS=runs/experts_emb_cf2 \
+#     EXT=/work/ext scripts/train_experts.sh
 # ONLY="birds animals" trains a subset; resumable (RESUME=1 continues each run from its checkpoint).
 # Background run:  EXT=/path/to/ext nohup nice -n -10 scripts/train_experts.sh > runs/experts.log 2>&1 &
 # --dry-run prints the commands.
