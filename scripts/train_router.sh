@@ -24,12 +24,15 @@
 #   v18, a candidate: v17's stage with half of the crops' person pixels darkened (--darken-people 0.5: dark skin).
 #   v19, a candidate: v18's stage with the crops an animal fills left clean (--degrade-keep-clean animal);
 #   STAGES="soup18": the soup and v18 interpolated at alpha 0.5.
-#   The shipped router is soup19: the soup above (BASE_SOUP19 = ensemble_color/weights/router at commit cd759b4)
-#   and v19 interpolated at alpha 0.5, its logit bias (bird 0, animal +1.0) calibrated on soup19 itself.
-#   v16-v19 and their soups start from the soup: their defaults (ensemble_color/weights/router) now name soup19, so
-#   to reproduce them set INIT_V1x / BASE_SOUP1x to a checkout of that folder at commit cd759b4.
+#   soup19 (shipped from 065fd20 to e40e4aa): the soup above (BASE_SOUP19 = ensemble_color/weights/router at commit
+#   cd759b4) and v19 interpolated at alpha 0.5, its logit bias (bird 0, animal +1.0) calibrated on soup19 itself.
+#   v16-v19 and their soups start from the soup: to reproduce them set INIT_V1x / BASE_SOUP1x to a checkout of
+#   ensemble_color/weights/router at commit cd759b4.
 #   v20, a candidate: v19's stage from soup19 with soup19 frozen as a teacher on the crops left as they are
-#   (--distill-from, KL weight 1); STAGES="soup20": soup19 and v20 interpolated at alpha 0.5.
+#   (--distill-from, KL weight 1).
+#   The shipped router is soup20: soup19 and v20 interpolated at alpha 0.5, its logit bias (bird 0, animal +1.0)
+#   calibrated on soup20 itself. v20 and soup20 start from soup19: their defaults (ensemble_color/weights/router)
+#   now name soup20, so set INIT_V20, TEACHER_V20 and BASE_SOUP20 to a checkout of that folder at commit e40e4aa.
 # STAGES="v11" reproduces v11 from inits/router_v10; STAGES="v14" reproduces v14 from the shipped v11 (INIT_V14).
 # The exact command of the shipped stage is in its config.json (ensemble_color.command).
 # EXT = the extension pack built by ../shared/data/tools/extend.py. Resumable: RESUME=--resume. --dry-run prints.
@@ -105,7 +108,8 @@ if [[ " $STAGES " == *" v20 "* ]]; then
     --degrade-keep-clean animal --distill-from "${TEACHER_V20:-ensemble_color/weights/router}" --distill 1
 fi
 if [[ " $STAGES " == *" soup20 "* ]]; then
-  half_soup soup20 "${BASE_SOUP20:-ensemble_color/weights/router}" "${INIT_SOUP20:-runs/export/router_v20}"
+  half_soup soup20 "${BASE_SOUP20:-ensemble_color/weights/router}" "${INIT_SOUP20:-runs/export/router_v20}" \
+    --logit-bias '{"bird": 0.0, "animal": 1.0}'
 fi
 if [[ " $STAGES " == *" soup "* ]]; then
   step python -m ensemble_color train soup --base "${BASE_SOUP:-runs/export/router_v11}" \
