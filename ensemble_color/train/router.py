@@ -163,7 +163,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "dark skin, which the masked people seldom show)")
     p.add_argument("--distill-from", default=None, metavar="FOLDER",
                    help="a frozen router (same architecture) whose outputs on the clean crops the router is pulled "
-                        "toward (KL, weight --distill): keeps clean-photo behaviour while it learns old prints")
+                        "toward (KL, weight --distill), so that learning old prints drifts less from clean photos")
     p.add_argument("--distill", type=float, default=1.0, metavar="W", help="weight of the --distill-from term")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--amp", action="store_true",
