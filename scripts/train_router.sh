@@ -33,6 +33,7 @@
 #   The shipped router is soup20: soup19 and v20 interpolated at alpha 0.5, its logit bias (bird 0, animal +1.0)
 #   calibrated on soup20 itself. v20 and soup20 start from soup19: their defaults (ensemble_color/weights/router)
 #   now name soup20, so set INIT_V20, TEACHER_V20 and BASE_SOUP20 to a checkout of that folder at commit e40e4aa.
+#   v21, a candidate: v20's stage from soup20 with soup20 as the teacher; STAGES="soup21": soup20 and v21 averaged.
 # STAGES="v11" reproduces v11 from inits/router_v10; STAGES="v14" reproduces v14 from the shipped v11 (INIT_V14).
 # The exact command of the shipped stage is in its config.json (ensemble_color.command).
 # EXT = the extension pack built by ../shared/data/tools/extend.py. Resumable: RESUME=--resume. --dry-run prints.
@@ -110,6 +111,14 @@ fi
 if [[ " $STAGES " == *" soup20 "* ]]; then
   half_soup soup20 "${BASE_SOUP20:-ensemble_color/weights/router}" "${INIT_SOUP20:-runs/export/router_v20}" \
     --logit-bias '{"bird": 0.0, "animal": 1.0}'
+fi
+# v20's stage from the shipped soup20, with soup20 as the teacher
+if [[ " $STAGES " == *" v21 "* ]]; then
+  from_soup v21 21 "${INIT_V21:-ensemble_color/weights/router}" --degrade-descreen --darken-people 0.5 \
+    --degrade-keep-clean animal --distill-from "${TEACHER_V21:-ensemble_color/weights/router}" --distill 1
+fi
+if [[ " $STAGES " == *" soup21 "* ]]; then
+  half_soup soup21 "${BASE_SOUP21:-ensemble_color/weights/router}" "${INIT_SOUP21:-runs/export/router_v21}"
 fi
 if [[ " $STAGES " == *" soup "* ]]; then
   step python -m ensemble_color train soup --base "${BASE_SOUP:-runs/export/router_v11}" \
