@@ -95,9 +95,10 @@ fi
 if [[ " $STAGES " == *" soup18 "* ]]; then
   half_soup soup18 "${BASE_SOUP18:-ensemble_color/weights/router}" "${INIT_SOUP18:-runs/export/router_v18}"
 fi
+# v19's flags, which v20 and v21 build on
+V19=(--degrade-descreen --darken-people 0.5 --degrade-keep-clean animal)
 if [[ " $STAGES " == *" v19 "* ]]; then
-  from_soup v19 19 "${INIT_V19:-ensemble_color/weights/router}" --degrade-descreen --darken-people 0.5 \
-    --degrade-keep-clean animal
+  from_soup v19 19 "${INIT_V19:-ensemble_color/weights/router}" "${V19[@]}"
 fi
 if [[ " $STAGES " == *" soup19 "* ]]; then
   half_soup soup19 "${BASE_SOUP19:-ensemble_color/weights/router}" "${INIT_SOUP19:-runs/export/router_v19}" \
@@ -105,8 +106,8 @@ if [[ " $STAGES " == *" soup19 "* ]]; then
 fi
 # v19's stage with the shipped router frozen as a teacher on the crops left as they are
 if [[ " $STAGES " == *" v20 "* ]]; then
-  from_soup v20 20 "${INIT_V20:-ensemble_color/weights/router}" --degrade-descreen --darken-people 0.5 \
-    --degrade-keep-clean animal --distill-from "${TEACHER_V20:-ensemble_color/weights/router}" --distill 1
+  from_soup v20 20 "${INIT_V20:-ensemble_color/weights/router}" "${V19[@]}" \
+    --distill-from "${TEACHER_V20:-ensemble_color/weights/router}" --distill 1
 fi
 if [[ " $STAGES " == *" soup20 "* ]]; then
   half_soup soup20 "${BASE_SOUP20:-ensemble_color/weights/router}" "${INIT_SOUP20:-runs/export/router_v20}" \
@@ -114,8 +115,8 @@ if [[ " $STAGES " == *" soup20 "* ]]; then
 fi
 # v20's stage from the shipped soup20, with soup20 as the teacher
 if [[ " $STAGES " == *" v21 "* ]]; then
-  from_soup v21 21 "${INIT_V21:-ensemble_color/weights/router}" --degrade-descreen --darken-people 0.5 \
-    --degrade-keep-clean animal --distill-from "${TEACHER_V21:-ensemble_color/weights/router}" --distill 1
+  from_soup v21 21 "${INIT_V21:-ensemble_color/weights/router}" "${V19[@]}" \
+    --distill-from "${TEACHER_V21:-ensemble_color/weights/router}" --distill 1
 fi
 if [[ " $STAGES " == *" soup21 "* ]]; then
   half_soup soup21 "${BASE_SOUP21:-ensemble_color/weights/router}" "${INIT_SOUP21:-runs/export/router_v21}"
