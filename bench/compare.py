@@ -266,15 +266,18 @@ def load_before(commit: str, folder: Path) -> Pipeline:
     return Pipeline.load([weights / "experts"], device="cpu", use_shipped=False, router=str(weights / "router"))
 
 
+def comparison_tiles(methods: dict[str, AbMethod], lab: torch.Tensor, cols: list[str]) -> list[torch.Tensor]:
+    """One Lab photo (3, H, W) as sRGB tiles: the gray input, each method of ``cols``, the ground truth."""
+    L = lab[:1]
+    tiles = [join_l_ab(L[None], torch.zeros(1, 2, *L.shape[-2:]))[0]]
+    tiles += [join_l_ab(L[None], methods[c](L.clone())[None])[0] for c in cols]
+    tiles.append(join_l_ab(L[None], lab[None, 1:])[0])
+    return tiles
+
+
 def contact_sheet(methods: dict[str, AbMethod], images: list[torch.Tensor], path: Path, cols: list[str]) -> None:
     """Ten composites (rows) x (gray input, each method, ground truth) (columns)."""
-    rows = []
-    for lab in images:
-        L = lab[:1]
-        tiles = [join_l_ab(L[None], torch.zeros(1, 2, *L.shape[-2:]))[0]]
-        tiles += [join_l_ab(L[None], methods[c](L.clone())[None])[0] for c in cols]
-        tiles.append(join_l_ab(L[None], lab[None, 1:])[0])
-        rows.append(torch.cat(tiles, dim=2))
+    rows = [torch.cat(comparison_tiles(methods, lab, cols), dim=2) for lab in images]
     to_pil(torch.cat(rows, dim=1)).save(path)
 
 

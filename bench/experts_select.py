@@ -120,9 +120,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from compare import comparison_tiles  # bench/ is this script's folder, hence on sys.path
 from v0_models import renamed_copies
 
-from ensemble_color.color import lab_to_rgb, rgb_to_lab
+from ensemble_color.color import rgb_to_lab
 from ensemble_color.data.roots import hold_out, list_photos, required_hold_out
 from ensemble_color.eval.evaluate import build_methods, evaluate
 from ensemble_color.eval.perceptual import PerceptualScorer
@@ -222,13 +223,8 @@ def verdict_perceptual(groups: dict[str, dict[str, dict]], base: str, cand: str,
 def eyes_sheet(methods: dict, sets: dict[str, list[torch.Tensor]], n: int, path: Path, size: int = 192) -> None:
     """``n`` held-out photos evenly spaced over all groups, one row each: gray | each method | truth (JPEG)."""
     photos = [lab for group in sets.values() for lab in group]
-    rows = []
-    for i in np.linspace(0, len(photos) - 1, min(n, len(photos))).round().astype(int):
-        lab = photos[i]
-        L = lab[:1]
-        labs = [torch.cat([L, torch.zeros_like(lab[1:])]), *(torch.cat([L, m(L.clone())]) for m in methods.values()),
-                lab]
-        rows.append([fit_square(lab_to_rgb(x[None])[0], size) for x in labs])
+    rows = [[fit_square(tile, size) for tile in comparison_tiles(methods, photos[i], list(methods))]
+            for i in np.linspace(0, len(photos) - 1, min(n, len(photos))).round().astype(int)]
     to_pil(contact_sheet(rows)).save(path, quality=88)
 
 
