@@ -13,17 +13,19 @@ import pytest
 import torch
 from conftest import tiny_router_pack
 
+from ensemble_color.data.composites import Cutout, balanced_picker
 from ensemble_color.data.masks import MaskedImages
 from ensemble_color.train import router as train_router
 from ensemble_color.train.losses import distillation_kl
 from ensemble_color.train.router_data import RouterSampler
 
 
-def _sampler(frac: float, keep: tuple[int, ...] = (), darken: float = 0.0) -> RouterSampler:
+def _sampler(frac: float, keep: tuple[int, ...] = (), darken: float = 0.0, seed: int = 4) -> RouterSampler:
+    """Two all-animal and two all-person gradient photos, whole-image crops, halftone as the only damage."""
     img = np.tile(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], (64, 1, 3))
     animal, person = np.full((64, 64), 3, np.uint8), np.full((64, 64), 1, np.uint8)
     masked = MaskedImages([img] * 4, [animal, animal, person, person], ["animals"] * 2 + ["faces"] * 2, [0] * 4)
-    return RouterSampler(masked, [], [], 64, seed=4, composite_frac=0.0, scale=(1.0, 1.0), jitter=False,
+    return RouterSampler(masked, [], [], 64, seed=seed, composite_frac=0.0, scale=(1.0, 1.0), jitter=False,
                          degrade_frac=frac, degrade_mix={"halftone": 1.0}, degrade_keep_clean=keep,
                          darken_people=darken)
 
@@ -101,8 +103,6 @@ def test_distilled_training_stays_nearer_its_teacher_on_clean_photos(tmp_path: P
 
 
 def test_balanced_picker_pastes_each_class_equally_often() -> None:
-    from ensemble_color.data.composites import Cutout, balanced_picker
-
     cuts = [Cutout(np.zeros((4, 4, 4), np.uint8), 1)] * 90 + [Cutout(np.zeros((4, 4, 4), np.uint8), 3)] * 10
     pick = balanced_picker(cuts)
     rng = np.random.default_rng(0)
@@ -111,8 +111,6 @@ def test_balanced_picker_pastes_each_class_equally_often() -> None:
 
 
 def test_balanced_picker_main_share_draws_the_small_main_pack_set_as_often_as_asked() -> None:
-    from ensemble_color.data.composites import Cutout, balanced_picker
-
     def cut(label: int, origin: int) -> Cutout:
         return Cutout(np.zeros((4, 4, 4), np.uint8), label, origin)
 
@@ -127,10 +125,6 @@ def test_balanced_picker_main_share_draws_the_small_main_pack_set_as_often_as_as
 
 
 def test_router_sampler_main_share_draws_real_samples_from_the_main_pack() -> None:
-    from ensemble_color.data.composites import Cutout
-    from ensemble_color.data.masks import MaskedImages
-    from ensemble_color.train.router_data import RouterSampler
-
     img = np.zeros((32, 32, 3), np.uint8)
     main, ext = np.full((32, 32), 3, np.uint8), np.full((32, 32), 255, np.uint8)
     masked = MaskedImages([img] * 20, [main] * 2 + [ext] * 18, ["animals"] * 20, [0] * 2 + [1] * 18)
@@ -144,9 +138,6 @@ def test_router_sampler_main_share_draws_real_samples_from_the_main_pack() -> No
 
 
 def test_router_sampler_degrades_its_share_with_the_mix_it_was_given() -> None:
-    from ensemble_color.data.masks import MaskedImages
-    from ensemble_color.train.router_data import RouterSampler
-
     img = np.tile(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], (64, 1, 3))
     masked = MaskedImages([img] * 4, [np.zeros((64, 64), np.uint8)] * 4, ["faces"] * 4, [0] * 4)
 
@@ -169,16 +160,8 @@ def test_router_sampler_degrades_its_share_with_the_mix_it_was_given() -> None:
 
 
 def test_router_sampler_keeps_crops_of_a_keep_clean_class_undegraded() -> None:
-    from ensemble_color.data.masks import MaskedImages
-    from ensemble_color.train.router_data import RouterSampler
-
-    img = np.tile(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], (64, 1, 3))
-    animal, person = np.full((64, 64), 3, np.uint8), np.full((64, 64), 1, np.uint8)
-    masked = MaskedImages([img] * 4, [animal, animal, person, person], ["animals"] * 2 + ["faces"] * 2, [0] * 4)
-
     def batch(frac, keep=()):
-        return RouterSampler(masked, [], [], 64, seed=9, composite_frac=0.0, scale=(1.0, 1.0), jitter=False,
-                             degrade_frac=frac, degrade_mix={"halftone": 1.0}, degrade_keep_clean=keep).batch(12)
+        return _sampler(frac, keep, seed=9).batch(12)
 
     (clean, labels), (kept, kept_labels) = batch(0.0), batch(1.0, keep=(3,))
     (degraded, _) = batch(1.0)
@@ -192,9 +175,6 @@ def test_router_sampler_keeps_crops_of_a_keep_clean_class_undegraded() -> None:
 
 
 def test_router_sampler_darkens_person_pixels_only_and_keeps_whites() -> None:
-    from ensemble_color.data.masks import MaskedImages
-    from ensemble_color.train.router_data import RouterSampler
-
     img = np.full((64, 64, 3), 170, np.uint8)  # mid-gray skin and background (L about 70)
     img[:, :8] = img[:, -8:] = 255  # white bands (a turban, a collar), symmetric: the crop may flip
     mask = np.zeros((64, 64), np.uint8)
