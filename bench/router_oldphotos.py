@@ -40,11 +40,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from router_calibration import calibrate, calibrate_person, load_spec, train_prints  # bench/ is on sys.path
 
 from ensemble_color.color import gray_to_l
 from ensemble_color.data.images import list_images, read_rgb
 from ensemble_color.data.masks import load_masked
-from ensemble_color.descreen import detect_screen, without_screen
+from ensemble_color.descreen import detect_screen
 from ensemble_color.eval.metrics import l2ab
 from ensemble_color.eval.router import (
     IoUCounter,
@@ -54,7 +55,7 @@ from ensemble_color.eval.router import (
     single_subject_sets,
 )
 from ensemble_color.io import atomic_write_bytes, atomic_write_json, load_image
-from ensemble_color.routing import Router, load_router
+from ensemble_color.routing import Router, read_router_config
 from ensemble_color.train.degrade import degrade_rgb
 
 REPO = Path(__file__).resolve().parent.parent
@@ -164,40 +165,6 @@ def iou_by_condition(router: Router, sets: dict[str, list],
     return out, split
 
 
-class Descreened(torch.nn.Module):
-    """A router that sees each L descreened when a halftone screen is found in it (the pipeline's ``descreen``)."""
-
-    def __init__(self, router: Router) -> None:
-        super().__init__()
-        self.router, self.route_classes, self.name = router, router.route_classes, router.name + "+descreen"
-
-    def forward(self, L: torch.Tensor) -> torch.Tensor:
-        return self.router(torch.stack([without_screen(x) for x in L]))
-
-
-def calibrate(spec: str, data: Path, seed: int = 6) -> dict:
-    """The calibration rule (docs/router_rule.md): every bias on ``seed`` single subjects, the winner, all figures."""
-    sets = single_subject_sets(data, n=60, seed=seed)
-    tried = []
-    for bird in (0.0, 0.25, 0.5):
-        for animal in (0.75, 1.0, 1.25):
-            bias = {"bird": bird, "animal": animal}
-            with torch.inference_mode():
-                rec = single_subject_recall(load_spec(spec, {"logit_bias": bias}), sets)
-            tried.append({"bias": bias, "bird": rec["bird"]["share_over_half"],
-                          "animal": rec["animal"]["share_over_half"]})
-            print("calibration", tried[-1], flush=True)
-    best = max(tried, key=lambda t: (round(t["bird"] * 60 + t["animal"] * 45), -sum(t["bias"].values())))
-    return {"chosen": best["bias"], "tried": tried}
-
-
-def load_spec(spec: str, options: dict) -> Router | Descreened:
-    """``SPEC`` or ``SPEC+descreen`` (see :class:`Descreened`)."""
-    if spec.endswith("+descreen"):
-        return Descreened(load_router(spec.removesuffix("+descreen"), **options).eval())
-    return load_router(spec, **options).eval()
-
-
 def verdict(base: dict, cand: dict) -> tuple[bool, list[str]]:
     """The rule written before any retrained router was measured (docs/router_rule.md)."""
     checks = [
@@ -279,6 +246,11 @@ def main() -> None:
                     help="choose each candidate's bird/animal logit bias on single subjects "
                          "(docs/router_rule.md; every router after the first but the baseline descreened)")
     ap.add_argument("--calibrate-seed", type=int, default=6, help="seed of the calibration's single subjects")
+    ap.add_argument("--calibrate-person", action="store_true",
+                    help="add a person logit bias to every candidate, chosen on train-split masks clean and as "
+                         "old prints (docs/router_rule.md, 'A person bias')")
+    ap.add_argument("--person-seed", type=int, default=30, help="seed of the person calibration's old prints")
+    ap.add_argument("--person-per-category", type=int, default=40)
     ap.add_argument("--single-seed", type=int, default=0, help="seed of the single pasted subjects (rule 3)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "router_oldphotos")
     ap.add_argument("--threads", type=int, default=2)
@@ -295,13 +267,20 @@ def main() -> None:
 
     candidates = [spec for spec in args.routers[1:] if plain(spec) != plain(base)]
     calibrated = {s: calibrate(s, args.data, args.calibrate_seed) for s in candidates} if args.calibrate else {}
+    person_cal = {}
+    if args.calibrate_person:
+        prints = train_prints([args.data, args.ext], args.person_per_category, args.person_seed)
+        for s in candidates:
+            bias = calibrated[s]["chosen"] if s in calibrated else read_router_config(Path(plain(s)))[1].get(
+                "logit_bias") or {}
+            person_cal[s] = calibrate_person(s, bias, prints)
     faces = utk_faces(args.ext, args.per_group)
     old_faces = as_old_prints(faces)
     rows: dict[str, dict] = {}
     for i, spec in enumerate(args.routers):
         options = {"logit_bias": json.loads(args.bias)} if args.bias and i > 0 else {}
-        if spec in calibrated:
-            options = {"logit_bias": calibrated[spec]["chosen"]}
+        if spec in calibrated or spec in person_cal:
+            options = {"logit_bias": (person_cal.get(spec) or calibrated[spec])["chosen"]}
         router = load_spec(spec, options)
         with torch.inference_mode():
             hist = historical_shares(router, args.historical)
@@ -330,11 +309,18 @@ def main() -> None:
         ["--routers", *args.routers, "--ext", "$EXT", "--per-category", str(args.per_category),
          "--per-group", str(args.per_group), "--single-seed", str(args.single_seed)]
         + (["--bias", f"'{args.bias}'"] if args.bias else [])
-        + (["--calibrate", "--calibrate-seed", str(args.calibrate_seed)] if args.calibrate else []))
+        + (["--calibrate", "--calibrate-seed", str(args.calibrate_seed)] if args.calibrate else [])
+        + (["--calibrate-person", "--person-seed", str(args.person_seed), "--person-per-category",
+            str(args.person_per_category)] if args.calibrate_person else []))
     md = markdown(rows, command)
     for spec, cal in calibrated.items():
         tried = "; ".join(f"{t['bias']}: birds {t['bird']:.3f}, animals {t['animal']:.3f}" for t in cal["tried"])
         md += f"\nCalibration of {spec} on seed-{args.calibrate_seed} singles: chose {cal['chosen']} ({tried})\n"
+    for spec, cal in person_cal.items():
+        tried = "; ".join(f"person {t['person']}: mIoU clean {t['miou_clean']:.4f}, mixed {t['miou_mixed']:.4f}"
+                          for t in cal["tried"])
+        md += (f"\nPerson calibration of {spec} on train-split masks (seed {args.person_seed}): chose "
+               f"{cal['chosen']} ({tried})\n")
     md += "\nShipped people expert alone, L2ab on UTKFace val by group: " + ", ".join(
         f"{r} {v}" for r, v in expert.items()) + "\n"
     for spec, (ok, checks) in verdicts.items():
@@ -347,7 +333,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out.with_suffix(".json"),
                       {"command": command, "routers": rows, "people_expert_l2ab": expert,
-                       "calibration": calibrated or None,
+                       "calibration": calibrated or None, "person_calibration": person_cal or None,
                        "verdicts": {s: {"replaces": ok, "checks": c} for s, (ok, c) in verdicts.items()}})
     atomic_write_bytes(args.out.with_suffix(".md"), md.encode())
     print(md)
