@@ -102,6 +102,18 @@ embedding term and everything else unchanged (``EMB=1 CF=0.2 CTX=1 CTX_INIT=runs
 animals, the closest (its agree@1 rose; only colourfulness, 16 % short, and palette distance failed), judged by
 this rule unchanged. No other weight is measured against this rule before it is judged.]
 
+[2026-12-08 00:05 UTC, before any palette-term run: the animals candidate at colourfulness weight 0.2 passed the
+colourfulness, Fréchet and agree@1 checks together for the first time and failed the palette distance (7.32 vs
+6.62) and L2ab (5.5 % above): the colours it chooses are vivid and the photos look more real to an ImageNet network,
+but they are not the truth's colours in the truth's proportions (a white dog on grass turns yellow-green). The
+palette term (``train.losses.palette_gap``: sliced Wasserstein-1 between the output's and the truth's ab pixels of
+each crop, placement ignored; network-free) is added, its gradient pull on the first decoder stage equal to the
+reconstruction's (factor 1, as the embedding term's; no other factor measured); everything else is that
+candidate's recipe (``PAL=1 EMB=1 CF=0.2 CTX=1 CTX_INIT=runs/export_ctx``). One candidate: animals, judged by this
+rule unchanged. If it passes, the same recipe makes one candidate each for people and scenes, each judged by this
+rule unchanged. The term is the training form of check 1's palette distance, so the Fréchet distance, agree@1 and
+the contact sheet, which it does not see, say whether a pass is real.]
+
 Writes JSON + Markdown with every group's figures and each check's outcome; with ``--sheet N``, a contact sheet per
 expert of N held-out photos (gray | baseline | candidate | truth) to judge by eye beside the figures.
 

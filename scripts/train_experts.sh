@@ -43,6 +43,9 @@
 # The same with the colourfulness term's weight doubled (animals; runs/export_ctx/animals from the context line above):
 #   EMB=1 CF=0.2 CTX=1 CTX_INIT=runs/export_ctx ONLY=animals OUT=runs/export_emb_cf2 RUNS=runs/experts_emb_cf2 \
 #     EXT=/work/ext scripts/train_experts.sh
+# The palette term (train.losses.palette_gap, its gradient pull PAL x the reconstruction's) beside both (animals):
+#   PAL=1 EMB=1 CF=0.2 CTX=1 CTX_INIT=runs/export_ctx ONLY=animals OUT=runs/export_pal RUNS=runs/experts_pal \
+#     EXT=/work/ext scripts/train_experts.sh
 # ONLY="birds animals" trains a subset; resumable (RESUME=1 continues each run from its checkpoint).
 # Background run:  EXT=/path/to/ext nohup nice -n -10 scripts/train_experts.sh > runs/experts.log 2>&1 &
 # --dry-run prints the commands.
@@ -68,7 +71,8 @@ if [[ -n "${CTX:-}" ]]; then
            --val-every 200 --compact)
   if [[ -n "${ADV:-}" ]]; then COMMON+=(--lr 1e-4 --version 6.0 --adversarial "$ADV" --critic-pretrain 200)
   elif [[ -n "${CF:-}" ]]; then COMMON+=(--lr 3e-4 --colourfulness "$CF")
-    if [[ -n "${EMB:-}" ]]; then COMMON+=(--version 8.0 --embedding "$EMB" --embedding-net lite2)
+    if [[ -n "${PAL:-}" ]]; then COMMON+=(--version 9.0 --palette "$PAL" --embedding "$EMB" --embedding-net lite2)
+    elif [[ -n "${EMB:-}" ]]; then COMMON+=(--version 8.0 --embedding "$EMB" --embedding-net lite2)
     else COMMON+=(--version 7.0); fi
   else COMMON+=(--lr 1e-3 --version 5.0); fi
 fi

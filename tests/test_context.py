@@ -125,6 +125,24 @@ def test_the_colourfulness_gap_pulls_a_washed_out_output_to_the_truth_and_no_fur
     assert torch.isfinite(gray.grad).all()
 
 
+def test_the_palette_gap_ignores_placement_and_its_gradient_leads_to_the_truths_colours():
+    from ensemble_color.eval.metrics import palette_distance
+    from ensemble_color.train.losses import palette_gap
+
+    g = torch.Generator().manual_seed(0)
+    truth = torch.randn(2, 2, 32, 32, generator=g) * 25
+    shuffled = truth.flatten(2)[:, :, torch.randperm(32 * 32, generator=g)].reshape(truth.shape)
+    assert palette_gap(truth, truth, g).item() < 1e-6
+    assert palette_gap(shuffled, truth, g, samples=32 * 32 * 8).item() < 1.5  # same colours elsewhere: ~sampling noise
+    washed = (truth * 0.2).requires_grad_(True)
+    before = palette_gap(washed, truth, g)
+    assert before.item() > 5.0
+    before.backward()
+    assert torch.isfinite(washed.grad).all()
+    stepped = washed.detach() - 2000.0 * washed.grad
+    assert palette_distance(stepped[0], truth[0]) < palette_distance(washed[0].detach(), truth[0])
+
+
 def test_the_embedding_gap_is_zero_at_the_truth_and_its_gradient_leads_towards_it():
     from ensemble_color.train.losses import EmbeddingGap
 

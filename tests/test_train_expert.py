@@ -244,7 +244,8 @@ def test_an_adversarial_phase_resumes_with_its_critic_and_exports_its_last_weigh
     (["--colourfulness", "0.5"], lambda m: m["training"]["colourfulness"] == 0.5),
     (["--embedding", "1.0", "--embedding-net", "lite1"],
      lambda m: m["training"]["embedding"] == {"factor": 1.0, "net": "lite1", "how": "train.losses.EmbeddingGap"}),
-], ids=["colourfulness", "embedding"])
+    (["--palette", "0.5"], lambda m: m["training"]["palette"] == {"factor": 0.5, "how": "train.losses.palette_gap"}),
+], ids=["colourfulness", "embedding", "palette"])
 def test_a_term_run_records_its_weight_and_exports_its_last_weights(tmp_path, flags, record):
     from ensemble_color.plugins import read_state_dict
 

@@ -27,7 +27,7 @@ from ..nets.resnet_context import ResNetDeconvContext
 from ..plugins import export_expert, read_state_dict
 from . import adversarial, loop
 from . import expert_context as ctx
-from .losses import EmbeddingGap, colourfulness_gap, degrade_share, rebalanced_soft_ce
+from .losses import EmbeddingGap, colourfulness_gap, degrade_share, palette_gap, rebalanced_soft_ce
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -71,6 +71,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embedding", type=float, default=0.0, metavar="F",
                    help="add the pooled-embedding gap to the truth (train.losses.EmbeddingGap), its gradient pull "
                         "F x the reconstruction's (train.adversarial.adaptive_weight; 0 = off)")
+    p.add_argument("--palette", type=float, default=0.0, metavar="F",
+                   help="add the palette gap to the truth (train.losses.palette_gap: sliced Wasserstein-1 between "
+                        "the ab pixels), its gradient pull F x the reconstruction's (0 = off)")
     p.add_argument("--embedding-net", default="lite2", choices=("lite1", "lite2"),
                    help="the frozen network of --embedding (never lite0: it judges the colours)")
     p.add_argument("--init", default=None,
@@ -267,7 +270,9 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
 
     adversary = adversarial.Adversary(seed=args.seed) if args.adversarial > 0 else None
     embedding = EmbeddingGap(args.embedding_net) if args.embedding > 0 else None
-    balance_layer = adversarial.shared_layer(model) if adversary is not None or embedding is not None else None
+    balanced = adversary is not None or embedding is not None or args.palette > 0
+    balance_layer = adversarial.shared_layer(model) if balanced else None
+    palette_rng = torch.Generator().manual_seed(args.seed + 777)
     critic_record = {}
     if adversary is not None and not (args.resume and (run_dir / "checkpoint.pt").exists()):
         critic_record = _pretrain_critic(model, adversary, batch, args.critic_pretrain)
@@ -283,6 +288,11 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
             weight = adversarial.adaptive_weight(rec, gap, balance_layer, args.embedding)
             total = total + weight * gap
             parts = {**parts, "embedding_gap": gap.item(), "embedding_weight": weight.item()}
+        if args.palette > 0:
+            gap = palette_gap(out, target, palette_rng)
+            weight = adversarial.adaptive_weight(rec, gap, balance_layer, args.palette)
+            total = total + weight * gap
+            parts = {**parts, "palette_gap": gap.item(), "palette_weight": weight.item()}
         if args.colourfulness > 0:
             gap = colourfulness_gap(clean_L, out, target)
             total, parts = total + args.colourfulness * gap, {**parts, "cf_gap": gap.item()}
@@ -320,7 +330,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
     if args.no_export or state.step < args.steps:
         return None
     if (run_dir / "best.pt").exists() and adversary is None and not args.colourfulness \
-            and not args.embedding:
+            and not args.embedding and not args.palette:
         model.load_state_dict(torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True))
     model.eval()  # a resumed, already finished run never passed through validate(): BN must not update here
     gain, gain_rows = choose_gain(model, select_lab) if select_lab is not None else (1.0, [])
@@ -357,6 +367,8 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
                      "crop": args.crop, "saturation_boost": args.saturation_boost, "colourfulness": args.colourfulness,
                      **({"embedding": {"factor": args.embedding, "net": args.embedding_net,
                                        "how": "train.losses.EmbeddingGap"}} if embedding is not None else {}),
+                     **({"palette": {"factor": args.palette, "how": "train.losses.palette_gap"}}
+                        if args.palette > 0 else {}),
                      "degraded_share": args.degrade, "bf16_autocast": amp,
                      "weight_ema": args.ema or None,
                      "images_per_second": round(loop.train_throughput(state), 1),

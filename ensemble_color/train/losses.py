@@ -1,5 +1,5 @@
-"""Losses shared by the trainers: the distributional colour loss, colourfulness matching, the old-print input
-of a batch, and the router's segmentation and distillation losses.
+"""Losses shared by the trainers: the distributional colour loss, colourfulness and palette matching, the
+old-print input of a batch, and the router's segmentation and distillation losses.
 
 Why a distributional loss: a pixel (MSE) loss is minimised by the average of every plausible colour, which for
 an object of uncertain hue is a brownish gray. Zhang et al. (2016) classify ab into 313 bins instead, with
@@ -41,6 +41,27 @@ def colourfulness_gap(L: torch.Tensor, ab_pred: torch.Tensor, ab_true: torch.Ten
     with torch.no_grad():
         true = colorfulness(lab_to_rgb(torch.cat([L.float(), ab_true.float()], 1)))
     return (pred - true).abs().mean() / 100.0
+
+
+def palette_gap(ab_pred: torch.Tensor, ab_true: torch.Tensor, generator: torch.Generator,
+                directions: int = 16, samples: int = 2048) -> torch.Tensor:
+    """Mean over the batch of the sliced Wasserstein-1 distance (Lab units) between each output's ab pixels and
+    its truth's, placement ignored: ``directions`` evenly spaced projections at a random offset, over the same
+    ``samples`` random pixels of both (``generator`` draws them).
+
+    Why: the reconstruction loss says where each colour goes and, when unsure, averages them into a brownish
+    gray; this term says which colours, in which proportions, the photo has, and is lowest only when the output
+    uses the truth's. It is the training form of ``eval.metrics.palette_distance`` (which evaluates one photo with
+    fixed projections); network-free, so nothing that judges the colours is trained through."""
+    a, b = ab_pred.flatten(2).float(), ab_true.flatten(2).float()  # (B, 2, N)
+    idx = torch.randint(a.shape[2], (samples,), generator=generator)
+    offset = torch.rand((), generator=generator)
+    angles = (torch.arange(directions, dtype=torch.float32) + offset) * (torch.pi / directions)
+    axes = torch.stack([torch.cos(angles), torch.sin(angles)], 1).to(a)  # (D, 2)
+    pa, _ = torch.sort(axes @ a[:, :, idx], dim=2)
+    with torch.no_grad():
+        pb, _ = torch.sort(axes @ b[:, :, idx], dim=2)
+    return (pa - pb).abs().mean()
 
 
 class EmbeddingGap(torch.nn.Module):
