@@ -258,10 +258,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.ext is None or not (args.ext / "colorize").is_dir():
         raise SystemExit("error: --ext: the extension pack is needed (person masks and UTKFace); see EXTEND.md")
-    sets = val_sets(args.data, args.ext, args.per_category)
-    screened = screens_found(sets["halftone"])
-    singles = single_subject_sets(args.data, n=60, seed=args.single_seed)
     base = args.routers[0]
+
     def plain(spec: str) -> str:
         return spec.removesuffix("+descreen")
 
@@ -274,10 +272,17 @@ def main() -> None:
             bias = calibrated[s]["chosen"] if s in calibrated else read_router_config(Path(plain(s)))[1].get(
                 "logit_bias") or {}
             person_cal[s] = calibrate_person(s, bias, prints)
-    faces = utk_faces(args.ext, args.per_group)
+    # a person calibration that chooses no bias leaves no candidate (docs/router_rule.md, "A person bias")
+    unbiased = [s for s, cal in person_cal.items() if not cal["chosen"]["person"]]
+    candidates = [s for s in candidates if s not in unbiased]
+    routers = [s for s in args.routers if s not in unbiased] if candidates or not unbiased else []
+    sets = val_sets(args.data, args.ext, args.per_category) if routers else {}
+    screened = screens_found(sets["halftone"]) if routers else []
+    singles = single_subject_sets(args.data, n=60, seed=args.single_seed) if routers else {}
+    faces = utk_faces(args.ext, args.per_group) if routers else {}
     old_faces = as_old_prints(faces)
     rows: dict[str, dict] = {}
-    for i, spec in enumerate(args.routers):
+    for i, spec in enumerate(routers):
         options = {"logit_bias": json.loads(args.bias)} if args.bias and i > 0 else {}
         if spec in calibrated or spec in person_cal:
             options = {"logit_bias": (person_cal.get(spec) or calibrated[spec])["chosen"]}
@@ -299,7 +304,7 @@ def main() -> None:
                 "utk_n": {r: len(v) for r, v in faces.items()},
             }
         print(spec, {k: v for k, v in rows[spec].items() if not k.endswith("_share")}, flush=True)
-    expert = people_expert_l2ab(faces)
+    expert = people_expert_l2ab(faces) if routers else {}
     # a router against the baseline (as both would run: descreened or not), descreening against its own router
     verdicts = {spec: verdict(rows[base], rows[spec]) for spec in candidates
                 if spec.endswith("+descreen") == base.endswith("+descreen")}
@@ -312,7 +317,8 @@ def main() -> None:
         + (["--calibrate", "--calibrate-seed", str(args.calibrate_seed)] if args.calibrate else [])
         + (["--calibrate-person", "--person-seed", str(args.person_seed), "--person-per-category",
             str(args.person_per_category)] if args.calibrate_person else []))
-    md = markdown(rows, command)
+    md = markdown(rows, command) if rows else (f"# Routers on old photos\n\n`{command}`\n\nNo candidate: the "
+                                               "person calibration chose no bias (docs/router_rule.md).\n")
     for spec, cal in calibrated.items():
         tried = "; ".join(f"{t['bias']}: birds {t['bird']:.3f}, animals {t['animal']:.3f}" for t in cal["tried"])
         md += f"\nCalibration of {spec} on seed-{args.calibrate_seed} singles: chose {cal['chosen']} ({tried})\n"
@@ -321,7 +327,7 @@ def main() -> None:
                           for t in cal["tried"])
         md += (f"\nPerson calibration of {spec} on train-split masks (seed {args.person_seed}): chose "
                f"{cal['chosen']} ({tried})\n")
-    md += "\nShipped people expert alone, L2ab on UTKFace val by group: " + ", ".join(
+    md += "" if not expert else "\nShipped people expert alone, L2ab on UTKFace val by group: " + ", ".join(
         f"{r} {v}" for r, v in expert.items()) + "\n"
     for spec, (ok, checks) in verdicts.items():
         descreening = spec.endswith("+descreen") and plain(spec) in rows
