@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +44,7 @@ from router_calibration import calibrate, calibrate_person, load_spec, train_pri
 from ensemble_color.color import gray_to_l
 from ensemble_color.data.images import list_images, read_rgb
 from ensemble_color.data.masks import load_masked
+from ensemble_color.data.roots import UTKFACE_GROUPS, utkface_group
 from ensemble_color.descreen import detect_screen
 from ensemble_color.eval.metrics import l2ab
 from ensemble_color.eval.router import (
@@ -60,7 +60,7 @@ from ensemble_color.train.degrade import degrade_rgb
 
 REPO = Path(__file__).resolve().parent.parent
 CONDITIONS = ("clean", "halftone", "grain", "fading", "mixed")
-RACES = ("White", "Black", "Asian", "Indian", "Others")
+RACES = UTKFACE_GROUPS
 #: a portrait counts as found when at least this share of its pixels is routed person with probability > 0.5
 FOUND_SHARE = 0.10
 
@@ -97,9 +97,8 @@ def utk_faces(ext: Path, per_group: int) -> dict[str, list[np.ndarray]]:
     """UTKFace val crops by ethnicity group (from ``age_gender_race_date`` in the file name), evenly spaced."""
     groups: dict[str, list[Path]] = {r: [] for r in RACES}
     for p in sorted((ext / "colorize" / "faces" / "val").glob("utkface__*")):
-        m = re.match(r"utkface__\d+_\d+_(\d)_", p.name)
-        if m and int(m.group(1)) < len(RACES):
-            groups[RACES[int(m.group(1))]].append(p)
+        if (group := utkface_group(p.name)) is not None:
+            groups[group].append(p)
     out = {}
     for race, paths in groups.items():
         if len(paths) > per_group:

@@ -34,6 +34,8 @@
 #   calibrated on soup20 itself. v20 and soup20 start from soup19: their defaults (ensemble_color/weights/router)
 #   now name soup20, so set INIT_V20, TEACHER_V20 and BASE_SOUP20 to a checkout of that folder at commit e40e4aa.
 #   v21, a candidate: v20's stage from soup20 with soup20 as the teacher; STAGES="soup21": soup20 and v21 averaged.
+#   v22, a candidate: v21's stage with UTKFace faces of every ethnicity group masked by soup20 (STAGES="pseudo v22",
+#   train pseudo-masks); STAGES="soup22": soup20 and v22 averaged.
 # STAGES="v11" reproduces v11 from inits/router_v10; STAGES="v14" reproduces v14 from the shipped v11 (INIT_V14).
 # The exact command of the shipped stage is in its config.json (ensemble_color.command).
 # EXT = the extension pack built by ../shared/data/tools/extend.py. Resumable: RESUME=--resume. --dry-run prints.
@@ -120,6 +122,20 @@ if [[ " $STAGES " == *" v21 "* ]]; then
 fi
 if [[ " $STAGES " == *" soup21 "* ]]; then
   half_soup soup21 "${BASE_SOUP21:-ensemble_color/weights/router}" "${INIT_SOUP21:-runs/export/router_v21}"
+fi
+# UTKFace train faces (500 per ethnicity group) masked by the shipped router's confident pixels: a third root
+PSEUDO=${PSEUDO:-runs/pseudo_utkface}
+if [[ " $STAGES " == *" pseudo "* ]]; then
+  step python -m ensemble_color train pseudo-masks --data "$EXT" --category faces --per-group 500 \
+    --router "${ROUTER_PSEUDO:-ensemble_color/weights/router}" --confidence 0.9 --min-person 0.2 --out "$PSEUDO"
+fi
+# v21's stage with the pseudo-masked faces as one more root
+if [[ " $STAGES " == *" v22 "* ]]; then
+  from_soup v22 22 "${INIT_V22:-ensemble_color/weights/router}" "${V19[@]}" \
+    --distill-from "${TEACHER_V22:-ensemble_color/weights/router}" --distill 1 --data "$PSEUDO"
+fi
+if [[ " $STAGES " == *" soup22 "* ]]; then
+  half_soup soup22 "${BASE_SOUP22:-ensemble_color/weights/router}" "${INIT_SOUP22:-runs/export/router_v22}"
 fi
 if [[ " $STAGES " == *" soup "* ]]; then
   step python -m ensemble_color train soup --base "${BASE_SOUP:-runs/export/router_v11}" \

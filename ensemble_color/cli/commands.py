@@ -14,14 +14,15 @@ if TYPE_CHECKING:
 
 def _trainers() -> dict[str, tuple[ModuleType, str]]:
     """``train`` subcommand -> (its module, help); imported on use (the trainers pull in the train extra)."""
-    from ..train import distill, expert, generalist, loop, router, soup
+    from ..train import distill, expert, generalist, loop, pseudo_masks, router, soup
 
     return {"expert": (expert, "a resnet18-deconv specialist"),
             "router": (router, "the grayscale segmenter that routes pixels to experts"),
             "generalist": (generalist, "the multi-head U-Net generalist on an ImageNet encoder"),
             "distill": (distill, "the grayscale ResNet-18 trunk distilled from ImageNet EfficientNet-Lite"),
             "compact": (loop, "shrink runs' checkpoint.pt to committable fp16 resume points"),
-            "soup": (soup, "interpolate the weights of a model and its fine-tuned copy (WiSE-FT)")}
+            "soup": (soup, "interpolate the weights of a model and its fine-tuned copy (WiSE-FT)"),
+            "pseudo-masks": (pseudo_masks, "person masks for unmasked photos from a router's confident pixels")}
 
 
 def train_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -262,3 +263,13 @@ def run_summary(args: argparse.Namespace) -> int:
     summaries = [summarize(r) for r in args.data]
     print(json.dumps(summaries, indent=1) if args.json else summary_markdown(summaries))
     return 1 if any(not is_data_root(s["root"]) for s in summaries) else 0
+
+
+#: UTKFace's ethnicity codes 0-4, as its file names (``age_gender_race_date``) give them
+UTKFACE_GROUPS = ("White", "Black", "Asian", "Indian", "Others")
+
+
+def utkface_group(name: str) -> str | None:
+    """The ethnicity group of an extension-pack UTKFace file (``utkface__<age>_<gender>_<race>_...``), or None."""
+    m = re.match(r"utkface__\d+_\d+_(\d)_", name)
+    return UTKFACE_GROUPS[int(m.group(1))] if m and int(m.group(1)) < len(UTKFACE_GROUPS) else None
