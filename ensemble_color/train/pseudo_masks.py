@@ -2,10 +2,11 @@
 
 Why: the extension pack's UTKFace faces cover five ethnicity groups but carry no masks, and the people the router
 trains on with masks are mostly light-skinned. On the clean faces the router already finds the person (recall
->= 0.995 in every group, ``bench/router_oldphotos.py``); on old prints it misses dark-skinned faces. Its confident
-pixels on the clean photo become the mask, and training shows the same face as an old print (the degradations
-touch the input only): the router learns to find on a print what it finds on the clean photo (self-training, as
-in Noisy Student, Xie et al. 2020).
+>= 0.995 in every group, ``bench/router_oldphotos.py``); among the old portraits it misses, two are dark-skinned
+men. Its confident pixels on the clean photo become the mask, and training shows the same face as an old print
+(the degradations touch the input only): the router learns to find on a print what it finds on the clean photo
+(self-training, as in Noisy Student, Xie et al. 2020). What the router gets wrong on the clean photo is taught
+too: headwear it takes for background (a turban) is labelled background.
 
     python -m ensemble_color train pseudo-masks --data $EXT --category faces --per-group 500 \\
         --router ensemble_color/weights/router --out $PSEUDO
@@ -45,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="photos per UTKFace ethnicity group (evenly spaced); other names form one group")
     p.add_argument("--confidence", type=float, default=0.9, help="probability a labelled pixel needs")
     p.add_argument("--min-person", type=float, default=0.2, help="share of person pixels a kept photo needs")
-    p.add_argument("--out", type=Path, required=True, help="the new root (must not be --data)")
+    p.add_argument("--out", type=Path, required=True, help="the new root (a new folder, not --data)")
     p.add_argument("--threads", type=int, default=2)
 
 
