@@ -44,7 +44,7 @@ from router_calibration import calibrate, calibrate_person, load_spec, train_pri
 from ensemble_color.color import gray_to_l
 from ensemble_color.data.images import list_images, read_rgb
 from ensemble_color.data.masks import load_masked
-from ensemble_color.data.roots import UTKFACE_GROUPS, utkface_group
+from ensemble_color.data.roots import UTKFACE_GROUPS, utkface_groups
 from ensemble_color.descreen import detect_screen
 from ensemble_color.eval.metrics import l2ab
 from ensemble_color.eval.router import (
@@ -95,16 +95,8 @@ def historical_shares(router: Router, folder: Path) -> dict[str, dict[str, float
 
 def utk_faces(ext: Path, per_group: int) -> dict[str, list[np.ndarray]]:
     """UTKFace val crops by ethnicity group (from ``age_gender_race_date`` in the file name), evenly spaced."""
-    groups: dict[str, list[Path]] = {r: [] for r in RACES}
-    for p in sorted((ext / "colorize" / "faces" / "val").glob("utkface__*")):
-        if (group := utkface_group(p.name)) is not None:
-            groups[group].append(p)
-    out = {}
-    for race, paths in groups.items():
-        if len(paths) > per_group:
-            paths = [paths[i] for i in np.linspace(0, len(paths) - 1, per_group).round().astype(int)]
-        out[race] = [read_rgb(p) for p in paths]
-    return out
+    groups = utkface_groups(sorted((ext / "colorize" / "faces" / "val").glob("utkface__*")), per_group)
+    return {race: [read_rgb(p) for p in groups.get(race, [])] for race in RACES}
 
 
 def utk_recall(router: Router, faces: dict[str, list[np.ndarray]]) -> dict[str, float]:

@@ -10,7 +10,8 @@ from PIL import Image
 from ensemble_color.cli import main
 from ensemble_color.data.composites import IGNORE, LABELS
 from ensemble_color.data.masks import load_masked
-from ensemble_color.train.pseudo_masks import confident_labels, grouped
+from ensemble_color.data.roots import utkface_groups
+from ensemble_color.train.pseudo_masks import confident_labels
 
 CLASSES = ("background", "person", "bird", "animal")
 
@@ -29,7 +30,7 @@ def test_only_confident_person_and_background_pixels_are_labelled():
 def test_faces_are_grouped_by_their_utkface_code_and_thinned_evenly(tmp_path):
     names = [f"utkface__{20 + i}_0_1_2017.jpg.chip.jpg" for i in range(5)] + ["utkface__30_1_3_2017.jpg.chip.jpg",
                                                                                "lfw_someone.jpg"]
-    groups = grouped([tmp_path / n for n in names], per_group=3)
+    groups = utkface_groups([tmp_path / n for n in names], per_group=3)
     assert {g: len(v) for g, v in groups.items()} == {"Black": 3, "Indian": 1, "all": 1}
     assert [p.name for p in groups["Black"]] == [names[0], names[2], names[4]]
 

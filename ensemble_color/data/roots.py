@@ -273,3 +273,13 @@ def utkface_group(name: str) -> str | None:
     """The ethnicity group of an extension-pack UTKFace file (``utkface__<age>_<gender>_<race>_...``), or None."""
     m = re.match(r"utkface__\d+_\d+_(\d)_", name)
     return UTKFACE_GROUPS[int(m.group(1))] if m and int(m.group(1)) < len(UTKFACE_GROUPS) else None
+
+
+def utkface_groups(photos: Sequence[Path], per_group: int) -> dict[str, list[Path]]:
+    """Photos by UTKFace ethnicity group (one group ``all`` for other names), each evenly thinned to
+    ``per_group``; only groups that have photos."""
+    groups: dict[str, list[Path]] = {}
+    for p in photos:
+        groups.setdefault(utkface_group(p.name) or "all", []).append(p)
+    return {g: [ps[i] for i in np.linspace(0, len(ps) - 1, per_group).round().astype(int)] if len(ps) > per_group
+            else ps for g, ps in sorted(groups.items())}

@@ -32,7 +32,7 @@ from PIL import Image
 
 from ..data.composites import IGNORE, LABELS
 from ..data.images import list_images, read_rgb
-from ..data.roots import utkface_group
+from ..data.roots import utkface_groups
 from ..eval.router import route_probs
 from ..io import atomic_write_bytes, atomic_write_json
 from ..routing import load_router
@@ -61,15 +61,6 @@ def confident_labels(probs: torch.Tensor, route_classes: tuple[str, ...], confid
     return labels
 
 
-def grouped(photos: list[Path], per_group: int) -> dict[str, list[Path]]:
-    """Photos by UTKFace ethnicity group (one group ``all`` for other names), each evenly thinned to ``per_group``."""
-    groups: dict[str, list[Path]] = {}
-    for p in photos:
-        groups.setdefault(utkface_group(p.name) or "all", []).append(p)
-    return {g: [ps[i] for i in np.linspace(0, len(ps) - 1, per_group).round().astype(int)] if len(ps) > per_group
-            else ps for g, ps in sorted(groups.items())}
-
-
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path:
     if args.out.resolve() == args.data.resolve():
         raise SystemExit(f"error: {args.out}: would write into the pack it reads")
@@ -83,7 +74,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path:
     img_dir.mkdir(parents=True, exist_ok=True)
     mask_dir.mkdir(parents=True, exist_ok=True)
     counts: dict[str, dict[str, int]] = {}
-    for group, paths in grouped(photos, args.per_group).items():
+    for group, paths in utkface_groups(photos, args.per_group).items():
         kept = 0
         for path in paths:
             labels = confident_labels(route_probs(router, read_rgb(path)), router.route_classes, args.confidence)
