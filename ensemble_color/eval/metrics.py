@@ -89,8 +89,14 @@ def palette_distance(ab_pred: torch.Tensor, ab_true: torch.Tensor, directions: i
     b = ab_true.reshape(2, -1).float()
     a = a[:, torch.randint(a.shape[1], (samples,), generator=g)]
     b = b[:, torch.randint(b.shape[1], (samples,), generator=g)]
-    angles = torch.arange(directions, dtype=torch.float32) * (torch.pi / directions)
-    axes = torch.stack([torch.cos(angles), torch.sin(angles)], 1)  # (D, 2)
-    pa, _ = torch.sort(axes @ a, dim=1)
-    pb, _ = torch.sort(axes @ b, dim=1)
-    return float((pa - pb).abs().mean())
+    return float(sliced_wasserstein(a, b, torch.arange(directions, dtype=torch.float32) * (torch.pi / directions)))
+
+
+def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Mean over the projections on the directions ``angles`` (radians, (D,)) of the 1-D Wasserstein-1 distance
+    between two equally sized point sets in the ab plane, ``a`` and ``b`` (..., 2, S); the mean also runs over the
+    leading dimensions. Shared by :func:`palette_distance` and the training term ``train.losses.palette_gap``."""
+    axes = torch.stack([torch.cos(angles), torch.sin(angles)], 1).to(a)  # (D, 2)
+    pa, _ = torch.sort(axes @ a, dim=-1)
+    pb, _ = torch.sort(axes @ b, dim=-1)
+    return (pa - pb).abs().mean()

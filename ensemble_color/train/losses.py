@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from .. import softencode
 from ..color import lab_to_rgb
 from ..data.composites import IGNORE
-from ..eval.metrics import colorfulness
+from ..eval.metrics import colorfulness, sliced_wasserstein
 from ..nets.imagenet import imagenet_classifier
 from .degrade import degrade
 
@@ -57,11 +57,7 @@ def palette_gap(ab_pred: torch.Tensor, ab_true: torch.Tensor, generator: torch.G
     idx = torch.randint(a.shape[2], (samples,), generator=generator)
     offset = torch.rand((), generator=generator)
     angles = (torch.arange(directions, dtype=torch.float32) + offset) * (torch.pi / directions)
-    axes = torch.stack([torch.cos(angles), torch.sin(angles)], 1).to(a)  # (D, 2)
-    pa, _ = torch.sort(axes @ a[:, :, idx], dim=2)
-    with torch.no_grad():
-        pb, _ = torch.sort(axes @ b[:, :, idx], dim=2)
-    return (pa - pb).abs().mean()
+    return sliced_wasserstein(a[:, :, idx], b[:, :, idx].detach(), angles)
 
 
 class EmbeddingGap(torch.nn.Module):
