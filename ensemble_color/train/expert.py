@@ -283,16 +283,14 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> Path | None:
         clean_L, L, target = batch()
         total, parts, out = reconstruction(L, target)
         rec = total
-        if embedding is not None:
-            gap = embedding(clean_L, out, target)
-            weight = adversarial.adaptive_weight(rec, gap, balance_layer, args.embedding)
-            total = total + weight * gap
-            parts = {**parts, "embedding_gap": gap.item(), "embedding_weight": weight.item()}
-        if args.palette > 0:
-            gap = palette_gap(out, target, palette_rng)
-            weight = adversarial.adaptive_weight(rec, gap, balance_layer, args.palette)
-            total = total + weight * gap
-            parts = {**parts, "palette_gap": gap.item(), "palette_weight": weight.item()}
+        balanced_terms = [("embedding", args.embedding, lambda: embedding(clean_L, out, target)),
+                          ("palette", args.palette, lambda: palette_gap(out, target, palette_rng))]
+        for name, factor, term in balanced_terms:  # each pulls ``factor`` x the reconstruction on the shared layer
+            if factor > 0:
+                gap = term()
+                weight = adversarial.adaptive_weight(rec, gap, balance_layer, factor)
+                total = total + weight * gap
+                parts = {**parts, f"{name}_gap": gap.item(), f"{name}_weight": weight.item()}
         if args.colourfulness > 0:
             gap = colourfulness_gap(clean_L, out, target)
             total, parts = total + args.colourfulness * gap, {**parts, "cf_gap": gap.item()}
